@@ -1,0 +1,540 @@
+"""Delivery of encoded events to Kafka: bounded buffer, batching, accounting.
+
+``publish`` hands each encoded event to `DeliveryQueue.submit`, which only
+appends it to the queue of its event type. One background task, the sender,
+repeatedly takes what is queued, packs it into one aiokafka batch per
+partition, sends the batches together and waits for the acknowledgements.
+Every event leaves the queue in exactly one way: delivered, failed (reported
+to the failure callback and the log, and counted) or, when the buffer is full,
+dropped (reported and counted likewise).
+
+Ordering: an event type always goes to the same partition and at most one
+batch per partition is in flight, so events of one type arrive in publish
+order, also across retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from opentelemetry.trace import Span
+from structlog.stdlib import BoundLogger
+
+from ._codec import set_schema_id
+from ._event_type import EventType
+from ._exceptions import EventBufferFullError, EventDeliveryError, EventManagerError
+from ._options import BufferOptions, OverflowPolicy
+from .otel._spans import end_producer_span
+
+__all__ = [
+    "DeliveredEvent",
+    "DeliveryFailure",
+    "DeliveryQueue",
+    "DeliveryStats",
+    "PendingEvent",
+]
+
+
+@dataclass(frozen=True)
+class DeliveredEvent:
+    """Where Kafka stored an event."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class DeliveryFailure:
+    """An event that did not reach Kafka, as passed to failure callbacks.
+
+    Attributes
+    ----------
+    event_id
+        The id in the event's metadata.
+    event_name
+        The event name.
+    reason
+        ``"failed"`` (the broker refused it or delivery timed out),
+        ``"dropped"`` (the buffer was full) or ``"shutdown"`` (still pending
+        when `EventManager.aclose` gave up).
+    error
+        The underlying error.
+    """
+
+    event_id: str
+    event_name: str
+    reason: str
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class DeliveryStats:
+    """Counters of a Kafka event manager since it was created.
+
+    ``published == delivered + failed + dropped + buffered`` at every moment.
+    """
+
+    published: int
+    delivered: int
+    failed: int
+    dropped: int
+    buffered: int
+    buffered_bytes: int
+
+
+class PendingEvent:
+    """An encoded event waiting for its acknowledgement."""
+
+    __slots__ = (
+        "enqueued",
+        "event_id",
+        "event_type",
+        "headers",
+        "size",
+        "span",
+        "timestamp_ms",
+        "value",
+        "waiter",
+    )
+
+    def __init__(
+        self,
+        event_type: EventType[Any],
+        value: bytearray,
+        headers: list[tuple[str, bytes]] | None,
+        timestamp_ms: int,
+        event_id: Any,
+        waiter: asyncio.Future[DeliveredEvent] | None,
+        span: Span | None,
+    ) -> None:
+        self.event_type = event_type
+        self.value = value
+        self.headers = headers
+        self.timestamp_ms = timestamp_ms
+        self.event_id = event_id
+        self.waiter = waiter
+        self.span = span
+        self.size = len(value) + (
+            sum(len(k) + len(v) for k, v in headers) if headers else 0
+        )
+        self.enqueued = time.monotonic()
+
+
+FailureCallback = Callable[[DeliveryFailure], None]
+
+
+class _RateLimitedLog:
+    """Logs at most once per ``interval`` seconds per kind of failure."""
+
+    def __init__(self, logger: BoundLogger, interval: float) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def error(self, kind: str, message: str, **fields: Any) -> None:
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self._interval:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        suppressed = self._suppressed.pop(kind, 0)
+        self._logger.error(message, suppressed_since_last=suppressed, **fields)
+
+
+def is_retriable(error: BaseException) -> bool:
+    """Whether sending again may succeed (connection loss, leader change...)."""
+    if isinstance(error, KafkaError):
+        return bool(getattr(error, "retriable", False)) or type(error).__name__ in (
+            "KafkaConnectionError",
+            "KafkaTimeoutError",
+            "RequestTimedOutError",
+            "NodeNotReadyError",
+        )
+    return isinstance(error, ConnectionError | TimeoutError | OSError)
+
+
+class DeliveryQueue:
+    """The bounded buffer and sender task between ``publish`` and Kafka.
+
+    Parameters
+    ----------
+    topic
+        Destination topic.
+    producer
+        Returns the started aiokafka producer, waiting while it connects.
+    partitions
+        Returns the partition of an event type (waits for metadata).
+    buffer
+        Size bounds and overflow policy.
+    delivery_timeout
+        Seconds an event may wait for its acknowledgement, retries
+        included, before it is reported as failed.
+    retry_backoff
+        Seconds between attempts after a retriable failure (doubling, capped
+        at 5 s).
+    raise_on_error
+        With the ``block`` policy, raise instead of dropping after the wait.
+    on_failure
+        Called once per event that fails or is dropped.
+    logger
+        For rate-limited failure logs.
+    log_interval
+        Seconds between two logs of the same kind of failure.
+    """
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        producer: Callable[[], Awaitable[Any]],
+        partitions: Callable[[EventType[Any]], Awaitable[int]],
+        buffer: BufferOptions,
+        delivery_timeout: float,
+        retry_backoff: float,
+        raise_on_error: bool,
+        on_failure: FailureCallback | None,
+        logger: BoundLogger,
+        log_interval: float = 10.0,
+    ) -> None:
+        self._topic = topic
+        self._producer = producer
+        self._partition_of = partitions
+        self._buffer = buffer
+        self._delivery_timeout = delivery_timeout
+        self._retry_backoff = retry_backoff
+        self._raise_on_error = raise_on_error
+        self._on_failure = on_failure
+        self._log = _RateLimitedLog(logger, log_interval)
+        self._logger = logger
+        self._queues: dict[EventType[Any], deque[PendingEvent]] = {}
+        self._count = 0
+        self._bytes = 0
+        self._published = self._delivered = self._failed = self._dropped = 0
+        self._work = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._sender: asyncio.Task[None] | None = None
+        self._in_flight: list[PendingEvent] = []
+        self._closed = False
+
+    # Accounting -----------------------------------------------------------
+
+    @property
+    def stats(self) -> DeliveryStats:
+        """A snapshot of the counters."""
+        return DeliveryStats(
+            published=self._published,
+            delivered=self._delivered,
+            failed=self._failed,
+            dropped=self._dropped,
+            buffered=self._count,
+            buffered_bytes=self._bytes,
+        )
+
+    def _report(
+        self, events: list[PendingEvent], reason: str, error: BaseException
+    ) -> None:
+        for event in events:
+            event_id = str(event.event_id)
+            failure = EventDeliveryError(event_id, event.event_type.name, str(error))
+            failure.__cause__ = error
+            if event.waiter is not None and not event.waiter.done():
+                event.waiter.set_exception(failure)
+            if event.span is not None:
+                end_producer_span(event.span, error=error)
+            if self._on_failure is not None:
+                try:
+                    self._on_failure(
+                        DeliveryFailure(event_id, event.event_type.name, reason, error)
+                    )
+                except Exception:
+                    self._logger.exception("Event failure callback raised")
+        if events:
+            self._log.error(
+                f"events-{reason}",
+                f"Events not delivered to Kafka ({reason})",
+                topic=self._topic,
+                count=len(events),
+                first_event_id=str(events[0].event_id),
+                event_name=events[0].event_type.name,
+                error=f"{type(error).__name__}: {error}",
+            )
+
+    # Intake ---------------------------------------------------------------
+
+    async def submit(self, event: PendingEvent) -> None:
+        """Queue one event, applying the overflow policy when full.
+
+        Raises
+        ------
+        EventBufferFullError
+            With the ``raise`` policy, or ``block`` and ``raise_on_error``
+            after the wait.
+        """
+        if not self._has_room(event.size) and not await self._make_room(event):
+            return
+        self._published += 1
+        queue = self._queues.get(event.event_type)
+        if queue is None:
+            queue = self._queues[event.event_type] = deque()
+        queue.append(event)
+        self._count += 1
+        self._bytes += event.size
+        self._idle.clear()
+        self._work.set()
+
+    def _has_room(self, size: int) -> bool:
+        return (
+            self._count < self._buffer.max_events
+            and self._bytes + size <= self._buffer.max_bytes
+        )
+
+    async def _make_room(self, event: PendingEvent) -> bool:
+        """Apply the overflow policy; True if the event may now be queued."""
+        policy = self._buffer.overflow
+        full = EventBufferFullError(
+            f"Pending-event buffer of topic {self._topic!r} is full"
+            f" ({self._count} events, {self._bytes} bytes; limits"
+            f" {self._buffer.max_events} events, {self._buffer.max_bytes} bytes)"
+        )
+        if policy is OverflowPolicy.RAISE:
+            raise full
+        if policy is OverflowPolicy.BLOCK:
+            deadline = time.monotonic() + self._buffer.block_timeout
+            while not self._has_room(event.size):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._room.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), remaining)
+            if self._has_room(event.size):
+                return True
+            if self._raise_on_error:
+                raise full
+        # The event was accepted by publish and is now given up: count it as
+        # published and dropped so the totals still add up.
+        self._published += 1
+        self._dropped += 1
+        self._report([event], "dropped", full)
+        return False
+
+    # Sending --------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the sender task (idempotent)."""
+        if self._sender is None:
+            self._sender = asyncio.create_task(
+                self._run(), name="otel-kafka-events-sender"
+            )
+
+    async def _run(self) -> None:
+        backoff = self._retry_backoff
+        while True:
+            if not self._count:
+                self._idle.set()
+                self._work.clear()
+                await self._work.wait()
+                continue
+            try:
+                # Bounded, so that expiry still runs while the broker is away.
+                producer = await asyncio.wait_for(self._producer(), self._retry_backoff)
+                progressed = await self._send_round(producer)
+            except TimeoutError:
+                progressed = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # defensive: the sender must not die
+                self._log.error("sender", "Event sender error", error=repr(exc))
+                progressed = False
+            if progressed:
+                backoff = self._retry_backoff
+            else:
+                self._expire()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _send_round(self, producer: Any) -> bool:
+        """Send one batch per partition; return whether anything was settled."""
+        batches: dict[int, tuple[Any, list[PendingEvent]]] = {}
+        full: set[int] = set()
+        for event_type, queue in list(self._queues.items()):
+            if not queue or event_type.schema_id is None:
+                continue
+            partition = await self._partition_of(event_type)
+            if partition in full:
+                continue
+            entry = batches.get(partition)
+            if entry is None:
+                entry = batches[partition] = (producer.create_batch(), [])
+            batch, taken = entry
+            while queue:
+                event = queue[0]
+                if event.value[1:5] == b"\0\0\0\0":
+                    set_schema_id(event.value, event_type.schema_id)
+                metadata = batch.append(
+                    key=None,
+                    value=event.value,
+                    timestamp=event.timestamp_ms,
+                    headers=event.headers or [],
+                )
+                if metadata is None:
+                    full.add(partition)
+                    break
+                taken.append(queue.popleft())
+        batches = {p: e for p, e in batches.items() if e[1]}
+        if not batches:
+            return False
+        self._in_flight = [e for _, taken in batches.values() for e in taken]
+        try:
+            results = await asyncio.gather(
+                *(self._send_batch(producer, p, b) for p, (b, _) in batches.items()),
+                return_exceptions=True,
+            )
+        finally:
+            self._in_flight = []
+        progressed = False
+        for (partition, (_, taken)), result in zip(
+            batches.items(), results, strict=True
+        ):
+            if isinstance(result, BaseException):
+                progressed |= self._settle_failure(taken, result)
+            else:
+                self._settle_success(taken, partition, result)
+                progressed = True
+        return progressed
+
+    async def _send_batch(self, producer: Any, partition: int, batch: Any) -> int:
+        future = await producer.send_batch(batch, self._topic, partition=partition)
+        metadata = await future
+        return int(metadata.offset)
+
+    def _settle_success(
+        self, events: list[PendingEvent], partition: int, base: int
+    ) -> None:
+        self._delivered += len(events)
+        for index, event in enumerate(events):
+            self._count -= 1
+            self._bytes -= event.size
+            if event.waiter is not None or event.span is not None:
+                offset = base + index
+                if event.waiter is not None and not event.waiter.done():
+                    event.waiter.set_result(
+                        DeliveredEvent(self._topic, partition, offset)
+                    )
+                if event.span is not None:
+                    end_producer_span(event.span, partition=partition, offset=offset)
+        self._room.set()
+
+    def _settle_failure(self, events: list[PendingEvent], error: BaseException) -> bool:
+        """Requeue retriable failures in order; fail the rest. True if settled."""
+        now = time.monotonic()
+        if is_retriable(error):
+            retry = [e for e in events if now - e.enqueued < self._delivery_timeout]
+            expired = [e for e in events if now - e.enqueued >= self._delivery_timeout]
+            for event in reversed(retry):
+                self._queues[event.event_type].appendleft(event)
+            self._log.error(
+                "retry",
+                "Kafka send failed, will retry",
+                topic=self._topic,
+                count=len(retry),
+                error=f"{type(error).__name__}: {error}",
+            )
+            self._fail(expired, error)
+            return bool(expired)
+        self._fail(events, error)
+        return True
+
+    def _fail(
+        self, events: list[PendingEvent], error: BaseException, reason: str = "failed"
+    ) -> None:
+        if not events:
+            return
+        self._failed += len(events)
+        for event in events:
+            self._count -= 1
+            self._bytes -= event.size
+        self._report(events, reason, error)
+        self._room.set()
+
+    def _expire(self) -> None:
+        """Fail events that waited longer than the delivery timeout."""
+        now = time.monotonic()
+        for event_type, queue in self._queues.items():
+            expired = []
+            while queue and now - queue[0].enqueued >= self._delivery_timeout:
+                expired.append(queue.popleft())
+            if expired:
+                reason = (
+                    "schema not registered"
+                    if event_type.schema_id is None
+                    else "not acknowledged"
+                )
+                self._fail(
+                    expired,
+                    TimeoutError(
+                        f"{reason} within the delivery timeout of"
+                        f" {self._delivery_timeout} s"
+                    ),
+                )
+
+    def fail_event_type(
+        self, event_type: EventType[Any], error: EventManagerError
+    ) -> None:
+        """Fail everything queued for an event type that cannot be registered."""
+        queue = self._queues.get(event_type)
+        if queue:
+            events = list(queue)
+            queue.clear()
+            self._fail(events, error)
+
+    def wake(self) -> None:
+        """Tell the sender that something changed (e.g. a schema registered)."""
+        if self._count:
+            self._work.set()
+
+    # Shutdown -------------------------------------------------------------
+
+    async def close(self, timeout: float | None) -> int:
+        """Deliver what is pending within ``timeout`` seconds, then stop.
+
+        Returns
+        -------
+        int
+            How many events were still pending and are reported as failed
+            (reason ``shutdown``).
+        """
+        self._closed = True
+        if self._sender is not None and self._count:
+            self._work.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout)
+        in_flight = list(self._in_flight)
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+            self._sender = None
+        leftover = in_flight + [e for q in self._queues.values() for e in q]
+        for queue in self._queues.values():
+            queue.clear()
+        if leftover:
+            self._fail(
+                leftover,
+                TimeoutError("still pending when the event manager was closed"),
+                reason="shutdown",
+            )
+        return len(leftover)

@@ -1,0 +1,203 @@
+"""The exception hierarchy of otel-kafka-events.
+
+Every error that a caller can fix by changing how they use the library is an
+`EventManagerUsageError`; these are always raised, whatever ``raise_on_error``
+says. Infrastructure failures (broker or registry unreachable) are
+`EventDeliveryError` and are raised only when the caller asked for it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BrokerUnavailableError",
+    "DuplicateEventError",
+    "EventBufferFullError",
+    "EventDeliveryError",
+    "EventManagerClosedError",
+    "EventManagerError",
+    "EventManagerUninitializedError",
+    "EventManagerUnintializedError",
+    "EventManagerUsageError",
+    "EventPayloadError",
+    "EventTooLargeError",
+    "IncompatibleSchemaError",
+    "InvalidEventNameError",
+    "KafkaTopicError",
+    "SchemaRegistryError",
+    "UnsupportedAvroSchemaError",
+]
+
+
+class EventManagerError(Exception):
+    """Base class of every error raised by otel-kafka-events."""
+
+
+class EventManagerUsageError(EventManagerError):
+    """The library was used in a way that cannot work.
+
+    Raised regardless of ``raise_on_error``: retrying will not help, the
+    calling code or configuration has to change.
+    """
+
+
+class EventManagerUninitializedError(EventManagerUsageError):
+    """A publisher was requested before `EventManager.initialize` ran."""
+
+
+#: Safir's original spelling, kept so that ``except`` clauses written against
+#: older Safir releases keep working after switching imports.
+EventManagerUnintializedError = EventManagerUninitializedError
+
+
+class EventManagerClosedError(EventManagerUsageError):
+    """The manager was used after `EventManager.aclose`."""
+
+
+class DuplicateEventError(EventManagerUsageError):
+    """A publisher with this event name already exists on the manager.
+
+    Parameters
+    ----------
+    name
+        The event name that was registered twice.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"An event publisher named {name!r} already exists")
+        self.name = name
+
+
+class InvalidEventNameError(EventManagerUsageError):
+    """An event name or topic part is not a valid Avro name.
+
+    Parameters
+    ----------
+    part
+        Which part is wrong (``"event name"``, ``"topic part"``, ...).
+    value
+        The offending value.
+    reason
+        Why it is not acceptable.
+    """
+
+    def __init__(self, part: str, value: str, reason: str) -> None:
+        super().__init__(f"Invalid {part} {value!r}: {reason}")
+        self.part = part
+        self.value = value
+
+
+class UnsupportedAvroSchemaError(EventManagerUsageError):
+    """A payload model cannot be represented as an Avro record.
+
+    Parameters
+    ----------
+    event
+        The event name being registered.
+    problems
+        One entry per offending field, ``"field.path: reason"``.
+    """
+
+    def __init__(self, event: str, problems: list[str]) -> None:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            f"Payload model of event {event!r} cannot be encoded as Avro:\n{lines}"
+        )
+        self.event = event
+        self.problems = problems
+
+
+class KafkaTopicError(EventManagerUsageError):
+    """The events topic does not exist or cannot be described.
+
+    Parameters
+    ----------
+    topic
+        The topic that was checked.
+    detail
+        What the broker said.
+    """
+
+    def __init__(self, topic: str, detail: str) -> None:
+        super().__init__(f"Kafka topic {topic!r} is not usable: {detail}")
+        self.topic = topic
+
+
+class IncompatibleSchemaError(EventManagerUsageError):
+    """The registry refused the schema under the subject's compatibility rule.
+
+    Parameters
+    ----------
+    subject
+        The registry subject.
+    messages
+        The registry's explanation, one entry per broken rule.
+    """
+
+    def __init__(self, subject: str, messages: list[str]) -> None:
+        detail = "; ".join(messages) if messages else "no detail from the registry"
+        super().__init__(
+            f"Schema for subject {subject!r} is incompatible with the registered"
+            f" versions: {detail}"
+        )
+        self.subject = subject
+        self.messages = messages
+
+
+class EventPayloadError(EventManagerUsageError):
+    """A payload cannot be published as given.
+
+    Parameters
+    ----------
+    event
+        The event name.
+    detail
+        What is wrong, naming the field where known.
+    """
+
+    def __init__(self, event: str, detail: str) -> None:
+        super().__init__(f"Cannot publish event {event!r}: {detail}")
+        self.event = event
+        self.detail = detail
+
+
+class EventTooLargeError(EventPayloadError):
+    """The encoded event exceeds the producer's maximum request size."""
+
+
+class EventBufferFullError(EventManagerError):
+    """The pending-event buffer is full and the overflow policy is ``raise``.
+
+    Also raised by the ``block`` policy when its wait times out.
+    """
+
+
+class EventDeliveryError(EventManagerError):
+    """Kafka did not acknowledge an event.
+
+    Raised by ``publish(..., wait=True)`` and passed to failure callbacks.
+
+    Parameters
+    ----------
+    event_id
+        The id of the event in its metadata.
+    event_name
+        The event name.
+    reason
+        The underlying error.
+    """
+
+    def __init__(self, event_id: str, event_name: str, reason: str) -> None:
+        super().__init__(
+            f"Event {event_name!r} ({event_id}) was not delivered: {reason}"
+        )
+        self.event_id = event_id
+        self.event_name = event_name
+        self.reason = reason
+
+
+class SchemaRegistryError(EventManagerError):
+    """The schema registry could not be reached or answered with an error."""
+
+
+class BrokerUnavailableError(EventManagerError):
+    """The Kafka cluster could not be reached."""

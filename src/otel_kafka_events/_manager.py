@@ -1,0 +1,427 @@
+"""The event manager and publisher interfaces, and the Kafka-free managers.
+
+`EventManager` registers event types (validating them up front) and hands out
+`EventPublisher` objects; subclasses decide where published events go by
+implementing `EventManager.build_publisher_for_model`.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from typing import Any, Generic, TypeVar
+
+import structlog
+from opentelemetry._logs import SeverityNumber
+from structlog.stdlib import BoundLogger
+
+from ._event_type import EnrichedEvent, EventType
+from ._exceptions import (
+    DuplicateEventError,
+    EventManagerClosedError,
+    EventManagerUninitializedError,
+    EventManagerUsageError,
+)
+from ._mock import PublishedList
+from ._models import EventMetadata, EventPayload
+from ._options import TelemetryOptions
+from ._telemetry import Telemetry
+
+__all__ = [
+    "EventManager",
+    "EventPublisher",
+    "MockEventManager",
+    "MockEventPublisher",
+    "NoopEventManager",
+    "NoopEventPublisher",
+]
+
+P = TypeVar("P", bound=EventPayload)
+
+
+class _State(enum.Enum):
+    UNINITIALIZED = "uninitialized"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+class EventPublisher(abc.ABC, Generic[P]):
+    """Publishes events of one type; made by `EventManager.create_publisher`.
+
+    Parameters
+    ----------
+    event_type
+        The compiled event type.
+    telemetry
+        The manager's OTel parts.
+    severity
+        Severity of the OTel log records of this event type.
+    """
+
+    def __init__(
+        self,
+        event_type: EventType[P],
+        telemetry: Telemetry,
+        *,
+        severity: SeverityNumber = SeverityNumber.INFO,
+    ) -> None:
+        self._event_type = event_type
+        self._telemetry = telemetry
+        self._severity = severity
+
+    @property
+    def name(self) -> str:
+        """The event name."""
+        return self._event_type.name
+
+    @property
+    def event_class(self) -> type[P]:
+        """The enriched event model (metadata and payload fields)."""
+        return self._event_type.event_model
+
+    @property
+    def avro_schema(self) -> dict[str, Any]:
+        """The Avro schema events of this type are written with."""
+        return self._event_type.schema
+
+    @abc.abstractmethod
+    async def publish(self, payload: P) -> EventMetadata:
+        """Publish one event.
+
+        Parameters
+        ----------
+        payload
+            An instance of the payload model this publisher was created for.
+
+        Returns
+        -------
+        EventMetadata
+            The enriched event: an instance of `event_class`, which derives
+            from both the payload model and `EventMetadata`.
+
+        Raises
+        ------
+        EventPayloadError
+            If the payload cannot be encoded (naming the field).
+        """
+
+    def _enrich(self, payload: P) -> EnrichedEvent:
+        """Build and encode the event and emit its OTel log record."""
+        enriched = self._event_type.enrich(payload)
+        if self._telemetry.log_emitter is not None:
+            self._telemetry.log_emitter.emit(
+                self._event_type.full_name,
+                enriched.event.__dict__,
+                enriched.span_context,
+                self._severity,
+            )
+        return enriched
+
+
+class NoopEventPublisher(EventPublisher[P]):
+    """Validates and encodes events, then discards them.
+
+    OTel log records are still emitted when log export is on, so a service
+    can send its events to an OTel pipeline without Kafka.
+    """
+
+    def __init__(
+        self,
+        event_type: EventType[P],
+        telemetry: Telemetry,
+        logger: BoundLogger,
+        *,
+        severity: SeverityNumber = SeverityNumber.INFO,
+    ) -> None:
+        super().__init__(event_type, telemetry, severity=severity)
+        self._logger = logger
+
+    async def publish(self, payload: P) -> EventMetadata:
+        """Build the event, log it at debug level and return it."""
+        enriched = self._enrich(payload)
+        self._logger.debug(
+            "Would have published event",
+            event_name=self.name,
+            metrics_event=enriched.event.model_dump(mode="json"),
+        )
+        event: EventMetadata = enriched.event
+        return event
+
+
+class MockEventPublisher(NoopEventPublisher[P]):
+    """A no-op publisher that records every payload, for tests.
+
+    Memory grows with every event: never use it in a deployed service.
+    """
+
+    def __init__(
+        self,
+        event_type: EventType[P],
+        telemetry: Telemetry,
+        logger: BoundLogger,
+        *,
+        severity: SeverityNumber = SeverityNumber.INFO,
+    ) -> None:
+        super().__init__(event_type, telemetry, logger, severity=severity)
+        self._published: PublishedList[P] = PublishedList()
+
+    async def publish(self, payload: P) -> EventMetadata:
+        """Build the event, record the payload and return the event."""
+        event = await super().publish(payload)
+        self._published.append(payload)
+        return event
+
+    @property
+    def published(self) -> PublishedList[P]:
+        """The payloads published so far, with assertion helpers."""
+        return self._published
+
+
+class EventManager(abc.ABC):
+    """Registers event types and creates their publishers.
+
+    Call `initialize` once at startup, `create_publisher` for each event type,
+    and `aclose` at shutdown.
+
+    Parameters
+    ----------
+    topic
+        The Kafka topic events go to; also the Avro namespace of their
+        schemas.
+    logger
+        Logger for the manager's own messages; ``otel_kafka_events`` when
+        None.
+    application
+        Name put in every event's metadata; the last part of ``topic`` when
+        None.
+    telemetry
+        OpenTelemetry options.
+    flat_payloads
+        Accept only scalar payload fields, as Safir does.
+
+    Attributes
+    ----------
+    topic
+        The Kafka topic.
+    logger
+        The manager's logger.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        logger: BoundLogger | None = None,
+        *,
+        application: str | None = None,
+        telemetry: TelemetryOptions | None = None,
+        flat_payloads: bool = False,
+    ) -> None:
+        self.topic = topic
+        self.logger: BoundLogger = logger or structlog.get_logger("otel_kafka_events")
+        self.application = application or topic.rsplit(".", 1)[-1]
+        self.telemetry_options = telemetry or TelemetryOptions()
+        self.flat_payloads = flat_payloads
+        self._telemetry = Telemetry(self.telemetry_options, topic)
+        self._publishers: dict[str, EventPublisher[Any]] = {}
+        self._event_types: dict[type[Any], EventType[Any]] = {}
+        self._pending_severity: dict[type[Any], SeverityNumber] = {}
+        self._state = _State.UNINITIALIZED
+
+    async def initialize(self) -> None:
+        """Prepare the manager; call before `create_publisher`."""
+        if self._state is _State.CLOSED:
+            raise EventManagerClosedError("This event manager was closed")
+        self._state = _State.READY
+
+    async def aclose(self, timeout: float | None = None) -> int:
+        """Shut down, delivering what is pending.
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait for pending events; None waits as long as the
+            delivery timeout allows.
+
+        Returns
+        -------
+        int
+            How many events could not be delivered (always 0 here).
+        """
+        self._publishers = {}
+        self._event_types = {}
+        self._state = _State.CLOSED
+        return 0
+
+    async def create_publisher(
+        self,
+        name: str,
+        payload_model: type[P],
+        *,
+        log_severity: SeverityNumber = SeverityNumber.INFO,
+    ) -> EventPublisher[P]:
+        """Register an event type and return its publisher.
+
+        The payload model is checked here, not at publish time: the event
+        name must be a valid Avro name, no payload field may shadow a
+        metadata field, and every field must have an Avro representation.
+
+        Parameters
+        ----------
+        name
+            The event name: the Avro record name of its schema.
+        payload_model
+            The `EventPayload` subclass that ``publish`` will take.
+        log_severity
+            Severity of this event type's OTel log records.
+
+        Raises
+        ------
+        EventManagerUninitializedError
+            If `initialize` has not been called.
+        EventManagerClosedError
+            If the manager was closed.
+        DuplicateEventError
+            If a publisher with this name exists.
+        InvalidEventNameError
+            If the name or a part of the topic is not a valid Avro name.
+        UnsupportedAvroSchemaError
+            Listing every payload field that cannot be represented.
+        KafkaTopicError
+            (Kafka) If the topic does not exist or is not accessible.
+        IncompatibleSchemaError
+            (Kafka) If the registry refuses the schema.
+        """
+        if self._state is _State.UNINITIALIZED:
+            raise EventManagerUninitializedError(
+                "Initialize the event manager before creating event publishers"
+            )
+        if self._state is _State.CLOSED:
+            raise EventManagerClosedError("This event manager was closed")
+        if name in self._publishers:
+            raise DuplicateEventError(name)
+        if not (
+            isinstance(payload_model, type) and issubclass(payload_model, EventPayload)
+        ):
+            raise EventManagerUsageError(
+                f"payload_model of event {name!r} must be a subclass of EventPayload"
+            )
+        event_type = EventType(
+            name,
+            self.topic,
+            self.application,
+            payload_model,
+            trace_context=self.telemetry_options.trace_context,
+            flat_payloads=self.flat_payloads,
+        )
+        self._event_types[event_type.event_model] = event_type
+        self._pending_severity[event_type.event_model] = log_severity
+        try:
+            publisher = await self.build_publisher_for_model(event_type.event_model)
+        except BaseException:
+            del self._event_types[event_type.event_model]
+            raise
+        finally:
+            self._pending_severity.pop(event_type.event_model, None)
+        self._publishers[name] = publisher
+        return publisher
+
+    @abc.abstractmethod
+    async def build_publisher_for_model(self, model: type[P]) -> EventPublisher[P]:
+        """Make the publisher of one enriched event model.
+
+        Called by `create_publisher` after the model has been validated;
+        subclasses implement it to decide where events go. Use
+        `event_type_for` to get the compiled event type of ``model``.
+        """
+
+    def event_type_for(self, model: type[P]) -> EventType[P]:
+        """The compiled event type of an enriched model from `create_publisher`."""
+        try:
+            return self._event_types[model]
+        except KeyError:
+            raise EventManagerUsageError(
+                f"{model.__name__} was not built by create_publisher"
+            ) from None
+
+    def severity_for(self, model: type[Any]) -> SeverityNumber:
+        """The log severity requested for ``model`` in `create_publisher`."""
+        return self._pending_severity.get(model, SeverityNumber.INFO)
+
+
+class NoopEventManager(EventManager):
+    """An event manager whose publishers validate events and discard them.
+
+    Used when events are disabled (``METRICS_ENABLED=false``). Payload models
+    and payloads are still checked, so mistakes surface in tests, and OTel
+    log records are still emitted when log export is on.
+
+    Parameters
+    ----------
+    application
+        Name of the application publishing events.
+    topic_prefix
+        Prefix of the events topic; the topic is ``{topic_prefix}.{application}``.
+    logger
+        Logger for the manager's messages.
+    **options
+        `EventManager` keyword options (``telemetry``, ``flat_payloads``).
+    """
+
+    def __init__(
+        self,
+        application: str,
+        topic_prefix: str,
+        logger: BoundLogger | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            f"{topic_prefix}.{application}", logger, application=application, **options
+        )
+
+    async def build_publisher_for_model(self, model: type[P]) -> EventPublisher[P]:
+        """Make a `NoopEventPublisher`."""
+        return NoopEventPublisher(
+            self.event_type_for(model),
+            self._telemetry,
+            self.logger,
+            severity=self.severity_for(model),
+        )
+
+
+class MockEventManager(EventManager):
+    """An event manager whose publishers record payloads for assertions.
+
+    Used in a service's own tests (``METRICS_MOCK=true``); see
+    `MockEventPublisher.published`.
+
+    Parameters
+    ----------
+    application
+        Name of the application publishing events.
+    topic_prefix
+        Prefix of the events topic.
+    logger
+        Logger for the manager's messages.
+    **options
+        `EventManager` keyword options (``telemetry``, ``flat_payloads``).
+    """
+
+    def __init__(
+        self,
+        application: str,
+        topic_prefix: str,
+        logger: BoundLogger | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            f"{topic_prefix}.{application}", logger, application=application, **options
+        )
+
+    async def build_publisher_for_model(self, model: type[P]) -> EventPublisher[P]:
+        """Make a `MockEventPublisher`."""
+        return MockEventPublisher(
+            self.event_type_for(model),
+            self._telemetry,
+            self.logger,
+            severity=self.severity_for(model),
+        )

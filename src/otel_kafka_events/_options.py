@@ -1,0 +1,110 @@
+"""Options shared by every event manager: telemetry and buffering."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["BufferOptions", "OverflowPolicy", "TelemetryOptions"]
+
+
+class OverflowPolicy(enum.StrEnum):
+    """What ``publish`` does when the pending-event buffer is full."""
+
+    BLOCK = "block"
+    """Wait for room up to ``BufferOptions.block_timeout``, then drop the event
+    (reported as dropped) or, with ``raise_on_error``, raise."""
+
+    DROP_NEWEST = "drop_newest"
+    """Drop the event being published; it is counted and reported."""
+
+    RAISE = "raise"
+    """Raise `EventBufferFullError` to the caller."""
+
+
+@dataclass(frozen=True)
+class BufferOptions:
+    """Bounds on events accepted by ``publish`` but not yet acknowledged.
+
+    Attributes
+    ----------
+    max_events
+        Most events held at once.
+    max_bytes
+        Most encoded bytes (values and headers) held at once.
+    overflow
+        The policy applied when either bound would be exceeded.
+    block_timeout
+        Seconds the `OverflowPolicy.BLOCK` policy waits for room.
+    """
+
+    max_events: int = 100_000
+    max_bytes: int = 64 * 1024 * 1024
+    overflow: OverflowPolicy = OverflowPolicy.BLOCK
+    block_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_events < 1:
+            raise ValueError(f"max_events must be at least 1, got {self.max_events}")
+        if self.max_bytes < 1024:
+            raise ValueError(f"max_bytes must be at least 1024, got {self.max_bytes}")
+        if self.block_timeout < 0:
+            raise ValueError(
+                f"block_timeout must not be negative, got {self.block_timeout}"
+            )
+        object.__setattr__(self, "overflow", OverflowPolicy(self.overflow))
+
+
+@dataclass(frozen=True)
+class TelemetryOptions:
+    """How published events connect to OpenTelemetry.
+
+    Attributes
+    ----------
+    trace_context
+        Add ``trace_id``, ``span_id`` and ``trace_flags`` of the caller's span
+        to every event's metadata. When False the schema has no trace fields.
+    propagation_headers
+        Inject the trace context into Kafka record headers (``traceparent``,
+        ``tracestate``) through the global propagator.
+    baggage
+        Also propagate W3C baggage: False (the default, since baggage may
+        carry personal data), True for every entry, or a collection of the
+        keys allowed through.
+    producer_spans
+        Wrap each publish in a PRODUCER span ``send {topic}`` that ends when
+        the broker acknowledges the event. Off by default: an SDK span costs
+        more than the rest of the publish path.
+    logs
+        Emit every event as an OTel log record through the Logs API.
+    logger_provider
+        The LoggerProvider for `logs`; the global one when None.
+    log_mode
+        ``"attributes"``: payload and metadata in the record's attributes
+        (current event conventions); ``"body"``: all of it as a map in the
+        body, for backends that ignore complex attributes.
+    tracer_provider
+        The TracerProvider for producer spans; the global one when None.
+    """
+
+    trace_context: bool = True
+    propagation_headers: bool = True
+    baggage: bool | Collection[str] = False
+    producer_spans: bool = False
+    logs: bool = False
+    logger_provider: Any = None
+    log_mode: Literal["attributes", "body"] = "attributes"
+    tracer_provider: Any = None
+    _baggage_keys: frozenset[str] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        if self.log_mode not in ("attributes", "body"):
+            raise ValueError(
+                f"log_mode must be 'attributes' or 'body', got {self.log_mode!r}"
+            )
+        if not isinstance(self.baggage, bool):
+            object.__setattr__(self, "_baggage_keys", frozenset(self.baggage))

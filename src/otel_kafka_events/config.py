@@ -1,0 +1,352 @@
+"""Environment-driven configuration, compatible with Safir's settings.
+
+A service configured for ``safir.metrics`` starts unchanged: the same
+environment variables (``METRICS_ENABLED``, ``METRICS_APPLICATION``,
+``KAFKA_BOOTSTRAP_SERVERS``, ``SCHEMA_MANAGER_REGISTRY_URL`` ...) select and
+configure the same kind of manager. Our additions use the ``METRICS_`` prefix
+(``METRICS_TRACE_CONTEXT``, ``METRICS_OTEL_LOGS``, ``METRICS_PRODUCER_SPANS``,
+``METRICS_RAISE_ON_ERROR``...).
+
+Examples
+--------
+>>> from pydantic_settings import BaseSettings
+>>> class Config(BaseSettings):
+...     metrics: MetricsConfiguration = Field(
+...         default_factory=metrics_configuration_factory
+...     )
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from structlog.stdlib import BoundLogger
+
+from ._kafka import KafkaEventManager
+from ._manager import EventManager, MockEventManager, NoopEventManager
+from ._options import BufferOptions, OverflowPolicy, TelemetryOptions
+
+__all__ = [
+    "BaseMetricsConfiguration",
+    "DisabledMetricsConfiguration",
+    "KafkaConnectionSettings",
+    "KafkaMetricsConfiguration",
+    "KafkaSecurityProtocol",
+    "MetricsConfiguration",
+    "MockMetricsConfiguration",
+    "SchemaManagerSettings",
+    "metrics_configuration_factory",
+]
+
+DEFAULT_TOPIC_PREFIX = "lsst.square.metrics.events"
+
+
+def _must_be(wanted: bool) -> Any:
+    def check(value: bool) -> bool:
+        if value != wanted:
+            raise ValueError(f"Input should be {wanted}")
+        return value
+
+    return AfterValidator(check)
+
+
+class KafkaSecurityProtocol(enum.StrEnum):
+    """How to talk to the Kafka brokers."""
+
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class KafkaConnectionSettings(BaseSettings):
+    """Kafka connection settings (``KAFKA_*``), as in Safir."""
+
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = Field(
+        ..., description="Comma-separated host:port list of Kafka brokers."
+    )
+    security_protocol: KafkaSecurityProtocol = KafkaSecurityProtocol.PLAINTEXT
+    cluster_ca_path: Path | None = Field(None, description="CA certificate (PEM).")
+    client_cert_path: Path | None = Field(None, description="Client certificate.")
+    client_key_path: Path | None = Field(None, description="Client private key.")
+    sasl_mechanism: str = Field("SCRAM-SHA-512", description="SASL mechanism.")
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaConnectionSettings:
+        protocol = self.security_protocol
+        if protocol in (
+            KafkaSecurityProtocol.SASL_PLAINTEXT,
+            KafkaSecurityProtocol.SASL_SSL,
+        ):
+            missing = [
+                name
+                for name, value in (
+                    ("KAFKA_SASL_USERNAME", self.sasl_username),
+                    ("KAFKA_SASL_PASSWORD", self.sasl_password),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(f"{protocol} needs {' and '.join(missing)}")
+            if self.sasl_mechanism not in ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"):
+                raise ValueError(
+                    "KAFKA_SASL_MECHANISM must be SCRAM-SHA-512, SCRAM-SHA-256 or"
+                    f" PLAIN, got {self.sasl_mechanism!r}"
+                )
+        if (self.client_cert_path is None) != (self.client_key_path is None):
+            raise ValueError(
+                "KAFKA_CLIENT_CERT_PATH and KAFKA_CLIENT_KEY_PATH must be set together"
+            )
+        return self
+
+    def to_client_options(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka clients."""
+        options: dict[str, Any] = {"security_protocol": self.security_protocol.value}
+        if self.security_protocol in (
+            KafkaSecurityProtocol.SSL,
+            KafkaSecurityProtocol.SASL_SSL,
+        ):
+            from aiokafka.helpers import create_ssl_context
+
+            options["ssl_context"] = create_ssl_context(
+                cafile=str(self.cluster_ca_path) if self.cluster_ca_path else None,
+                certfile=str(self.client_cert_path) if self.client_cert_path else None,
+                keyfile=str(self.client_key_path) if self.client_key_path else None,
+            )
+        if self.security_protocol in (
+            KafkaSecurityProtocol.SASL_PLAINTEXT,
+            KafkaSecurityProtocol.SASL_SSL,
+        ):
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = self.sasl_password
+        return options
+
+
+class SchemaManagerSettings(BaseSettings):
+    """Schema registry settings (``SCHEMA_MANAGER_*``), as in Safir."""
+
+    model_config = SettingsConfigDict(env_prefix="SCHEMA_MANAGER_", extra="ignore")
+
+    registry_url: str = Field(..., description="URL of the schema registry.")
+    suffix: str = Field("", description="Appended to every subject name.")
+    compatibility: str | None = Field(
+        None,
+        description="Compatibility level for each subject (registry default if unset).",
+    )
+
+
+class EventsConfiguration(BaseSettings):
+    """Settings of the events topic."""
+
+    model_config = SettingsConfigDict(env_prefix="METRICS_", populate_by_name=True)
+
+    topic_prefix: str = Field(
+        DEFAULT_TOPIC_PREFIX,
+        validation_alias=AliasChoices("topicPrefix", "METRICS_EVENTS_TOPIC_PREFIX"),
+    )
+
+
+class BaseMetricsConfiguration(BaseSettings, abc.ABC):
+    """Settings shared by every kind of manager, including OpenTelemetry."""
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
+
+    application: str = Field(
+        ...,
+        description="Name of the application publishing events.",
+        validation_alias=AliasChoices("appName", "application", "METRICS_APPLICATION"),
+    )
+    events: EventsConfiguration = Field(default_factory=EventsConfiguration)
+    trace_context: bool = Field(
+        True,
+        description="Put the caller's trace ids in every event.",
+        validation_alias=AliasChoices(
+            "traceContext", "trace_context", "METRICS_TRACE_CONTEXT"
+        ),
+    )
+    otel_logs: bool = Field(
+        False,
+        description="Emit every event as an OpenTelemetry log record.",
+        validation_alias=AliasChoices("otelLogs", "otel_logs", "METRICS_OTEL_LOGS"),
+    )
+    producer_spans: bool = Field(
+        False,
+        description="Wrap each publish in a PRODUCER span.",
+        validation_alias=AliasChoices(
+            "producerSpans", "producer_spans", "METRICS_PRODUCER_SPANS"
+        ),
+    )
+
+    def telemetry_options(self, **overrides: Any) -> TelemetryOptions:
+        """The `TelemetryOptions` these settings describe."""
+        values: dict[str, Any] = {
+            "trace_context": self.trace_context,
+            "logs": self.otel_logs,
+            "producer_spans": self.producer_spans,
+        }
+        values.update(overrides)
+        return TelemetryOptions(**values)
+
+    @abc.abstractmethod
+    def make_manager(
+        self, logger: BoundLogger | None = None, **kwargs: Any
+    ) -> EventManager:
+        """Build the event manager these settings describe.
+
+        Parameters
+        ----------
+        logger
+            Logger for the manager.
+        **kwargs
+            Extra keyword arguments for the manager's constructor; a
+            ``telemetry`` given here replaces the one from the settings.
+        """
+
+
+class DisabledMetricsConfiguration(BaseMetricsConfiguration):
+    """Events disabled (``METRICS_ENABLED=false``): a `NoopEventManager`."""
+
+    enabled: Annotated[bool, _must_be(False)] = Field(
+        ..., validation_alias=AliasChoices("enabled", "METRICS_ENABLED")
+    )
+
+    def make_manager(
+        self, logger: BoundLogger | None = None, **kwargs: Any
+    ) -> NoopEventManager:
+        """Build a `NoopEventManager`."""
+        kwargs.setdefault("telemetry", self.telemetry_options())
+        return NoopEventManager(
+            self.application, self.events.topic_prefix, logger, **kwargs
+        )
+
+
+class MockMetricsConfiguration(BaseMetricsConfiguration):
+    """Mocked events (``METRICS_ENABLED=false``, ``METRICS_MOCK=true``)."""
+
+    enabled: Annotated[bool, _must_be(False)] = Field(
+        ..., validation_alias=AliasChoices("enabled", "METRICS_ENABLED")
+    )
+    mock: Annotated[bool, _must_be(True)] = Field(
+        ..., validation_alias=AliasChoices("mock", "METRICS_MOCK")
+    )
+
+    def make_manager(
+        self, logger: BoundLogger | None = None, **kwargs: Any
+    ) -> MockEventManager:
+        """Build a `MockEventManager`."""
+        kwargs.setdefault("telemetry", self.telemetry_options())
+        return MockEventManager(
+            self.application, self.events.topic_prefix, logger, **kwargs
+        )
+
+
+class KafkaMetricsConfiguration(BaseMetricsConfiguration):
+    """Events published to Kafka (the default when enabled)."""
+
+    enabled: Annotated[bool, _must_be(True)] = Field(
+        True, validation_alias=AliasChoices("enabled", "METRICS_ENABLED")
+    )
+    kafka: KafkaConnectionSettings = Field(default_factory=KafkaConnectionSettings)
+    schema_manager: SchemaManagerSettings = Field(default_factory=SchemaManagerSettings)
+    raise_on_error: bool = Field(
+        False,
+        description="Raise broker and registry errors instead of logging them.",
+        validation_alias=AliasChoices(
+            "raiseOnError", "raise_on_error", "METRICS_RAISE_ON_ERROR", "RAISE_ON_ERROR"
+        ),
+    )
+    delivery_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds an event may take to be acknowledged.",
+        validation_alias=AliasChoices(
+            "deliveryTimeout", "delivery_timeout", "METRICS_DELIVERY_TIMEOUT"
+        ),
+    )
+    buffer_max_events: int = Field(
+        100_000,
+        ge=1,
+        validation_alias=AliasChoices(
+            "bufferMaxEvents", "buffer_max_events", "METRICS_BUFFER_MAX_EVENTS"
+        ),
+    )
+    buffer_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        validation_alias=AliasChoices(
+            "bufferMaxBytes", "buffer_max_bytes", "METRICS_BUFFER_MAX_BYTES"
+        ),
+    )
+    buffer_overflow: OverflowPolicy = Field(
+        OverflowPolicy.BLOCK,
+        validation_alias=AliasChoices(
+            "bufferOverflow", "buffer_overflow", "METRICS_BUFFER_OVERFLOW"
+        ),
+    )
+
+    def make_manager(
+        self, logger: BoundLogger | None = None, **kwargs: Any
+    ) -> KafkaEventManager:
+        """Build a `KafkaEventManager` that creates and owns its clients."""
+        kwargs.setdefault("telemetry", self.telemetry_options())
+        kwargs.setdefault("bootstrap_servers", self.kafka.bootstrap_servers)
+        kwargs.setdefault("registry_url", self.schema_manager.registry_url)
+        kwargs.setdefault("schema_suffix", self.schema_manager.suffix)
+        kwargs.setdefault("schema_compatibility", self.schema_manager.compatibility)
+        kwargs.setdefault("raise_on_error", self.raise_on_error)
+        kwargs.setdefault("delivery_timeout", self.delivery_timeout)
+        kwargs.setdefault(
+            "buffer",
+            BufferOptions(
+                max_events=self.buffer_max_events,
+                max_bytes=self.buffer_max_bytes,
+                overflow=self.buffer_overflow,
+            ),
+        )
+        options = self.kafka.to_client_options()
+        options.update(kwargs.pop("kafka_options", None) or {})
+        return KafkaEventManager(
+            application=self.application,
+            topic_prefix=self.events.topic_prefix,
+            kafka_options=options,
+            logger=logger,
+            **kwargs,
+        )
+
+
+MetricsConfiguration = (
+    MockMetricsConfiguration | DisabledMetricsConfiguration | KafkaMetricsConfiguration
+)
+"""Any of the three configurations; use with `metrics_configuration_factory`."""
+
+
+def metrics_configuration_factory() -> MetricsConfiguration:
+    """Pick the configuration the environment describes.
+
+    Tries, in order, mock (``METRICS_MOCK=true``), disabled
+    (``METRICS_ENABLED=false``) and Kafka; the Kafka configuration's
+    validation error is raised if none fits, since it names the missing
+    settings.
+    """
+    for candidate in (MockMetricsConfiguration, DisabledMetricsConfiguration):
+        try:
+            return candidate()
+        except ValidationError:
+            continue
+    return KafkaMetricsConfiguration()

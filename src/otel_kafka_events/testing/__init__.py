@@ -1,0 +1,40 @@
+"""A local Kafka stack for development and tests: brokers and a registry.
+
+Everything here runs on 127.0.0.1 without Docker: a Kafka-protocol broker
+(Tansu or noida-db from PyPI, or Apache Kafka itself from Maven Central's
+jars) and `LocalSchemaRegistry`, an in-memory server speaking the Confluent
+Schema Registry REST API. None of it is meant for production.
+
+Install with the ``testing`` extra. For pytest fixtures, add
+``pytest_plugins = ["otel_kafka_events.testing.pytest_plugin"]`` to a
+``conftest.py``.
+"""
+
+from ._broker_base import BrokerCapabilities, LocalBroker
+from ._noida import NoidaBroker
+from ._registry import LocalSchemaRegistry
+from ._stack import BROKER_ENV_VAR, BROKER_KINDS, LocalKafkaStack, make_broker
+from ._tansu import TansuBroker
+
+__all__ = [
+    "BROKER_ENV_VAR",
+    "BROKER_KINDS",
+    "ApacheKafkaBroker",
+    "BrokerCapabilities",
+    "LocalBroker",
+    "LocalKafkaStack",
+    "LocalSchemaRegistry",
+    "NoidaBroker",
+    "TansuBroker",
+    "make_broker",
+]
+
+
+def __getattr__(name: str) -> object:
+    # Imported lazily: the Apache Kafka launcher pulls in Maven resolution
+    # that most users of this module never need.
+    if name == "ApacheKafkaBroker":
+        from ._apache_kafka import ApacheKafkaBroker
+
+        return ApacheKafkaBroker
+    raise AttributeError(name)

@@ -1,0 +1,291 @@
+"""Tests of `ApacheKafkaBroker`: a real Kafka 4.x node behaves like one.
+
+One broker, with every listener (PLAINTEXT, SASL_PLAINTEXT with SCRAM-SHA-512
+and SSL), serves the whole module, because each JVM start costs seconds. The
+restart test comes last in the file: it runs last, and leaves the broker up.
+
+Skipped only when no ``java`` is installed. If Maven cannot resolve Kafka's
+jars the fixture raises and every test fails: a missing broker must not pass
+as a green run.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    KafkaConnectionError,
+    MessageSizeTooLargeError,
+    UnknownTopicOrPartitionError,
+)
+from aiokafka.helpers import create_ssl_context
+
+from otel_kafka_events.testing._apache_kafka import (
+    SCRAM_MECHANISM,
+    ApacheKafkaBroker,
+    find_java,
+)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(find_java() is None, reason="needs java (17+) on PATH"),
+]
+
+USER = "alice"
+PASSWORD = "alice-secret"
+# Topic-level limit, well below the producer's own max_request_size below.
+TOPIC_MAX_MESSAGE_BYTES = 100_000
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[ApacheKafkaBroker]:
+    """One Kafka node for the module, with SCRAM users and TLS enabled."""
+    with ApacheKafkaBroker(sasl_scram_users={USER: PASSWORD}, ssl=True) as started:
+        yield started
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@asynccontextmanager
+async def admin_client(servers: str, **options: Any) -> AsyncIterator[Any]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers, **options)
+    await admin.start()
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def create_topic(
+    broker: ApacheKafkaBroker, name: str, configs: dict[str, str] | None = None
+) -> None:
+    async with admin_client(broker.bootstrap_servers) as admin:
+        await admin.create_topics(
+            [NewTopic(name, 1, 1, topic_configs=configs or {})], timeout_ms=10_000
+        )
+
+
+async def list_topics(broker: ApacheKafkaBroker) -> list[str]:
+    async with admin_client(broker.bootstrap_servers) as admin:
+        topics: list[str] = await admin.list_topics()
+        return topics
+
+
+async def produce(servers: str, topic: str, value: bytes, **options: Any) -> int:
+    """Send one record, wait for the ack, and return its offset."""
+    producer = AIOKafkaProducer(bootstrap_servers=servers, **options)
+    await producer.start()
+    try:
+        metadata = await producer.send_and_wait(topic, value)
+        offset: int = metadata.offset
+        return offset
+    finally:
+        await producer.stop()
+
+
+async def consume_all(
+    servers: str, topic: str, count: int, **options: Any
+) -> list[bytes]:
+    """Read ``count`` records from the start of ``topic``."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **options,
+    )
+    await consumer.start()
+    try:
+        values: list[bytes] = []
+        while len(values) < count:
+            batches = await consumer.getmany(timeout_ms=10_000)
+            if not batches:
+                raise AssertionError(f"got {len(values)} of {count} records")
+            values += [
+                record.value for records in batches.values() for record in records
+            ]
+        return values
+    finally:
+        await consumer.stop()
+
+
+def sasl_options(password: str) -> dict[str, Any]:
+    return {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": SCRAM_MECHANISM,
+        "sasl_plain_username": USER,
+        "sasl_plain_password": password,
+    }
+
+
+# -- PLAINTEXT -------------------------------------------------------------------
+
+
+def test_capabilities() -> None:
+    capabilities = ApacheKafkaBroker.capabilities
+    assert capabilities.idempotent_producer
+    assert not capabilities.auto_creates_topics
+    assert capabilities.enforces_message_size
+    assert capabilities.keeps_data_across_restart
+    assert capabilities.consumer_groups
+
+
+async def test_round_trip_with_consumer_group(broker: ApacheKafkaBroker) -> None:
+    topic = unique("round-trip")
+    await create_topic(broker, topic)
+
+    await produce(broker.bootstrap_servers, topic, b"hello")
+
+    # A group id exercises the group coordinator and __consumer_offsets.
+    assert await consume_all(
+        broker.bootstrap_servers, topic, 1, group_id=unique("group")
+    ) == [b"hello"]
+
+
+async def test_topics_are_not_auto_created(broker: ApacheKafkaBroker) -> None:
+    topic = unique("missing")
+
+    # Both clients ask for auto-creation in their metadata requests, which a
+    # broker with auto.create.topics.enable=true would honour.
+    async with admin_client(broker.bootstrap_servers) as admin:
+        (described,) = await admin.describe_topics([topic])
+    assert described["error_code"] == UnknownTopicOrPartitionError.errno
+    with pytest.raises(UnknownTopicOrPartitionError):
+        await produce(broker.bootstrap_servers, topic, b"x", request_timeout_ms=1500)
+
+    assert topic not in await list_topics(broker)
+
+
+async def test_idempotent_producer(broker: ApacheKafkaBroker) -> None:
+    topic = unique("idempotent")
+    await create_topic(broker, topic)
+
+    offset = await produce(
+        broker.bootstrap_servers, topic, b"once", enable_idempotence=True
+    )
+
+    assert offset == 0
+    assert await consume_all(broker.bootstrap_servers, topic, 1) == [b"once"]
+
+
+async def test_broker_rejects_records_above_its_size_limit(
+    broker: ApacheKafkaBroker,
+) -> None:
+    topic = unique("small-records")
+    await create_topic(
+        broker, topic, {"max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES)}
+    )
+    servers = broker.bootstrap_servers
+
+    # Under the producer's own limit, so only the broker can refuse it.
+    with pytest.raises(MessageSizeTooLargeError):
+        await produce(
+            servers,
+            topic,
+            b"x" * (2 * TOPIC_MAX_MESSAGE_BYTES),
+            max_request_size=1_000_000,
+        )
+
+    assert await produce(servers, topic, b"x" * (TOPIC_MAX_MESSAGE_BYTES // 2)) == 0
+
+
+# -- SASL_PLAINTEXT with SCRAM-SHA-512 -------------------------------------------
+
+
+async def test_scram_login_with_the_right_password(broker: ApacheKafkaBroker) -> None:
+    topic = unique("sasl")
+    await create_topic(broker, topic)
+    servers = broker.sasl_bootstrap_servers
+    assert servers != broker.bootstrap_servers
+
+    await produce(servers, topic, b"authenticated", **sasl_options(PASSWORD))
+
+    assert await consume_all(servers, topic, 1, **sasl_options(PASSWORD)) == [
+        b"authenticated"
+    ]
+
+
+async def test_scram_login_with_a_wrong_password_fails(
+    broker: ApacheKafkaBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=broker.sasl_bootstrap_servers,
+        request_timeout_ms=5000,
+        **sasl_options("wrong-password"),
+    )
+    try:
+        # aiokafka reports the refused handshake as a failed bootstrap and
+        # logs the broker's reason.
+        with (
+            caplog.at_level(logging.ERROR, logger="aiokafka"),
+            pytest.raises(KafkaConnectionError),
+        ):
+            await admin.start()
+    finally:
+        await admin.close()
+
+    assert "SaslAuthenticationFailed" in caplog.text
+    assert "invalid credentials" in caplog.text
+
+
+# -- SSL -------------------------------------------------------------------------
+
+
+async def test_ssl_round_trip(broker: ApacheKafkaBroker) -> None:
+    topic = unique("ssl")
+    await create_topic(broker, topic)
+    servers = broker.ssl_bootstrap_servers
+    # create_ssl_context verifies the certificate and the host name 127.0.0.1.
+    options = {
+        "security_protocol": "SSL",
+        "ssl_context": create_ssl_context(cafile=str(broker.ca_path)),
+    }
+
+    await produce(servers, topic, b"encrypted", **options)
+
+    assert await consume_all(servers, topic, 1, **options) == [b"encrypted"]
+
+
+# -- restart (keep last: it restarts the shared broker) --------------------------
+
+
+async def test_restart_keeps_data_and_ports(broker: ApacheKafkaBroker) -> None:
+    topic = unique("durable")
+    await create_topic(broker, topic)
+    await produce(broker.bootstrap_servers, topic, b"before restart")
+    addresses = (
+        broker.bootstrap_servers,
+        broker.sasl_bootstrap_servers,
+        broker.ssl_bootstrap_servers,
+    )
+    pid = broker.process.pid if broker.process else None
+
+    broker.restart()
+
+    assert broker.running
+    assert broker.process is not None
+    assert broker.process.pid != pid
+    assert addresses == (
+        broker.bootstrap_servers,
+        broker.sasl_bootstrap_servers,
+        broker.ssl_bootstrap_servers,
+    )
+    assert topic in await list_topics(broker)
+    assert await consume_all(broker.bootstrap_servers, topic, 1) == [b"before restart"]
+    # SCRAM credentials live in the cluster metadata, which is kept too.
+    await produce(
+        broker.sasl_bootstrap_servers, topic, b"after", **sasl_options(PASSWORD)
+    )
