@@ -13,7 +13,7 @@ import pytest
 
 from otel_kafka_events.testing import BROKER_ENV_VAR, BrokerCapabilities
 
-__all__ = ["BROKER_KIND", "capabilities", "requires"]
+__all__ = ["BROKER_KIND", "capabilities", "only_in_leg", "requires"]
 
 BROKER_KIND = os.environ.get(BROKER_ENV_VAR, "tansu").strip().lower() or "tansu"
 
@@ -53,3 +53,16 @@ def requires(capability: str) -> pytest.MarkDecorator:
     else:
         missing = not getattr(caps, capability)
     return pytest.mark.skipif(missing, reason=f"{BROKER_KIND}: {_LIMITS[capability]}")
+
+
+def only_in_leg(kind: str) -> pytest.MarkDecorator:
+    """Run a module only in the ``kind`` leg of ``scripts/test``.
+
+    For tests that start their own broker of that kind (its launcher, its
+    security listeners): running them in every leg would test the same thing
+    three times.
+    """
+    return pytest.mark.skipif(
+        BROKER_KIND != kind,
+        reason=f"starts its own {kind} broker; runs in the {kind} leg only",
+    )

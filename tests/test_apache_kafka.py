@@ -33,8 +33,11 @@ from otel_kafka_events.testing._apache_kafka import (
     find_java,
 )
 
+from .broker_support import only_in_leg
+
 pytestmark = [
     pytest.mark.integration,
+    only_in_leg("kafka"),
     pytest.mark.timeout(180),
     pytest.mark.skipif(find_java() is None, reason="needs java (17+) on PATH"),
 ]
@@ -164,7 +167,7 @@ async def test_topics_are_not_auto_created(broker: ApacheKafkaBroker) -> None:
         (described,) = await admin.describe_topics([topic])
     assert described["error_code"] == UnknownTopicOrPartitionError.errno
     with pytest.raises(UnknownTopicOrPartitionError):
-        await produce(broker.bootstrap_servers, topic, b"x", request_timeout_ms=1500)
+        await produce(broker.bootstrap_servers, topic, b"x", request_timeout_ms=1000)
 
     assert topic not in await list_topics(broker)
 

@@ -35,6 +35,7 @@ __all__ = [
     "EventEncoder",
     "confluent_header",
     "decode",
+    "physical_schema",
     "set_schema_id",
     "split_confluent_frame",
 ]
@@ -69,8 +70,31 @@ def split_confluent_frame(value: bytes) -> tuple[int, bytes]:
     return schema_id, value[_HEADER.size :]
 
 
+def physical_schema(schema: Any) -> Any:
+    """Return a copy of ``schema`` without its logical type annotations.
+
+    A logical type only annotates how to read a primitive (``timestamp-micros``
+    is a ``long``, ``uuid`` a ``string``), so data written with this schema is
+    byte for byte what the annotated schema describes. Our converters produce
+    the primitives directly, which is cheaper than fastavro's per-value
+    logical-type dispatch.
+    """
+    if isinstance(schema, dict):
+        return {
+            key: physical_schema(value)
+            for key, value in schema.items()
+            if key not in ("logicalType", "precision", "scale")
+        }
+    if isinstance(schema, list):
+        return [physical_schema(item) for item in schema]
+    return schema
+
+
 class EventEncoder:
     """Writes the Avro body of one event type with a schema parsed once.
+
+    Values must already be in their physical form (see `physical_schema`):
+    the converters compiled in `compile_record` take care of that.
 
     Parameters
     ----------
@@ -84,7 +108,7 @@ class EventEncoder:
         self.event = event
         self.schema = dict(schema)
         self._named_schemas: dict[str, Any] = {}
-        self._parsed = parse_schema(self.schema, self._named_schemas)
+        self._parsed = parse_schema(physical_schema(self.schema), self._named_schemas)
         self._options = {
             "strict": False,
             "strict_allow_default": False,
@@ -140,9 +164,10 @@ class EventDecoder:
 
     def __init__(self, registry: Any) -> None:
         if isinstance(registry, str):
-            from schema_registry.client import AsyncSchemaRegistryClient
+            # Shares one TLS context across requests (see make_registry_client).
+            from ._registry_client import make_registry_client
 
-            registry = AsyncSchemaRegistryClient(url=registry)
+            registry = make_registry_client(registry)
         self._registry = registry
         self._schemas: dict[int, Any] = {}
 

@@ -37,29 +37,45 @@ P = TypeVar("P", bound=EventPayload)
 _PENDING_HEADER = confluent_header(0)
 
 
-class _UuidSource:
-    """UUID4s from a pool of random bytes.
+class _EventIds:
+    """UUID4 event ids, drawn from a pool of system randomness.
 
-    ``uuid.uuid4()`` makes one ``os.urandom`` system call per id; reading 4 KiB
-    at a time makes the id a slice and a constructor call instead.
+    ``uuid.uuid4()`` makes one ``os.urandom`` call and parses its bytes per
+    id; reading 4 KiB at a time and building the UUID from an integer costs
+    about a third as much, with the same source of randomness.
     """
 
     _POOL = 4096
+    _VERSION_MASK = ~(0xF000 << 64) & ~(0xC000 << 48)
+    _VERSION_BITS = (0x4000 << 64) | (0x8000 << 48)
 
     def __init__(self) -> None:
         self._pool = b""
         self._offset = self._POOL
 
-    def next(self) -> uuid.UUID:
+    def next(self) -> tuple[uuid.UUID, str]:
+        """Return a new id and its canonical text form."""
         if self._offset >= len(self._pool):
             self._pool = os.urandom(self._POOL)
             self._offset = 0
         start = self._offset
         self._offset = start + 16
-        return uuid.UUID(bytes=self._pool[start : start + 16], version=4)
+        number = int.from_bytes(self._pool[start : start + 16])
+        number = (number & self._VERSION_MASK) | self._VERSION_BITS
+        # The same two slot assignments uuid.UUID.__init__ ends with, minus
+        # its argument parsing; ``number`` is a valid version 4 value.
+        value = _new_object(uuid.UUID)
+        _set_slot(value, "int", number)
+        _set_slot(value, "is_safe", uuid.SafeUUID.unknown)
+        text = "%032x" % number  # noqa: UP031 - faster than an f-string here
+        return value, (
+            f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+        )
 
 
-_uuids = _UuidSource()
+_new_object = object.__new__
+_set_slot = object.__setattr__
+_event_ids = _EventIds()
 
 
 @dataclass(slots=True)
@@ -164,8 +180,9 @@ class EventType(Generic[P]):
                 f" got {type(payload).__name__}",
             )
         now_ns = time.time_ns()
+        event_id, event_id_text = _event_ids.next()
         values = {
-            "id": _uuids.next(),
+            "id": event_id,
             "application": self.application,
             "timestamp": datetime.fromtimestamp(now_ns / 1e9, UTC),
             "timestamp_ns": now_ns,
@@ -186,6 +203,7 @@ class EventType(Generic[P]):
         # The Avro field is microseconds; derive it from the exact nanoseconds
         # rather than from the float-based datetime.
         datum["timestamp"] = now_ns // 1000
+        datum["id"] = event_id_text
         for field, converter in self._converters:
             value = datum[field]
             if value is not None:

@@ -36,9 +36,11 @@ from ._manager import EventManager, EventPublisher
 from ._models import EventMetadata, EventPayload
 from ._options import BufferOptions, TelemetryOptions
 from ._registry_client import SchemaRegistrar, make_registry_client
-from ._telemetry import Telemetry
+from ._telemetry import Telemetry, flush_telemetry
+from .otel._metrics import register_delivery_metrics
+from .otel._spans import end_producer_span
 
-__all__ = ["KafkaEventManager", "KafkaEventPublisher"]
+__all__ = ["KafkaEventManager", "KafkaEventPublisher", "flush_telemetry"]
 
 P = TypeVar("P", bound=EventPayload)
 
@@ -110,13 +112,20 @@ class KafkaEventPublisher(EventPublisher[P]):
         span = None
         headers = None
         span_context = enriched.span_context
+        if span_context is None and not event_type.trace_context:
+            # Without trace fields nothing was captured, but the headers
+            # (a separate option) still carry the caller's context.
+            current = trace.get_current_span().get_span_context()
+            span_context = current if current.is_valid else None
         if telemetry.producer_spans is not None:
             values = enriched.event.__dict__
             span = telemetry.producer_spans.start(
                 otel_context.get_current(), str(values["id"]), values["timestamp_ns"]
             )
             span_context = span.get_span_context()
-        if telemetry.injector is not None and span_context is not None:
+        if telemetry.injector is not None:
+            # Called without a span too: baggage or a custom propagator may
+            # still have something to inject.
             context = otel_context.get_current()
             if span is not None:
                 context = trace.set_span_in_context(span, context)
@@ -132,19 +141,26 @@ class KafkaEventPublisher(EventPublisher[P]):
             span,
         )
         if pending.size > manager._max_request_size:
-            if span is not None:
-                span.end()
-            raise EventTooLargeError(
+            too_large = EventTooLargeError(
                 event_type.name,
                 f"encoded event is {pending.size} bytes, more than the producer's"
                 f" max_request_size of {manager._max_request_size}",
             )
+            if span is not None:
+                end_producer_span(span, error=too_large)
+            raise too_large
         if wait if wait is not None else self._wait:
             pending.waiter = asyncio.get_running_loop().create_future()
+        try:
             await manager._queue.submit(pending)
+        except BaseException as exc:
+            # Refused by the buffer (or cancelled while waiting for room):
+            # the queue never saw the event, so its span ends here.
+            if span is not None:
+                end_producer_span(span, error=exc)
+            raise
+        if pending.waiter is not None:
             await pending.waiter
-        else:
-            await manager._queue.submit(pending)
         event: EventMetadata = enriched.event
         return event
 
@@ -282,6 +298,9 @@ class KafkaEventManager(EventManager):
             raise_on_error=raise_on_error,
             on_failure=on_delivery_error,
             logger=self.logger,
+        )
+        register_delivery_metrics(
+            lambda: self._queue.stats, self.topic, self.telemetry_options.meter_provider
         )
 
     # Properties -----------------------------------------------------------
@@ -426,7 +445,7 @@ class KafkaEventManager(EventManager):
         if self._admin is not None and self._manages(self._owns_admin):
             with contextlib.suppress(Exception):
                 await self._admin.close()
-        await flush_telemetry(self.telemetry_options)
+        # The base class flushes the OTel providers (see flush_telemetry).
         await super().aclose()
         if undelivered:
             self.logger.error(
@@ -549,21 +568,3 @@ class KafkaEventManager(EventManager):
         task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-
-async def flush_telemetry(options: TelemetryOptions) -> None:
-    """Flush the SDK log pipeline without blocking the event loop.
-
-    ``LoggerProvider.force_flush`` blocks its calling thread until the batch
-    processor has exported, so it runs in a worker thread.
-    """
-    if not options.logs:
-        return
-    provider = options.logger_provider
-    if provider is None:
-        from opentelemetry._logs import get_logger_provider
-
-        provider = get_logger_provider()
-    flush = getattr(provider, "force_flush", None)
-    if flush is not None:
-        await asyncio.to_thread(flush)

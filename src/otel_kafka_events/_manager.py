@@ -25,7 +25,7 @@ from ._exceptions import (
 from ._mock import PublishedList
 from ._models import EventMetadata, EventPayload
 from ._options import TelemetryOptions
-from ._telemetry import Telemetry
+from ._telemetry import Telemetry, flush_telemetry
 
 __all__ = [
     "EventManager",
@@ -247,6 +247,9 @@ class EventManager(abc.ABC):
         int
             How many events could not be delivered (always 0 here).
         """
+        # Log records (and producer spans) may sit in SDK batch processors;
+        # every manager flushes them, including the Kafka-free ones.
+        await flush_telemetry(self.telemetry_options)
         self._publishers = {}
         self._event_types = {}
         self._state = _State.CLOSED

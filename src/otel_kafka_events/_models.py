@@ -108,6 +108,8 @@ def build_event_model(
         name,
         __base__=(payload_model, metadata),
         __module__=payload_model.__module__,
+        # Class docstrings are not inherited; keep the payload's for the schema.
+        __doc__=payload_model.__doc__,
     )
     return cast("type[P]", model)
 

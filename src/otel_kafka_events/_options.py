@@ -87,6 +87,9 @@ class TelemetryOptions:
         body, for backends that ignore complex attributes.
     tracer_provider
         The TracerProvider for producer spans; the global one when None.
+    meter_provider
+        The MeterProvider for the delivery counters of a Kafka manager; the
+        global one when None (a no-op unless an SDK provider is installed).
     """
 
     trace_context: bool = True
@@ -97,6 +100,7 @@ class TelemetryOptions:
     logger_provider: Any = None
     log_mode: Literal["attributes", "body"] = "attributes"
     tracer_provider: Any = None
+    meter_provider: Any = None
     _baggage_keys: frozenset[str] | None = field(
         default=None, init=False, repr=False, compare=False
     )

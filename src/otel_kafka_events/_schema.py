@@ -81,14 +81,36 @@ class _NaiveDatetimeError(ValueError):
     pass
 
 
-def _datetime_value(value: dt.datetime) -> dt.datetime:
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_EPOCH_DATE = dt.date(1970, 1, 1)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def _datetime_value(value: dt.datetime) -> int:
     # A naive datetime has no defined instant; guessing a zone would silently
     # shift the stored time, so it is refused (documented in docs/schemas.md).
     if value.tzinfo is None or value.utcoffset() is None:
         raise _NaiveDatetimeError(
             "naive datetime (no timezone); use an aware datetime, e.g. with tz=UTC"
         )
-    return value
+    # Integer arithmetic on timedeltas is exact, unlike timestamp() floats.
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def _date_value(value: dt.date) -> int:
+    return (value - _EPOCH_DATE).days
+
+
+def _uuid_value(value: uuid.UUID) -> str:
+    return str(value)
+
+
+def _decimal_converter(scale: int) -> Converter:
+    def convert(value: Decimal) -> bytes:
+        unscaled = int(value.scaleb(scale).to_integral_value())
+        return unscaled.to_bytes((unscaled.bit_length() + 8) // 8, "big", signed=True)
+
+    return convert
 
 
 def _timedelta_value(value: dt.timedelta) -> float:
@@ -260,13 +282,13 @@ def _field_type(
     if annotation is dt.datetime or annotation in _PYDANTIC_DATETIMES:
         return {"type": "long", "logicalType": "timestamp-micros"}, _datetime_value
     if annotation is dt.date or annotation in _PYDANTIC_DATES:
-        return {"type": "int", "logicalType": "date"}, None
+        return {"type": "int", "logicalType": "date"}, _date_value
     if annotation is dt.timedelta:
         return "double", _timedelta_value
     if annotation is uuid.UUID or (
         isinstance(annotation, type) and issubclass(annotation, uuid.UUID)
     ):
-        return {"type": "string", "logicalType": "uuid"}, None
+        return {"type": "string", "logicalType": "uuid"}, _uuid_value
     if annotation is Decimal:
         return _decimal_type(info, where, context)
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
@@ -281,6 +303,13 @@ def _field_type(
         return _nested_record(annotation, where, context)
     if origin in (list, set, frozenset):
         (item,) = typing.get_args(annotation) or (Any,)
+        if origin is not list and _unhashable(item):
+            # Pydantic refuses every non-empty value of such a field.
+            context.problems.append(
+                f"{where}: set items must be hashable, {_type_name(item)} is not"
+                " (use a list, or a frozen model)"
+            )
+            return None, None
         item_type, item_conv = _field_type(item, None, f"{where}[]", context)
         if item_type is None:
             return None, None
@@ -300,6 +329,12 @@ def _field_type(
     return None, None
 
 
+def _unhashable(item: Any) -> bool:
+    if isinstance(item, type) and issubclass(item, BaseModel):
+        return not item.model_config.get("frozen", False)
+    return typing.get_origin(item) in (list, dict, set)
+
+
 def _type_name(annotation: Any) -> str:
     if isinstance(annotation, type):
         return annotation.__qualname__
@@ -312,7 +347,7 @@ def _union_type(
     members = typing.get_args(annotation)
     nullable = type(None) in members
     branches: list[Any] = ["null"] if nullable else []
-    checks: list[tuple[Any, Converter | None]] = []
+    checks: list[tuple[Any, Converter | None, str]] = []
     seen_kinds: set[str] = set()
     for member in members:
         if member is type(None):
@@ -332,11 +367,12 @@ def _union_type(
             return None, None
         seen_kinds.add(kind)
         branches.append(avro_type)
-        checks.append((typing.get_origin(member) or member, converter))
+        checks.append((_python_type(member), converter, _branch_tag(avro_type)))
     if len(branches) == 1:
         return branches[0], checks[0][1] if checks else None
-    if all(conv is None for _, conv in checks):
-        return branches, None
+    if len(checks) == 1:
+        # ``X | None``: None never reaches a converter, so no branch to pick.
+        return branches, checks[0][1]
     return branches, _union_converter(checks)
 
 
@@ -352,13 +388,45 @@ def _branch_kind(avro_type: Any) -> str:
     return repr(avro_type)
 
 
-def _union_converter(checks: list[tuple[Any, Converter | None]]) -> Converter:
+def _python_type(member: Any) -> Any:
+    """The Python class whose instances a union member's values are."""
+    if typing.get_origin(member) is typing.Annotated:
+        return _python_type(typing.get_args(member)[0])
+    if typing.get_origin(member) is typing.Literal:
+        return type(typing.get_args(member)[0])
+    if member in _PYDANTIC_DATETIMES:
+        return dt.datetime
+    if member in _PYDANTIC_DATES:
+        return dt.date
+    return typing.get_origin(member) or member
+
+
+def _branch_tag(avro_type: Any) -> str:
+    """The branch name fastavro's tuple notation ``(name, value)`` expects."""
+    if isinstance(avro_type, dict):
+        if avro_type["type"] in ("record", "enum"):
+            return f"{avro_type['namespace']}.{avro_type['name']}"
+        return str(avro_type["type"])
+    return str(avro_type)  # a primitive, or the full name of a named type
+
+
+def _union_converter(checks: list[tuple[Any, Converter | None, str]]) -> Converter:
+    # fastavro would write a value to the first branch that accepts it: an
+    # int into a ``date`` branch, a datetime into a ``date`` branch, a model
+    # into the first record with the same fields. The branch is chosen here
+    # from the value's class instead (most derived class first) and passed on
+    # in tuple notation.
+    by_type: dict[type, tuple[Converter | None, str]] = {}
+    for python_type, converter, tag in checks:
+        if isinstance(python_type, type):
+            by_type.setdefault(python_type, (converter, tag))
+
     def convert(value: Any) -> Any:
-        if value is None:
-            return None
-        for python_type, converter in checks:
-            if isinstance(python_type, type) and isinstance(value, python_type):
-                return converter(value) if converter else value
+        for klass in type(value).__mro__:
+            found = by_type.get(klass)
+            if found is not None:
+                converter, tag = found
+                return (tag, converter(value) if converter else value)
         return value
 
     return convert
@@ -396,7 +464,7 @@ def _decimal_type(
         "logicalType": "decimal",
         "precision": digits,
         "scale": places,
-    }, None
+    }, _decimal_converter(places)
 
 
 def _enum_type(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from ._options import TelemetryOptions
 from .otel._logs import EventLogEmitter
 from .otel._propagation import HeaderInjector
 from .otel._spans import ProducerSpans
 
-__all__ = ["Telemetry"]
+__all__ = ["Telemetry", "flush_telemetry"]
 
 
 class Telemetry:
@@ -44,3 +47,33 @@ class Telemetry:
             if options.producer_spans
             else None
         )
+
+
+async def flush_telemetry(options: TelemetryOptions) -> None:
+    """Flush the SDK pipelines the manager fed, without blocking the loop.
+
+    The LoggerProvider when `TelemetryOptions.logs` is on, the TracerProvider
+    when `TelemetryOptions.producer_spans` is on (the global ones when none
+    was given). ``force_flush`` blocks its calling thread until the batch
+    processors have exported, so it runs in a worker thread. Providers
+    without ``force_flush`` (the API's no-op ones) are skipped.
+    """
+    providers: list[Any] = []
+    if options.logs:
+        provider = options.logger_provider
+        if provider is None:
+            from opentelemetry._logs import get_logger_provider
+
+            provider = get_logger_provider()
+        providers.append(provider)
+    if options.producer_spans:
+        provider = options.tracer_provider
+        if provider is None:
+            from opentelemetry.trace import get_tracer_provider
+
+            provider = get_tracer_provider()
+        providers.append(provider)
+    for provider in providers:
+        flush = getattr(provider, "force_flush", None)
+        if flush is not None:
+            await asyncio.to_thread(flush)

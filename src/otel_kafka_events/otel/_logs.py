@@ -66,12 +66,17 @@ class EventLogEmitter:
             if span_context is not None
             else _NO_TRACE
         )
-        converted = {key: otel_value(value) for key, value in values.items()}
         if self._body_mode:
             attributes: dict[str, Any] = {"event.name": full_name}
-            body: Any = converted
+            body: Any = {key: otel_value(value) for key, value in values.items()}
         else:
-            attributes = converted
+            # The SDK keeps None attributes and OTLP sends them as empty
+            # values; an absent field is what backends expect instead.
+            attributes = {
+                key: otel_value(value)
+                for key, value in values.items()
+                if value is not None
+            }
             body = None
         self._logger.emit(
             timestamp=values["timestamp_ns"],

@@ -26,7 +26,8 @@ def otel_value(value: Any) -> Any:
 
     Datetimes and dates become ISO 8601 strings, timedeltas seconds, UUIDs and
     Decimals strings, Enums their value, models and mappings dicts, other
-    iterables lists. None stays None (dropped from attributes by the SDK).
+    iterables lists. None stays None (the log emitter leaves None-valued
+    fields out of the attributes).
     """
     if value is None or type(value) in _PLAIN:
         return value

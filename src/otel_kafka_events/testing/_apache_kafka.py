@@ -237,8 +237,11 @@ def resolve_kafka_classpath(
             return jars
         (cache_dir / _MARKER).unlink(missing_ok=True)
         lib = cache_dir / "lib"
-        # Jars of an interrupted or older resolution would join the class path.
+        # Jars of an interrupted or older resolution would join the class
+        # path; class archives made for them are useless from now on.
         shutil.rmtree(lib, ignore_errors=True)
+        for archive in cache_dir.glob("classes-*.jsa*"):
+            archive.unlink(missing_ok=True)
         (cache_dir / "pom.xml").write_text(pom)
         argv = [
             mvn,
@@ -289,10 +292,15 @@ def _class_archive_path(java: str, jars: Sequence[Path]) -> Path:
     """Where the AppCDS archive for this JVM and class path lives.
 
     The JVM refuses (and merely warns about) an archive made by another JDK
-    build or for another class path; naming it after both avoids ever
-    offering it one.
+    build or for other jars; naming it after both avoids ever offering it
+    one, and a stale one would otherwise never be replaced.
     """
-    key = "\0".join([os.path.realpath(java), *map(str, jars)])
+    parts = [os.path.realpath(java)]
+    for jar in jars:
+        # The JVM also checks each jar's size and time stamp.
+        stat = jar.stat()
+        parts.append(f"{jar}:{stat.st_size}:{stat.st_mtime_ns}")
+    key = "\0".join(parts)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return jars[0].parent.parent / f"classes-{digest}.jsa"
 

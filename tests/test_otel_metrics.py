@@ -1,0 +1,56 @@
+"""Delivery counters exported as OTel metrics through a real SDK MeterProvider."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from otel_kafka_events import EventPayload, TelemetryOptions
+
+from .conftest import ManagerFactory
+
+
+class Ping(EventPayload):
+    """A minimal event."""
+
+    n: int
+
+
+def _points(reader: InMemoryMetricReader) -> dict[str, Any]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    found: dict[str, Any] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                (point,) = metric.data.data_points
+                found[metric.name] = (point.value, dict(point.attributes or {}))
+    return found
+
+
+async def test_delivery_counters_are_exported(
+    make_kafka_manager: ManagerFactory,
+) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    manager = await make_kafka_manager(
+        telemetry=TelemetryOptions(meter_provider=provider)
+    )
+    publisher = await manager.create_publisher("ping", Ping)
+    for n in range(25):
+        await publisher.publish(Ping(n=n))
+    await publisher.publish(Ping(n=99), wait=True)
+
+    points = _points(reader)
+    prefix = "otel_kafka_events.events."
+    assert points[prefix + "published"][0] == 26
+    assert points[prefix + "delivered"][0] == 26
+    assert points[prefix + "failed"][0] == 0
+    assert points[prefix + "dropped"][0] == 0
+    assert points[prefix + "buffered"][0] == 0
+    assert points[prefix + "published"][1] == {
+        "messaging.destination.name": manager.topic
+    }
+    provider.shutdown()
