@@ -63,6 +63,6 @@ def only_in_leg(kind: str) -> pytest.MarkDecorator:
     three times.
     """
     return pytest.mark.skipif(
-        BROKER_KIND != kind,
+        kind != BROKER_KIND,
         reason=f"starts its own {kind} broker; runs in the {kind} leg only",
     )

@@ -236,11 +236,17 @@ class OtlpReceiver:
         TimeoutError
             If fewer arrived within ``timeout`` seconds.
         """
-        return self._wait(lambda: self._logs, count, timeout, "log records")
+        logs: list[ReceivedLog] = self._wait(
+            lambda: self._logs, count, timeout, "log records"
+        )
+        return logs
 
     def wait_for_spans(self, count: int, timeout: float = 10.0) -> list[ReceivedSpan]:
         """Block until at least ``count`` spans arrived; return them all."""
-        return self._wait(lambda: self._spans, count, timeout, "spans")
+        spans: list[ReceivedSpan] = self._wait(
+            lambda: self._spans, count, timeout, "spans"
+        )
+        return spans
 
     def _wait(self, items: Any, count: int, timeout: float, what: str) -> Any:
         deadline = time.monotonic() + timeout

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 
 from otel_kafka_events import EventPayload, TelemetryOptions
 
@@ -26,6 +26,7 @@ def _points(reader: InMemoryMetricReader) -> dict[str, Any]:
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
                 (point,) = metric.data.data_points
+                assert isinstance(point, NumberDataPoint)
                 found[metric.name] = (point.value, dict(point.attributes or {}))
     return found
 

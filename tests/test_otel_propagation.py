@@ -7,9 +7,9 @@ with ``set_global_textmap`` and always restored.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -49,7 +49,12 @@ from opentelemetry.trace.propagation.tracecontext import (
     TraceContextTextMapPropagator,
 )
 
-from otel_kafka_events import EventPayload, KafkaEventManager, TelemetryOptions
+from otel_kafka_events import (
+    EventPayload,
+    KafkaEventManager,
+    KafkaEventPublisher,
+    TelemetryOptions,
+)
 from otel_kafka_events.otel import extract_context, headers_to_carrier, process_span
 from otel_kafka_events.testing import LocalKafkaStack
 
@@ -132,6 +137,7 @@ async def publish_and_consume(
 ) -> tuple[SpanContext, Any]:
     """Publish one event inside a new span; return that span and the record."""
     publisher = await manager.create_publisher("order", Order)
+    assert isinstance(publisher, KafkaEventPublisher)
     with sdk.tracer.start_as_current_span(span_name) as span:
         await publisher.publish(Order(order_id="o-1"), wait=True)
     [record] = await stack.consume(manager.topic, 1, timeout=30)
@@ -198,7 +204,9 @@ async def test_baggage_header(
     option: bool | set[str],
     expected: dict[str, str] | None,
 ) -> None:
-    telemetry = TelemetryOptions() if option is False else TelemetryOptions(baggage=option)
+    telemetry = (
+        TelemetryOptions() if option is False else TelemetryOptions(baggage=option)
+    )
     manager = await make_kafka_manager(telemetry=telemetry)
     with baggage_entries(tenant="acme", user="bob"):
         caller, record = await publish_and_consume(manager, local_kafka_stack, sdk)
@@ -219,6 +227,7 @@ async def test_baggage_without_a_span(
     # no traceparent is made up for it.
     manager = await make_kafka_manager(telemetry=TelemetryOptions(baggage={"tenant"}))
     publisher = await manager.create_publisher("order", Order)
+    assert isinstance(publisher, KafkaEventPublisher)
     with baggage_entries(tenant="acme", secret="s"):
         await publisher.publish(Order(order_id="o-2"), wait=True)
     [record] = await local_kafka_stack.consume(manager.topic, 1, timeout=30)
@@ -291,7 +300,7 @@ async def test_a_propagator_without_trace_context_writes_no_traceparent(
 ) -> None:
     propagate.set_global_textmap(TraceEchoPropagator())
     manager = await make_kafka_manager()
-    caller, record = await publish_and_consume(manager, local_kafka_stack, sdk)
+    _, record = await publish_and_consume(manager, local_kafka_stack, sdk)
     assert header_keys(record) == ["x-trace-echo"]
 
 
@@ -322,7 +331,8 @@ _ENV_SCRIPT = textwrap.dedent(
         finally:
             context.detach(token)
         await manager.aclose()
-        print(json.dumps({"trace_id": format(span.get_span_context().trace_id, "032x")}))
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        print(json.dumps({"trace_id": trace_id}))
 
     asyncio.run(main(*sys.argv[1:]))
     """
@@ -340,30 +350,27 @@ async def test_otel_propagators_environment_variable_is_honoured(
     application = unique_application()
     await local_kafka_stack.create_topic(f"{TOPIC_PREFIX}.{application}")
     env = dict(os.environ, OTEL_PROPAGATORS="baggage")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _ENV_SCRIPT,
-            local_kafka_stack.bootstrap_servers,
-            local_kafka_stack.registry_url,
-            application,
-            "1" if capabilities().idempotent_producer else "0",
-        ],
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _ENV_SCRIPT,
+        local_kafka_stack.bootstrap_servers,
+        local_kafka_stack.registry_url,
+        application,
+        "1" if capabilities().idempotent_producer else "0",
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    assert result.returncode == 0, result.stderr
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, stderr.decode()
     [record] = await local_kafka_stack.consume(
         f"{TOPIC_PREFIX}.{application}", 1, timeout=30
     )
     # Only the baggage propagator is configured: no traceparent at all.
     assert header_keys(record) == ["baggage"]
     assert parse_baggage(dict(header_list(record))["baggage"]) == {"tenant": "acme"}
-    assert json.loads(result.stdout.strip().splitlines()[-1])["trace_id"]
+    assert json.loads(stdout.decode().strip().splitlines()[-1])["trace_id"]
 
 
 # -- one header per key, with and without the aiokafka instrumentation -------
@@ -390,7 +397,10 @@ async def test_exactly_one_header_per_key(
             )
         )
         publisher = await manager.create_publisher("order", Order)
-        control = AIOKafkaProducer(bootstrap_servers=local_kafka_stack.bootstrap_servers)
+        assert isinstance(publisher, KafkaEventPublisher)
+        control = AIOKafkaProducer(
+            bootstrap_servers=local_kafka_stack.bootstrap_servers
+        )
         await control.start()
         try:
             with (

@@ -79,7 +79,7 @@ async def test_event_carries_the_active_span_ids(
     assert isinstance(event, TracedEventMetadata)
     assert {f: getattr(event, f) for f in TRACE_FIELDS} == expected
 
-    [(record, decoded)] = await consume_decoded(local_kafka_stack, manager, 1)
+    [(_, decoded)] = await consume_decoded(local_kafka_stack, manager, 1)
     assert {f: decoded[f] for f in TRACE_FIELDS} == expected
     assert decoded["id"] == event.id
     assert decoded["page"] == "/home"
@@ -108,9 +108,7 @@ async def test_trace_context_off_gives_safirs_metadata_shape(
     local_kafka_stack: LocalKafkaStack,
     tracer: trace.Tracer,
 ) -> None:
-    manager = await make_kafka_manager(
-        telemetry=TelemetryOptions(trace_context=False)
-    )
+    manager = await make_kafka_manager(telemetry=TelemetryOptions(trace_context=False))
     publisher = await manager.create_publisher("visit", Visit)
     names = [f["name"] for f in publisher.avro_schema["fields"]]
     assert names == ["id", "application", "timestamp", "timestamp_ns", "page", "count"]
@@ -179,8 +177,10 @@ async def test_non_recording_span_with_valid_context_counts(
 
     [(record, decoded)] = await consume_decoded(local_kafka_stack, manager, 1)
     assert {f: decoded[f] for f in TRACE_FIELDS} == expected
-    assert dict(record.headers or ())["traceparent"].decode().endswith(
-        f"-{expected['trace_flags']:02x}"
+    assert (
+        dict(record.headers or ())["traceparent"]
+        .decode()
+        .endswith(f"-{expected['trace_flags']:02x}")
     )
 
 

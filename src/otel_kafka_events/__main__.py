@@ -73,7 +73,8 @@ async def run_demo(broker: str, count: int) -> int:
         await manager.initialize()
         publisher = await manager.create_publisher("query_completed", QueryCompleted)
         with tracer.start_as_current_span("demo request"):
-            trace_id = format(trace.get_current_span().get_span_context().trace_id, "032x")
+            span_context = trace.get_current_span().get_span_context()
+            trace_id = format(span_context.trace_id, "032x")
             for index in range(count):
                 await publisher.publish(
                     QueryCompleted(
@@ -86,7 +87,8 @@ async def run_demo(broker: str, count: int) -> int:
                     )
                 )
         undelivered = await manager.aclose()
-        print(f"Published {count} events in trace {trace_id}; undelivered: {undelivered}")
+        print(f"Published {count} events in trace {trace_id}")
+        print(f"Undelivered: {undelivered}")
         print(f"Subject: {manager.subject_for('query_completed')}")
         records = await stack.consume(manager.topic, count, timeout=30)
         decoder = EventDecoder(stack.registry_url)
@@ -125,8 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_demo(args.broker, args.count))
         except ImportError as exc:
             print(
-                f"The demo needs the testing extra: pip install 'otel-kafka-events[testing]'"
-                f" ({exc})",
+                "The demo needs the testing extra:"
+                f" pip install 'otel-kafka-events[testing]' ({exc})",
                 file=sys.stderr,
             )
             return 2

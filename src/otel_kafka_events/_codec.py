@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 MAGIC_BYTE = 0
-_HEADER = struct.Struct(">bI")
+_HEADER = struct.Struct(">BI")  # magic byte (unsigned), schema id
 
 
 def confluent_header(schema_id: int) -> bytes:

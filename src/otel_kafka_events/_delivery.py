@@ -23,7 +23,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 from opentelemetry.trace import Span
 from structlog.stdlib import BoundLogger
 
@@ -38,6 +43,7 @@ __all__ = [
     "DeliveryFailure",
     "DeliveryQueue",
     "DeliveryStats",
+    "NotAcknowledgedError",
     "PendingEvent",
 ]
 
@@ -131,6 +137,13 @@ class PendingEvent:
 FailureCallback = Callable[[DeliveryFailure], None]
 
 
+class NotAcknowledgedError(TimeoutError):
+    """A batch was sent but not acknowledged within the delivery timeout.
+
+    Its events are failed, not retried: the broker may have written them.
+    """
+
+
 class _RateLimitedLog:
     """Logs at most once per ``interval`` seconds per kind of failure."""
 
@@ -149,6 +162,11 @@ class _RateLimitedLog:
         self._last[kind] = now
         suppressed = self._suppressed.pop(kind, 0)
         self._logger.error(message, suppressed_since_last=suppressed, **fields)
+
+
+# After these the producer is unusable (aiokafka's sender stops, or the broker
+# forgot the producer id, e.g. after a crash) while the batch was not written.
+PRODUCER_FATAL_ERRORS = (OutOfOrderSequenceNumber, ProducerFenced, UnknownProducerId)
 
 
 def is_retriable(error: BaseException) -> bool:
@@ -190,6 +208,9 @@ class DeliveryQueue:
         For rate-limited failure logs.
     log_interval
         Seconds between two logs of the same kind of failure.
+    replace_producer
+        Called with a producer that failed with one of
+        `PRODUCER_FATAL_ERRORS`, to have it replaced; its events are retried.
     """
 
     def __init__(
@@ -205,8 +226,10 @@ class DeliveryQueue:
         on_failure: FailureCallback | None,
         logger: BoundLogger,
         log_interval: float = 10.0,
+        replace_producer: Callable[[Any], None] | None = None,
     ) -> None:
         self._topic = topic
+        self._replace_producer = replace_producer
         self._producer = producer
         self._partition_of = partitions
         self._buffer = buffer
@@ -228,6 +251,8 @@ class DeliveryQueue:
         self._sender: asyncio.Task[None] | None = None
         self._in_flight: list[PendingEvent] = []
         self._closed = False
+        self.abandoned = False
+        """Whether a batch was given up while aiokafka may still hold it."""
 
     # Accounting -----------------------------------------------------------
 
@@ -368,12 +393,19 @@ class DeliveryQueue:
 
     async def _send_round(self, producer: Any) -> bool:
         """Send one batch per partition; return whether anything was settled."""
+        # Partitions are looked up before anything leaves a queue: an event
+        # taken off its queue must reach _in_flight with no await in between,
+        # or a failure or cancellation there would lose it uncounted.
+        partitions: dict[EventType[Any], tuple[int, int]] = {}
+        for event_type, queue in list(self._queues.items()):
+            schema_id = event_type.schema_id
+            if queue and schema_id is not None:
+                partition = await self._partition_of(event_type)
+                partitions[event_type] = (partition, schema_id)
         batches: dict[int, tuple[Any, list[PendingEvent]]] = {}
         full: set[int] = set()
-        for event_type, queue in list(self._queues.items()):
-            if not queue or event_type.schema_id is None:
-                continue
-            partition = await self._partition_of(event_type)
+        for event_type, (partition, schema_id) in partitions.items():
+            queue = self._queues[event_type]
             if partition in full:
                 continue
             entry = batches.get(partition)
@@ -383,7 +415,7 @@ class DeliveryQueue:
             while queue:
                 event = queue[0]
                 if event.value[1:5] == b"\0\0\0\0":
-                    set_schema_id(event.value, event_type.schema_id)
+                    set_schema_id(event.value, schema_id)
                 metadata = batch.append(
                     key=None,
                     value=event.value,
@@ -400,7 +432,10 @@ class DeliveryQueue:
         self._in_flight = [e for _, taken in batches.values() for e in taken]
         try:
             results = await asyncio.gather(
-                *(self._send_batch(producer, p, b) for p, (b, _) in batches.items()),
+                *(
+                    self._send_batch(producer, p, b, min(e.enqueued for e in taken))
+                    for p, (b, taken) in batches.items()
+                ),
                 return_exceptions=True,
             )
         finally:
@@ -409,16 +444,47 @@ class DeliveryQueue:
         for (partition, (_, taken)), result in zip(
             batches.items(), results, strict=True
         ):
-            if isinstance(result, BaseException):
+            if isinstance(result, NotAcknowledgedError):
+                # The batch may still be written by aiokafka: never resend it.
+                self._fail(taken, result)
+                progressed = True
+            elif (
+                isinstance(result, PRODUCER_FATAL_ERRORS)
+                and self._replace_producer is not None
+            ):
+                progressed |= self._settle_failure(taken, result, retriable=True)
+                self._replace_producer(producer)
+            elif isinstance(result, BaseException):
                 progressed |= self._settle_failure(taken, result)
             else:
                 self._settle_success(taken, partition, result)
                 progressed = True
         return progressed
 
-    async def _send_batch(self, producer: Any, partition: int, batch: Any) -> int:
-        future = await producer.send_batch(batch, self._topic, partition=partition)
-        metadata = await future
+    async def _send_batch(
+        self, producer: Any, partition: int, batch: Any, oldest: float
+    ) -> int:
+        """Send a batch and wait for its acknowledgement until the delivery
+        timeout of its oldest event.
+
+        aiokafka retries a batch on its own until ``request_timeout_ms``
+        (forever with the idempotent producer) and queues the next batch of a
+        partition behind it, so without this bound ``delivery_timeout`` would
+        not hold while the broker is away.
+        """
+        remaining = oldest + self._delivery_timeout - time.monotonic()
+        try:
+            async with asyncio.timeout(remaining):
+                future = await producer.send_batch(
+                    batch, self._topic, partition=partition
+                )
+                metadata = await future
+        except TimeoutError as exc:
+            self.abandoned = True
+            raise NotAcknowledgedError(
+                f"not acknowledged within the delivery timeout of"
+                f" {self._delivery_timeout} s"
+            ) from exc
         return int(metadata.offset)
 
     def _settle_success(
@@ -438,10 +504,12 @@ class DeliveryQueue:
                     end_producer_span(event.span, partition=partition, offset=offset)
         self._room.set()
 
-    def _settle_failure(self, events: list[PendingEvent], error: BaseException) -> bool:
+    def _settle_failure(
+        self, events: list[PendingEvent], error: BaseException, retriable: bool = False
+    ) -> bool:
         """Requeue retriable failures in order; fail the rest. True if settled."""
         now = time.monotonic()
-        if is_retriable(error):
+        if retriable or is_retriable(error):
             retry = [e for e in events if now - e.enqueued < self._delivery_timeout]
             expired = [e for e in events if now - e.enqueued >= self._delivery_timeout]
             for event in reversed(retry):
@@ -523,6 +591,8 @@ class DeliveryQueue:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout)
         in_flight = list(self._in_flight)
+        if in_flight:
+            self.abandoned = True
         if self._sender is not None:
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):

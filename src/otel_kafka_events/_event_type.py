@@ -88,7 +88,8 @@ class EnrichedEvent:
     """The Confluent-framed Avro value. Its schema id is a placeholder while
     `EventType.schema_id` is None (registration still pending)."""
     span_context: SpanContext | None
-    """The caller's valid span context at publish time, else None."""
+    """The caller's valid span context at publish time, else None (captured
+    whether or not the event has trace fields)."""
 
 
 class EventType(Generic[P]):
@@ -187,15 +188,16 @@ class EventType(Generic[P]):
             "timestamp": datetime.fromtimestamp(now_ns / 1e9, UTC),
             "timestamp_ns": now_ns,
         }
-        span_context: SpanContext | None = None
+        # Captured even without trace fields: the headers and the log record
+        # still follow the caller's span.
+        current = trace.get_current_span().get_span_context()
+        span_context = current if current.is_valid else None
         if self.trace_context:
-            span_context = trace.get_current_span().get_span_context()
-            if span_context.is_valid:
+            if span_context is not None:
                 values["trace_id"] = format(span_context.trace_id, "032x")
                 values["span_id"] = format(span_context.span_id, "016x")
                 values["trace_flags"] = int(span_context.trace_flags)
             else:
-                span_context = None
                 values["trace_id"] = values["span_id"] = values["trace_flags"] = None
         values.update(payload.__dict__)
         event = construct_event(self.event_model, values)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -112,11 +112,6 @@ class KafkaEventPublisher(EventPublisher[P]):
         span = None
         headers = None
         span_context = enriched.span_context
-        if span_context is None and not event_type.trace_context:
-            # Without trace fields nothing was captured, but the headers
-            # (a separate option) still carry the caller's context.
-            current = trace.get_current_span().get_span_context()
-            span_context = current if current.is_valid else None
         if telemetry.producer_spans is not None:
             values = enriched.event.__dict__
             span = telemetry.producer_spans.start(
@@ -298,6 +293,7 @@ class KafkaEventManager(EventManager):
             raise_on_error=raise_on_error,
             on_failure=on_delivery_error,
             logger=self.logger,
+            replace_producer=self._replace_producer,
         )
         register_delivery_metrics(
             lambda: self._queue.stats, self.topic, self.telemetry_options.meter_provider
@@ -410,6 +406,34 @@ class KafkaEventManager(EventManager):
                 for event_type in list(self._pending_registrations):
                     self._pending_registrations[event_type].set()
 
+    def _replace_producer(self, producer: AIOKafkaProducer) -> None:
+        """Swap a producer that aiokafka can no longer use for a new one.
+
+        E.g. after OutOfOrderSequenceNumber from a broker that lost the
+        idempotent producer's state in a crash, aiokafka's sender stops and
+        the producer refuses every later batch. Only a producer the manager
+        created and manages is replaced.
+        """
+        if (
+            producer is not self._producer
+            or self._closed
+            or not self._owns_producer
+            or not self._manages(True)
+        ):
+            return
+        self._connected.clear()
+        self._producer = None
+        self._queue._log.error(
+            "producer", "Kafka producer unusable, starting a new one", topic=self.topic
+        )
+        self._spawn(self._restart_producer(producer))
+
+    async def _restart_producer(self, old: AIOKafkaProducer) -> None:
+        await _drop_abandoned_batches(old)
+        with contextlib.suppress(Exception):
+            await old.stop()
+        await self._reconnect_forever()
+
     async def _wait_for_producer(self) -> AIOKafkaProducer:
         await self._connected.wait()
         assert self._producer is not None
@@ -440,6 +464,8 @@ class KafkaEventManager(EventManager):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         if self._producer is not None and self._manages(self._owns_producer):
+            if self._queue.abandoned:
+                await _drop_abandoned_batches(self._producer)
             with contextlib.suppress(Exception):
                 await self._producer.stop()
         if self._admin is not None and self._manages(self._owns_admin):
@@ -457,6 +483,22 @@ class KafkaEventManager(EventManager):
 
     # Registration ---------------------------------------------------------
 
+    async def create_publisher(
+        self,
+        name: str,
+        payload_model: type[P],
+        *,
+        log_severity: SeverityNumber = SeverityNumber.INFO,
+    ) -> KafkaEventPublisher[P]:
+        """Register an event type; see `EventManager.create_publisher`.
+
+        Overridden only to type the result, whose ``publish`` takes ``wait``.
+        """
+        publisher = await super().create_publisher(
+            name, payload_model, log_severity=log_severity
+        )
+        return cast("KafkaEventPublisher[P]", publisher)
+
     async def build_publisher_for_model(self, model: type[P]) -> EventPublisher[P]:
         """Check the topic, register the schema, and make the publisher.
 
@@ -468,9 +510,15 @@ class KafkaEventManager(EventManager):
         event_type = self.event_type_for(model)
         try:
             await self._register(event_type)
-        except (SchemaRegistryError, KafkaError, OSError, TimeoutError) as exc:
+        except (
+            SchemaRegistryError,
+            BrokerUnavailableError,  # _register: Kafka not connected yet
+            KafkaError,
+            OSError,
+            TimeoutError,
+        ) as exc:
             if self._raise_on_error:
-                if isinstance(exc, SchemaRegistryError):
+                if isinstance(exc, SchemaRegistryError | BrokerUnavailableError):
                     raise
                 raise BrokerUnavailableError(f"Cannot reach Kafka: {exc}") from exc
             self.logger.error(
@@ -568,3 +616,28 @@ class KafkaEventManager(EventManager):
         task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+async def _drop_abandoned_batches(producer: AIOKafkaProducer) -> None:
+    """Fail the batches aiokafka still retries for events reported failed.
+
+    ``AIOKafkaProducer.stop`` waits for every batch it holds: without a
+    broker that takes ``request_timeout_ms``, and forever with the idempotent
+    producer, which would break the deadline of `KafkaEventManager.aclose`.
+    Their events were already reported, so they must not be written later.
+    This reaches into aiokafka 0.14's internals; with other versions it does
+    nothing.
+    """
+    sender = getattr(producer, "_sender", None)
+    accumulator = getattr(producer, "_message_accumulator", None)
+    queued = getattr(accumulator, "_batches", None)
+    pending = getattr(accumulator, "_pending_batches", None)
+    if sender is None or accumulator is None or queued is None or pending is None:
+        return
+    # The sender goes first, so that it cannot requeue a batch failed here.
+    with contextlib.suppress(Exception):
+        await sender.close()
+    # A batch that was sent and requeued removes itself from the pending set
+    # when it completes; put it back there so that its callback finds it.
+    pending.update(batch for batches in queued.values() for batch in batches)
+    accumulator.fail_all(KafkaError("the event manager was closed"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import structlog
 from opentelemetry._logs import SeverityNumber
@@ -419,6 +419,22 @@ class MockEventManager(EventManager):
         super().__init__(
             f"{topic_prefix}.{application}", logger, application=application, **options
         )
+
+    async def create_publisher(
+        self,
+        name: str,
+        payload_model: type[P],
+        *,
+        log_severity: SeverityNumber = SeverityNumber.INFO,
+    ) -> MockEventPublisher[P]:
+        """Register an event type; see `EventManager.create_publisher`.
+
+        Overridden only to type the result, which has ``published``.
+        """
+        publisher = await super().create_publisher(
+            name, payload_model, log_severity=log_severity
+        )
+        return cast("MockEventPublisher[P]", publisher)
 
     async def build_publisher_for_model(self, model: type[P]) -> EventPublisher[P]:
         """Make a `MockEventPublisher`."""

@@ -73,10 +73,15 @@ class KafkaSecurityProtocol(enum.StrEnum):
 class KafkaConnectionSettings(BaseSettings):
     """Kafka connection settings (``KAFKA_*``), as in Safir."""
 
-    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="KAFKA_", extra="ignore", populate_by_name=True
+    )
 
+    # The alias makes a validation error name the environment variable.
     bootstrap_servers: str = Field(
-        ..., description="Comma-separated host:port list of Kafka brokers."
+        ...,
+        description="Comma-separated host:port list of Kafka brokers.",
+        validation_alias="KAFKA_BOOTSTRAP_SERVERS",
     )
     security_protocol: KafkaSecurityProtocol = KafkaSecurityProtocol.PLAINTEXT
     cluster_ca_path: Path | None = Field(None, description="CA certificate (PEM).")
@@ -141,9 +146,15 @@ class KafkaConnectionSettings(BaseSettings):
 class SchemaManagerSettings(BaseSettings):
     """Schema registry settings (``SCHEMA_MANAGER_*``), as in Safir."""
 
-    model_config = SettingsConfigDict(env_prefix="SCHEMA_MANAGER_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="SCHEMA_MANAGER_", extra="ignore", populate_by_name=True
+    )
 
-    registry_url: str = Field(..., description="URL of the schema registry.")
+    registry_url: str = Field(
+        ...,
+        description="URL of the schema registry.",
+        validation_alias="SCHEMA_MANAGER_REGISTRY_URL",
+    )
     suffix: str = Field("", description="Appended to every subject name.")
     compatibility: str | None = Field(
         None,

@@ -316,10 +316,13 @@ async def _wait_for_partitions(
     naming a topic would make Tansu and noida-db create it.
     """
     while True:
-        if topic in await consumer.topics():
-            partitions = consumer.partitions_for_topic(topic)
-            if partitions:
-                return cast(set[int], partitions)
+        # Read the partitions from that answer itself: the consumer's own
+        # metadata only covers topics it was asked about, which on Apache
+        # Kafka leaves ``partitions_for_topic`` empty here.
+        cluster = await consumer._client.fetch_all_metadata()
+        partitions = cluster.partitions_for_topic(topic)
+        if partitions:
+            return cast(set[int], set(partitions))
         if time.monotonic() >= deadline:
             return None
         await asyncio.sleep(0.05)

@@ -1,0 +1,134 @@
+"""Scenario 7: the per-event encode path against bare fastavro.
+
+Three loops over the same record (the traced event of scenario 3):
+
+- ``enrich``: `EventType.enrich` per payload inside an active SDK span
+  (metadata, trace ids, model construction, converters, encode, framing);
+- ``encode``: `EventEncoder.encode` of the exact datum ``enrich`` hands to
+  it, with the Confluent header;
+- fastavro: ``schemaless_writer`` into a new ``BytesIO`` with a schema parsed
+  once, then ``getvalue()``: what a hand-written producer would do.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fastavro import parse_schema, schemaless_writer
+
+from otel_kafka_events._event_type import EventType
+
+from ._harness import (
+    PAYLOAD_MASK,
+    TOPIC_PREFIX,
+    BenchPayload,
+    Result,
+    Settings,
+    make_payloads,
+)
+from ._publish import OtelSetup
+
+__all__ = ["encode_results"]
+
+
+def _capture_datum(
+    event_type: EventType[BenchPayload], payload: BenchPayload, otel: OtelSetup
+) -> tuple[Mapping[str, Any], bytes]:
+    """Run ``enrich`` once and keep the datum and header it encodes."""
+    encoder = event_type.encoder
+    real = encoder.encode
+    seen: list[tuple[Mapping[str, Any], bytes]] = []
+
+    def spy(datum: Mapping[str, Any], header: bytes) -> bytearray:
+        seen.append((dict(datum), header))
+        return real(datum, header)
+
+    # An instance attribute shadows the method for this one call.
+    setattr(encoder, "encode", spy)  # noqa: B010
+    try:
+        with otel.active_span():
+            event_type.enrich(payload)
+    finally:
+        delattr(encoder, "encode")
+    return seen[0]
+
+
+def _time_loop(loop: Callable[[int], None], settings: Settings) -> list[float]:
+    """Seconds per event of each timed run, after one warm-up."""
+    loop(max(settings.warmup, 1))
+    per_event = []
+    for _ in range(settings.repeats):
+        gc.collect()
+        start = time.perf_counter()
+        loop(settings.events)
+        per_event.append((time.perf_counter() - start) / settings.events)
+    return per_event
+
+
+def encode_results(settings: Settings, otel: OtelSetup) -> list[Result]:
+    """Rows 7a (enrich+encode) and 7b (encode alone), against fastavro."""
+    event_type = EventType(
+        "bench", f"{TOPIC_PREFIX}.encode", "encode", BenchPayload, trace_context=True
+    )
+    event_type.set_schema_id(1)
+    payloads = make_payloads()
+    datum, header = _capture_datum(event_type, payloads[0], otel)
+    parsed = parse_schema(event_type.schema)
+
+    def fastavro_loop(events: int) -> None:
+        for _ in range(events):
+            stream = io.BytesIO()
+            schemaless_writer(stream, parsed, datum)
+            stream.getvalue()
+
+    encode = event_type.encoder.encode
+
+    def encode_loop(events: int) -> None:
+        for _ in range(events):
+            encode(datum, header)
+
+    enrich = event_type.enrich
+
+    def enrich_loop(events: int) -> None:
+        with otel.active_span():
+            for i in range(events):
+                enrich(payloads[i & PAYLOAD_MASK])
+
+    # Same bytes from both writers, or the comparison means nothing.
+    stream = io.BytesIO()
+    schemaless_writer(stream, parsed, datum)
+    if bytes(encode(datum, header))[len(header) :] != stream.getvalue():
+        raise RuntimeError("EventEncoder and fastavro disagree on the encoding")
+
+    baseline = _time_loop(fastavro_loop, settings)
+    base = min(baseline)
+    results = []
+    for result_id, title, loop in (
+        ("7a", "encode path: EventType.enrich (+encode)", enrich_loop),
+        ("7b", "encode alone: EventEncoder.encode", encode_loop),
+    ):
+        times = _time_loop(loop, settings)
+        best = min(times)
+        results.append(
+            Result(
+                id=result_id,
+                title=title,
+                kind="encode",
+                events=settings.events,
+                value=1 / best,
+                baseline_id="fastavro",
+                baseline_value=1 / base,
+                ratio=base / best,
+                detail=(
+                    f"{best * 1e6:.2f} us/event vs fastavro"
+                    f" {base * 1e6:.2f} us ({best / base:.2f}x)"
+                ),
+                runs=[{"seconds_per_event": t} for t in times],
+                extra={"fastavro_seconds_per_event": baseline},
+            )
+        )
+    return results

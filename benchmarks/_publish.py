@@ -1,0 +1,553 @@
+"""Scenarios against the broker: the raw aiokafka baseline, ``publish()``
+with various telemetry options, awaited-delivery latency and memory under
+backpressure.
+
+Every scenario uses a fresh single-partition topic, so that the baseline and
+our publisher write to the same kind of log, and deletes it afterwards so
+that an in-memory broker does not keep millions of records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import (
+    BatchLogRecordProcessor,
+    InMemoryLogRecordExporter,
+)
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+    InMemorySpanExporter,
+)
+from opentelemetry.trace import Tracer
+
+from otel_kafka_events import (
+    BufferOptions,
+    EventPublisher,
+    KafkaEventManager,
+    KafkaEventPublisher,
+    OverflowPolicy,
+    TelemetryOptions,
+)
+from otel_kafka_events._event_type import EventType
+
+from ._harness import (
+    PAYLOAD_MASK,
+    TOPIC_PREFIX,
+    BenchPayload,
+    Result,
+    Run,
+    Settings,
+    best_run,
+    make_payloads,
+    measure,
+    peak_rss_bytes,
+    percentile,
+    reset_peak_rss,
+    rss_bytes,
+    run_records,
+)
+
+__all__ = [
+    "PRODUCER_OPTIONS",
+    "OtelSetup",
+    "PublishSpec",
+    "Target",
+    "latency",
+    "memory_under_backpressure",
+    "publish_throughput",
+    "raw_throughput",
+    "sample_value",
+]
+
+PRODUCER_OPTIONS: dict[str, Any] = {
+    "max_batch_size": 512 * 1024,
+    "linger_ms": 0,
+    "acks": "all",
+}
+"""The producer options `KafkaEventManager` uses by default, given to the raw
+baseline too so that the ratio measures our code and not batching settings."""
+
+_POLL = 0.0002  # seconds between two looks at the delivery counters
+_SETTLE_TIMEOUT = 300.0
+
+
+@dataclass
+class Target:
+    """The broker and registry the scenarios run against."""
+
+    bootstrap_servers: str
+    registry_url: str
+    idempotence: bool
+    """Whether the broker accepts aiokafka's idempotent producer."""
+    broker: str
+    topics: set[str] = field(default_factory=set)
+
+    def new_application(self, label: str) -> str:
+        """A fresh application name (and so a fresh topic)."""
+        return f"{label}_{uuid.uuid4().hex[:10]}"
+
+    async def create_topic(self, name: str, partitions: int = 1) -> None:
+        """Create a topic; one partition unless said otherwise."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [NewTopic(name, num_partitions=partitions, replication_factor=1)]
+            )
+        finally:
+            await admin.close()
+        self.topics.add(name)
+
+    async def delete_topic(self, name: str) -> None:
+        """Delete a topic, ignoring errors (this is cleanup)."""
+        self.topics.discard(name)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        with contextlib.suppress(Exception):
+            await admin.start()
+            await admin.delete_topics([name])
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
+class OtelSetup:
+    """SDK providers shared by the scenarios that need OpenTelemetry.
+
+    Spans go to a `BatchSpanProcessor` and log records to a
+    `BatchLogRecordProcessor`, both with in-memory exporters, as a service
+    exporting over OTLP would have them minus the network.
+    """
+
+    def __init__(self) -> None:
+        self.span_exporter = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(BatchSpanProcessor(self.span_exporter))
+        self.tracer: Tracer = self.tracer_provider.get_tracer("benchmarks")
+        # The SDK leaves this constructor unannotated.
+        self.log_exporter = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
+        self.logger_provider = LoggerProvider()
+        self.logger_provider.add_log_record_processor(
+            BatchLogRecordProcessor(self.log_exporter)
+        )
+
+    @contextlib.contextmanager
+    def active_span(self) -> Iterator[None]:
+        """Run the body inside an active, recording SDK span."""
+        with self.tracer.start_as_current_span("benchmark-request"):
+            yield
+
+    def drain_logs(self) -> int:
+        """Export what is queued, forget it, and return how many were exported."""
+        self.logger_provider.force_flush()
+        count = len(self.log_exporter.get_finished_logs())
+        self.log_exporter.clear()
+        return count
+
+    def drain_spans(self) -> int:
+        """Export queued spans, forget them, and return how many there were."""
+        self.tracer_provider.force_flush()
+        count = len(self.span_exporter.get_finished_spans())
+        self.span_exporter.clear()
+        return count
+
+    def shutdown(self) -> None:
+        """Stop the processors' threads."""
+        self.logger_provider.shutdown()
+        self.tracer_provider.shutdown()
+
+
+def sample_value(otel: OtelSetup) -> bytes:
+    """Our encoded event with trace context, as the raw baseline's value.
+
+    Encoded inside an active span so that the trace fields are filled in, as
+    in scenario 3; it is the largest of our values.
+    """
+    event_type = EventType(
+        "bench", f"{TOPIC_PREFIX}.sample", "sample", BenchPayload, trace_context=True
+    )
+    event_type.set_schema_id(1)
+    with otel.active_span():
+        return bytes(event_type.enrich(make_payloads(1)[0]).value)
+
+
+# Raw aiokafka ------------------------------------------------------------
+
+
+async def raw_throughput(
+    target: Target,
+    settings: Settings,
+    value: bytes,
+    *,
+    result_id: str,
+    title: str,
+    options: dict[str, Any] | None,
+) -> Result:
+    """``await producer.send()`` of pre-encoded bytes, then ``flush()``.
+
+    ``options`` None means aiokafka's own defaults.
+    """
+    topic = f"{TOPIC_PREFIX}.{target.new_application('raw')}"
+    await target.create_topic(topic)
+    kwargs = dict(options) if options is not None else {}
+    if options is not None:
+        kwargs["enable_idempotence"] = target.idempotence
+    producer = AIOKafkaProducer(bootstrap_servers=target.bootstrap_servers, **kwargs)
+    await producer.start()
+
+    async def run_once(events: int) -> Run:
+        send = producer.send
+        start = time.perf_counter()
+        for _ in range(events):
+            await send(topic, value)
+        enqueued = time.perf_counter()
+        await producer.flush()
+        return Run(events, enqueued - start, time.perf_counter() - start)
+
+    try:
+        runs = await measure(run_once, settings)
+    finally:
+        await producer.stop()
+        await target.delete_topic(topic)
+    return _throughput_result(result_id, title, runs, value_size=len(value))
+
+
+# Our publish() -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublishSpec:
+    """One ``publish()`` throughput scenario."""
+
+    id: str
+    title: str
+    telemetry: TelemetryOptions
+    event_types: int = 1
+    """Event types registered; events go to them round-robin."""
+    in_span: bool = False
+    """Publish inside an active SDK span."""
+
+
+@contextlib.asynccontextmanager
+async def open_manager(
+    target: Target, label: str, **kwargs: Any
+) -> AsyncIterator[KafkaEventManager]:
+    """An initialized manager on a fresh topic, closed and cleaned up after."""
+    application = target.new_application(label)
+    topic = f"{TOPIC_PREFIX}.{application}"
+    await target.create_topic(topic)
+    manager = KafkaEventManager(
+        application=application,
+        topic_prefix=TOPIC_PREFIX,
+        bootstrap_servers=target.bootstrap_servers,
+        registry_url=target.registry_url,
+        enable_idempotence=target.idempotence,
+        # Setup problems must fail the benchmark, not be retried quietly.
+        raise_on_error=True,
+        **kwargs,
+    )
+    await manager.initialize()
+    try:
+        yield manager
+    finally:
+        await manager.aclose(timeout=60)
+        await target.delete_topic(topic)
+
+
+async def wait_settled(manager: KafkaEventManager, expected: int) -> None:
+    """Wait until ``expected`` events in total have left the buffer.
+
+    Raises
+    ------
+    RuntimeError
+        If any event failed or was dropped: the run would not be comparable.
+    """
+    deadline = time.monotonic() + _SETTLE_TIMEOUT
+    while True:
+        stats = manager.stats
+        if stats.delivered + stats.failed + stats.dropped >= expected:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"events not acknowledged in time: {stats}")
+        await asyncio.sleep(_POLL)
+    if stats.failed or stats.dropped:
+        raise RuntimeError(f"events were lost during the benchmark: {stats}")
+
+
+async def register_publishers(
+    manager: KafkaEventManager, count: int
+) -> list[EventPublisher[BenchPayload]]:
+    """Register ``count`` event types of the benchmark payload."""
+    if count == 1:
+        return [await manager.create_publisher("bench", BenchPayload)]
+    return [
+        await manager.create_publisher(f"bench_{i:03d}", BenchPayload)
+        for i in range(count)
+    ]
+
+
+async def publish_throughput(
+    target: Target,
+    settings: Settings,
+    spec: PublishSpec,
+    otel: OtelSetup,
+    *,
+    wrap: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]] | None = None,
+) -> Result:
+    """Time ``publish()`` loops of one scenario.
+
+    ``wrap`` (profiling) is given each timed loop to run.
+    """
+    payloads = make_payloads()
+    extra: dict[str, Any] = {}
+    async with open_manager(target, f"s{spec.id}", telemetry=spec.telemetry) as manager:
+        started = time.perf_counter()
+        publishers = await register_publishers(manager, spec.event_types)
+        extra["registration_s"] = time.perf_counter() - started
+        publish = [p.publish for p in publishers]
+        kinds = len(publish)
+        logs_exported = spans_exported = 0
+        warmed = False
+
+        async def loop(events: int) -> float:
+            # The same loop shape for one and many types keeps runs comparable.
+            for i in range(events):
+                await publish[i % kinds](payloads[i & PAYLOAD_MASK])
+            return time.perf_counter()
+
+        async def run_once(events: int) -> Run:
+            nonlocal logs_exported, spans_exported, warmed
+            expected = manager.stats.published + events
+            marks: list[float] = []
+
+            async def body() -> None:
+                start = time.perf_counter()
+                marks.append(start)
+                if spec.in_span:
+                    with otel.active_span():
+                        marks.append(await loop(events))
+                        await wait_settled(manager, expected)
+                else:
+                    marks.append(await loop(events))
+                    await wait_settled(manager, expected)
+                marks.append(time.perf_counter())
+
+            if wrap is not None and warmed:
+                await wrap(body)
+            else:
+                await body()
+            # Untimed: hand the telemetry pipelines their work and forget it,
+            # so memory does not pile up across runs.
+            if spec.telemetry.logs:
+                logs_exported += otel.drain_logs()
+            if spec.in_span or spec.telemetry.producer_spans:
+                spans_exported += otel.drain_spans()
+            warmed = True
+            return Run(events, marks[1] - marks[0], marks[2] - marks[0])
+
+        runs = await measure(run_once, settings)
+    total = settings.warmup + settings.repeats * settings.events
+    if spec.telemetry.logs:
+        extra["log_records_exported"] = logs_exported
+        extra["log_records_expected"] = total
+    if spec.telemetry.producer_spans:
+        extra["spans_exported"] = spans_exported
+    result = _throughput_result(spec.id, spec.title, runs)
+    result.extra.update(extra)
+    if spec.telemetry.logs and logs_exported < total:
+        # The SDK's batch processor drops records when its queue is full.
+        result.detail += f"; {total - logs_exported:,} log records dropped by SDK"
+    return result
+
+
+def _throughput_result(
+    result_id: str, title: str, runs: list[Run], **extra: Any
+) -> Result:
+    best = best_run(runs)
+    return Result(
+        id=result_id,
+        title=title,
+        kind="throughput",
+        events=best.events,
+        value=best.rate,
+        detail=f"enqueue {best.enqueue_rate:,.0f}/s",
+        runs=run_records(runs),
+        extra={"enqueue_rate": best.enqueue_rate, **extra},
+    )
+
+
+# Awaited delivery --------------------------------------------------------
+
+
+async def _latency_runs(
+    call: Callable[[], Awaitable[Any]], settings: Settings
+) -> list[list[float]]:
+    for _ in range(min(100, settings.latency_events)):
+        await call()
+    runs = []
+    for _ in range(settings.repeats):
+        samples = []
+        clock = time.perf_counter
+        for _ in range(settings.latency_events):
+            start = clock()
+            await call()
+            samples.append(clock() - start)
+        runs.append(samples)
+    return runs
+
+
+async def latency(target: Target, settings: Settings, value: bytes) -> Result:
+    """``publish(payload, wait=True)`` against ``send_and_wait``, one at a time.
+
+    The run with the lowest p50 is kept for each side; the ratio is the raw
+    p50 over ours.
+    """
+    payload = make_payloads(1)[0]
+    async with open_manager(
+        target, "lat", telemetry=TelemetryOptions(trace_context=False)
+    ) as manager:
+        publisher = await manager.create_publisher("bench", BenchPayload)
+        assert isinstance(publisher, KafkaEventPublisher)
+
+        async def ours() -> None:
+            await publisher.publish(payload, wait=True)
+
+        our_runs = await _latency_runs(ours, settings)
+
+    topic = f"{TOPIC_PREFIX}.{target.new_application('rawlat')}"
+    await target.create_topic(topic)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=target.bootstrap_servers,
+        enable_idempotence=target.idempotence,
+        **PRODUCER_OPTIONS,
+    )
+    await producer.start()
+    try:
+
+        async def raw() -> None:
+            await producer.send_and_wait(topic, value)
+
+        raw_runs = await _latency_runs(raw, settings)
+    finally:
+        await producer.stop()
+        await target.delete_topic(topic)
+
+    def summary(runs: list[list[float]]) -> tuple[float, float, list[dict[str, float]]]:
+        stats = [
+            {"p50": percentile(s, 0.5), "p99": percentile(s, 0.99), "n": len(s)}
+            for s in runs
+        ]
+        best = min(stats, key=lambda s: s["p50"])
+        return best["p50"], best["p99"], stats
+
+    our_p50, our_p99, our_stats = summary(our_runs)
+    raw_p50, raw_p99, raw_stats = summary(raw_runs)
+    return Result(
+        id="5",
+        title="publish(wait=True) latency vs send_and_wait",
+        kind="latency",
+        events=settings.latency_events,
+        value=our_p50,
+        baseline_id="send_and_wait",
+        baseline_value=raw_p50,
+        ratio=raw_p50 / our_p50,
+        detail=(
+            f"p99 {our_p99 * 1e6:,.0f} us; raw p50 {raw_p50 * 1e6:,.0f}"
+            f" / p99 {raw_p99 * 1e6:,.0f} us"
+        ),
+        runs=our_stats,
+        extra={
+            "p50_s": our_p50,
+            "p99_s": our_p99,
+            "raw_p50_s": raw_p50,
+            "raw_p99_s": raw_p99,
+            "raw_runs": raw_stats,
+        },
+    )
+
+
+# Memory under backpressure -------------------------------------------------
+
+
+async def memory_under_backpressure(
+    target: Target, settings: Settings, value_size: int
+) -> Result:
+    """Publish many events through a small buffer with the BLOCK policy.
+
+    The publish loop only yields to the sender when the buffer is full, so
+    the publisher always outruns the broker and backpressure applies all the
+    time. Peak RSS is the kernel's high-water mark, reset just before (with a
+    sampled maximum as fallback); the buffered count is sampled every 16
+    events.
+    """
+    payloads = make_payloads()
+    events = settings.memory_events
+    bound = settings.memory_buffer
+    buffer = BufferOptions(
+        max_events=bound, overflow=OverflowPolicy.BLOCK, block_timeout=120.0
+    )
+    async with open_manager(
+        target,
+        "mem",
+        buffer=buffer,
+        telemetry=TelemetryOptions(trace_context=False),
+    ) as manager:
+        publisher = await manager.create_publisher("bench", BenchPayload)
+        publish = publisher.publish
+        await publish(payloads[0])
+        await wait_settled(manager, 1)
+        gc.collect()
+        rss_before = rss_bytes()
+        exact_peak = reset_peak_rss()
+        sampled_peak = rss_before
+        max_buffered = max_bytes = 0
+        start = time.perf_counter()
+        for i in range(events):
+            await publish(payloads[i & PAYLOAD_MASK])
+            if not i & 15:
+                stats = manager.stats
+                max_buffered = max(max_buffered, stats.buffered)
+                max_bytes = max(max_bytes, stats.buffered_bytes)
+                if not i & 1023:
+                    sampled_peak = max(sampled_peak, rss_bytes())
+        enqueued = time.perf_counter()
+        await wait_settled(manager, events + 1)
+        elapsed = time.perf_counter() - start
+        peak = max(peak_rss_bytes(), sampled_peak) if exact_peak else sampled_peak
+    mib = 1024 * 1024
+    growth = peak - rss_before
+    return Result(
+        id="8",
+        title=f"memory: {events:,} events, buffer {bound:,}, BLOCK",
+        kind="memory",
+        events=events,
+        value=events / elapsed,
+        target=f"buffered <= {bound:,}",
+        target_met=max_buffered <= bound,
+        detail=(
+            f"peak RSS {peak / mib:,.1f} MiB (+{growth / mib:,.1f});"
+            f" max buffered {max_buffered:,}"
+            f" ({max_bytes / mib:,.2f} MiB); values alone would be"
+            f" {events * value_size / mib:,.0f} MiB"
+        ),
+        extra={
+            "rss_before_bytes": rss_before,
+            "peak_rss_bytes": peak,
+            "peak_rss_exact": exact_peak,
+            "rss_growth_bytes": growth,
+            "max_buffered": max_buffered,
+            "max_buffered_bytes": max_bytes,
+            "buffer_max_events": bound,
+            "enqueue_rate": events / (enqueued - start),
+        },
+    )
