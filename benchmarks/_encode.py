@@ -57,15 +57,23 @@ def _capture_datum(
     return seen[0]
 
 
-def _time_loop(loop: Callable[[int], None], settings: Settings) -> list[float]:
-    """Seconds per event of each timed run, after one warm-up."""
-    loop(max(settings.warmup, 1))
-    per_event = []
+def _time_loops(
+    loops: dict[str, Callable[[int], None]], settings: Settings
+) -> dict[str, list[float]]:
+    """Seconds per event of each timed run, per loop, after one warm-up each.
+
+    The loops take turns within every repeat, so that a change in machine
+    load affects all of them alike.
+    """
+    for loop in loops.values():
+        loop(max(settings.warmup, 1))
+    per_event: dict[str, list[float]] = {name: [] for name in loops}
     for _ in range(settings.repeats):
-        gc.collect()
-        start = time.perf_counter()
-        loop(settings.events)
-        per_event.append((time.perf_counter() - start) / settings.events)
+        for name, loop in loops.items():
+            gc.collect()
+            start = time.perf_counter()
+            loop(settings.events)
+            per_event[name].append((time.perf_counter() - start) / settings.events)
     return per_event
 
 
@@ -104,14 +112,17 @@ def encode_results(settings: Settings, otel: OtelSetup) -> list[Result]:
     if bytes(encode(datum, header))[len(header) :] != stream.getvalue():
         raise RuntimeError("EventEncoder and fastavro disagree on the encoding")
 
-    baseline = _time_loop(fastavro_loop, settings)
+    timings = _time_loops(
+        {"fastavro": fastavro_loop, "7a": enrich_loop, "7b": encode_loop}, settings
+    )
+    baseline = timings["fastavro"]
     base = min(baseline)
     results = []
-    for result_id, title, loop in (
-        ("7a", "encode path: EventType.enrich (+encode)", enrich_loop),
-        ("7b", "encode alone: EventEncoder.encode", encode_loop),
+    for result_id, title in (
+        ("7a", "encode path: EventType.enrich (+encode)"),
+        ("7b", "encode alone: EventEncoder.encode"),
     ):
-        times = _time_loop(loop, settings)
+        times = timings[result_id]
         best = min(times)
         results.append(
             Result(

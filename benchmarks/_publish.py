@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -33,11 +32,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 from opentelemetry.trace import Tracer
 
 from otel_kafka_events import (
-    BufferOptions,
     EventPublisher,
     KafkaEventManager,
     KafkaEventPublisher,
-    OverflowPolicy,
     TelemetryOptions,
 )
 from otel_kafka_events._event_type import EventType
@@ -52,10 +49,7 @@ from ._harness import (
     best_run,
     make_payloads,
     measure,
-    peak_rss_bytes,
     percentile,
-    reset_peak_rss,
-    rss_bytes,
     run_records,
 )
 
@@ -65,10 +59,11 @@ __all__ = [
     "PublishSpec",
     "Target",
     "latency",
-    "memory_under_backpressure",
+    "open_manager",
     "publish_throughput",
     "raw_throughput",
     "sample_value",
+    "wait_settled",
 ]
 
 PRODUCER_OPTIONS: dict[str, Any] = {
@@ -233,7 +228,9 @@ class PublishSpec:
     title: str
     telemetry: TelemetryOptions
     event_types: int = 1
-    """Event types registered; events go to them round-robin."""
+    """Event types registered."""
+    round_robin: bool = True
+    """Publish to every registered type in turn; else only to the first."""
     in_span: bool = False
     """Publish inside an active SDK span."""
 
@@ -315,7 +312,7 @@ async def publish_throughput(
         publishers = await register_publishers(manager, spec.event_types)
         extra["registration_s"] = time.perf_counter() - started
         publish = [p.publish for p in publishers]
-        kinds = len(publish)
+        kinds = len(publish) if spec.round_robin else 1
         logs_exported = spans_exported = 0
         warmed = False
 
@@ -364,9 +361,18 @@ async def publish_throughput(
         extra["spans_exported"] = spans_exported
     result = _throughput_result(spec.id, spec.title, runs)
     result.extra.update(extra)
+    # The SDK's batch processors drop records when their queue is full.
     if spec.telemetry.logs and logs_exported < total:
-        # The SDK's batch processor drops records when its queue is full.
         result.detail += f"; {total - logs_exported:,} log records dropped by SDK"
+    if spec.telemetry.producer_spans:
+        # One producer span per event, plus the request span of each run.
+        expected_spans = total + (1 + settings.repeats if spec.in_span else 0)
+        extra["spans_expected"] = expected_spans
+        result.extra["spans_expected"] = expected_spans
+        if spans_exported < expected_spans:
+            result.detail += (
+                f"; {expected_spans - spans_exported:,} spans dropped by SDK"
+            )
     return result
 
 
@@ -390,40 +396,42 @@ def _throughput_result(
 
 
 async def _latency_runs(
-    call: Callable[[], Awaitable[Any]], settings: Settings
-) -> list[list[float]]:
+    ours: Callable[[], Awaitable[Any]],
+    raw: Callable[[], Awaitable[Any]],
+    settings: Settings,
+) -> tuple[list[list[float]], list[list[float]]]:
+    """Alternate our call and the raw one, so both see the same machine load."""
     for _ in range(min(100, settings.latency_events)):
-        await call()
-    runs = []
+        await ours()
+        await raw()
+    our_runs, raw_runs = [], []
+    clock = time.perf_counter
     for _ in range(settings.repeats):
-        samples = []
-        clock = time.perf_counter
-        for _ in range(settings.latency_events):
-            start = clock()
-            await call()
-            samples.append(clock() - start)
-        runs.append(samples)
-    return runs
+        mine: list[float] = []
+        theirs: list[float] = []
+        for i in range(settings.latency_events):
+            # Swap the order every call: neither side always goes first.
+            pair = (
+                ((ours, mine), (raw, theirs))
+                if i & 1
+                else ((raw, theirs), (ours, mine))
+            )
+            for call, samples in pair:
+                start = clock()
+                await call()
+                samples.append(clock() - start)
+        our_runs.append(mine)
+        raw_runs.append(theirs)
+    return our_runs, raw_runs
 
 
 async def latency(target: Target, settings: Settings, value: bytes) -> Result:
     """``publish(payload, wait=True)`` against ``send_and_wait``, one at a time.
 
-    The run with the lowest p50 is kept for each side; the ratio is the raw
-    p50 over ours.
+    Calls alternate between the two; for each side the run with the lowest
+    p50 is kept, and the ratio is the raw p50 over ours.
     """
     payload = make_payloads(1)[0]
-    async with open_manager(
-        target, "lat", telemetry=TelemetryOptions(trace_context=False)
-    ) as manager:
-        publisher = await manager.create_publisher("bench", BenchPayload)
-        assert isinstance(publisher, KafkaEventPublisher)
-
-        async def ours() -> None:
-            await publisher.publish(payload, wait=True)
-
-        our_runs = await _latency_runs(ours, settings)
-
     topic = f"{TOPIC_PREFIX}.{target.new_application('rawlat')}"
     await target.create_topic(topic)
     producer = AIOKafkaProducer(
@@ -433,16 +441,26 @@ async def latency(target: Target, settings: Settings, value: bytes) -> Result:
     )
     await producer.start()
     try:
+        async with open_manager(
+            target, "lat", telemetry=TelemetryOptions(trace_context=False)
+        ) as manager:
+            publisher = await manager.create_publisher("bench", BenchPayload)
+            assert isinstance(publisher, KafkaEventPublisher)
 
-        async def raw() -> None:
-            await producer.send_and_wait(topic, value)
+            async def ours() -> None:
+                await publisher.publish(payload, wait=True)
 
-        raw_runs = await _latency_runs(raw, settings)
+            async def raw() -> None:
+                await producer.send_and_wait(topic, value)
+
+            our_runs, raw_runs = await _latency_runs(ours, raw, settings)
     finally:
         await producer.stop()
         await target.delete_topic(topic)
 
-    def summary(runs: list[list[float]]) -> tuple[float, float, list[dict[str, float]]]:
+    def summary(
+        runs: list[list[float]],
+    ) -> tuple[float, float, list[dict[str, float]]]:
         stats = [
             {"p50": percentile(s, 0.5), "p99": percentile(s, 0.99), "n": len(s)}
             for s in runs
@@ -472,82 +490,5 @@ async def latency(target: Target, settings: Settings, value: bytes) -> Result:
             "raw_p50_s": raw_p50,
             "raw_p99_s": raw_p99,
             "raw_runs": raw_stats,
-        },
-    )
-
-
-# Memory under backpressure -------------------------------------------------
-
-
-async def memory_under_backpressure(
-    target: Target, settings: Settings, value_size: int
-) -> Result:
-    """Publish many events through a small buffer with the BLOCK policy.
-
-    The publish loop only yields to the sender when the buffer is full, so
-    the publisher always outruns the broker and backpressure applies all the
-    time. Peak RSS is the kernel's high-water mark, reset just before (with a
-    sampled maximum as fallback); the buffered count is sampled every 16
-    events.
-    """
-    payloads = make_payloads()
-    events = settings.memory_events
-    bound = settings.memory_buffer
-    buffer = BufferOptions(
-        max_events=bound, overflow=OverflowPolicy.BLOCK, block_timeout=120.0
-    )
-    async with open_manager(
-        target,
-        "mem",
-        buffer=buffer,
-        telemetry=TelemetryOptions(trace_context=False),
-    ) as manager:
-        publisher = await manager.create_publisher("bench", BenchPayload)
-        publish = publisher.publish
-        await publish(payloads[0])
-        await wait_settled(manager, 1)
-        gc.collect()
-        rss_before = rss_bytes()
-        exact_peak = reset_peak_rss()
-        sampled_peak = rss_before
-        max_buffered = max_bytes = 0
-        start = time.perf_counter()
-        for i in range(events):
-            await publish(payloads[i & PAYLOAD_MASK])
-            if not i & 15:
-                stats = manager.stats
-                max_buffered = max(max_buffered, stats.buffered)
-                max_bytes = max(max_bytes, stats.buffered_bytes)
-                if not i & 1023:
-                    sampled_peak = max(sampled_peak, rss_bytes())
-        enqueued = time.perf_counter()
-        await wait_settled(manager, events + 1)
-        elapsed = time.perf_counter() - start
-        peak = max(peak_rss_bytes(), sampled_peak) if exact_peak else sampled_peak
-    mib = 1024 * 1024
-    growth = peak - rss_before
-    return Result(
-        id="8",
-        title=f"memory: {events:,} events, buffer {bound:,}, BLOCK",
-        kind="memory",
-        events=events,
-        value=events / elapsed,
-        target=f"buffered <= {bound:,}",
-        target_met=max_buffered <= bound,
-        detail=(
-            f"peak RSS {peak / mib:,.1f} MiB (+{growth / mib:,.1f});"
-            f" max buffered {max_buffered:,}"
-            f" ({max_bytes / mib:,.2f} MiB); values alone would be"
-            f" {events * value_size / mib:,.0f} MiB"
-        ),
-        extra={
-            "rss_before_bytes": rss_before,
-            "peak_rss_bytes": peak,
-            "peak_rss_exact": exact_peak,
-            "rss_growth_bytes": growth,
-            "max_buffered": max_buffered,
-            "max_buffered_bytes": max_bytes,
-            "buffer_max_events": bound,
-            "enqueue_rate": events / (enqueued - start),
         },
     )

@@ -55,14 +55,13 @@ def find_base_python() -> str | None:
     candidates = []
     if sys.version_info >= (3, 12):
         candidates.append(sys.executable)
-    for name in ("python3.14", "python3.13", "python3.12"):
+    # Oldest first: the nearest to the main run's interpreter.
+    for name in ("python3.12", "python3.13", "python3.14"):
         found = shutil.which(name)
         if found:
             candidates.append(found)
     pyenv = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
-    candidates += sorted(
-        glob.glob(f"{pyenv}/versions/3.1[2-9]*/bin/python3"), reverse=True
-    )
+    candidates += sorted(glob.glob(f"{pyenv}/versions/3.1[2-9]*/bin/python3"))
     for candidate in candidates:
         if _is_recent_python(candidate):
             return candidate

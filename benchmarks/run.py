@@ -36,13 +36,13 @@ if __package__ in (None, ""):
 
 from benchmarks._encode import encode_results
 from benchmarks._harness import Result, Settings, machine_info
+from benchmarks._memory import memory_result
 from benchmarks._publish import (
     PRODUCER_OPTIONS,
     OtelSetup,
     PublishSpec,
     Target,
     latency,
-    memory_under_backpressure,
     publish_throughput,
     raw_throughput,
     sample_value,
@@ -52,9 +52,10 @@ from otel_kafka_events import TelemetryOptions
 from otel_kafka_events.testing import BROKER_KINDS, LocalKafkaStack
 
 SCENARIOS = ("1", "2", "2x200", "3", "4", "5", "6", "7", "8")
-"""Selectable groups; "1" includes 1d, "4" includes 4b, "7" is 7a and 7b."""
+"""Selectable groups; "1" includes 1d, "2x200" includes 2x200one, "4" includes
+4b, "7" is 7a and 7b."""
 
-PROFILABLE = ("2", "2x200", "3", "4", "4b")
+PROFILABLE = ("2", "2x200", "2x200one", "3", "4", "4b")
 
 FULL = Settings(
     events=100_000,
@@ -102,6 +103,13 @@ def publish_specs(settings: Settings, otel: OtelSetup) -> dict[str, PublishSpec]
             f"as 2, {settings.event_types} event types round-robin",
             TelemetryOptions(trace_context=False),
             event_types=settings.event_types,
+        ),
+        "2x200one": PublishSpec(
+            "2x200one",
+            f"as 2, {settings.event_types} types registered, all to one",
+            TelemetryOptions(trace_context=False),
+            event_types=settings.event_types,
+            round_robin=False,
         ),
         "3": PublishSpec(
             "3", "publish() in SDK span, traceparent", traced, in_span=True
@@ -300,7 +308,7 @@ class Session:
         specs = publish_specs(self.settings, self.otel)
         for group, ids in (
             ("2", ["2"]),
-            ("2x200", ["2x200"]),
+            ("2x200", ["2x200", "2x200one"]),
             ("3", ["3"]),
             ("4", ["4", "4b"]),
         ):
@@ -338,9 +346,7 @@ class Session:
         if self.wants("8"):
             row = await self.step(
                 "8",
-                lambda: memory_under_backpressure(
-                    self.target, self.settings, len(self.value)
-                ),
+                lambda: memory_result(self.target, self.settings, len(self.value)),
             )
             if row is not None:
                 self.results.append(row)
@@ -399,9 +405,11 @@ def apply_ratios(results: list[Result]) -> None:
             text, minimum = RATIO_TARGETS[row.id]
             row.target = text
             row.target_met = row.ratio >= minimum
-    many = by_id.get("2x200")
     one = by_id.get("2")
-    if many is not None and many.value and one is not None and one.value:
+    for many_id in ("2x200", "2x200one"):
+        many = by_id.get(many_id)
+        if many is None or not many.value or one is None or not one.value:
+            continue
         relative = many.value / one.value
         many.target = f">= {TYPES_TOLERANCE} x scenario 2"
         many.target_met = relative >= TYPES_TOLERANCE

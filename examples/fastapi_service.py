@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
@@ -248,10 +246,8 @@ async def main(stack: LocalKafkaStack | None = None) -> None:
     AssertionError
         If the event is missing from Kafka or OTLP, or the trace ids differ.
     """
-    # The test suite's OTLP receiver stands in for an OTel Collector.
-    from tests.otlp_receiver import OtlpReceiver
-
-    from otel_kafka_events.testing import LocalKafkaStack
+    # An in-process OTLP receiver stands in for an OTel Collector.
+    from otel_kafka_events.testing import LocalKafkaStack, OtlpReceiver
 
     async with AsyncExitStack() as resources:
         if stack is None:
@@ -323,6 +319,4 @@ async def main(stack: LocalKafkaStack | None = None) -> None:
 
 
 if __name__ == "__main__":
-    # `tests.otlp_receiver` lives in the repository root.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     asyncio.run(main())

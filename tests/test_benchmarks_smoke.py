@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "benchmarks" / "run.py"
-ROWS = {"1", "1d", "2", "2x200", "3", "4", "4b", "5", "6", "7a", "7b", "8"}
+ROWS = {"1", "1d", "2", "2x200", "2x200one", "3", "4", "4b", "5", "6", "7a", "7b", "8"}
 
 
 def test_smoke_run_prints_a_ratio_for_every_scenario(tmp_path: Path) -> None:

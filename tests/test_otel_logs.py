@@ -40,10 +40,9 @@ from otel_kafka_events import (
     TelemetryOptions,
     decode,
 )
-from otel_kafka_events.testing import LocalKafkaStack
+from otel_kafka_events.testing import LocalKafkaStack, OtlpReceiver
 
 from .conftest import ManagerFactory
-from .otlp_receiver import OtlpReceiver
 
 # Flushes must come from aclose, never from the processor's own timer.
 NEVER = 3_600_000

@@ -147,7 +147,34 @@ class EventEncoder:
             validate(datum, self._parsed, raise_errors=True)
         except Exception as detail:
             return f"{detail} ({type(exc).__name__}: {exc})"
+        if isinstance(exc, UnicodeEncodeError):
+            # A lone surrogate passes validation (it is a str) but not UTF-8.
+            path = _unencodable_path(datum, "")
+            if path is not None:
+                return f"field {path!r}: {type(exc).__name__}: {exc}"
         return f"{type(exc).__name__}: {exc}"
+
+
+def _unencodable_path(value: Any, path: str) -> str | None:
+    """The path of the first string in ``value`` that UTF-8 cannot encode."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "<value>"
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            found = _unencodable_path(key, where) or _unencodable_path(item, where)
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _unencodable_path(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 class EventDecoder:

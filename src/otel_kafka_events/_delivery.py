@@ -582,10 +582,13 @@ class DeliveryQueue:
         Returns
         -------
         int
-            How many events were still pending and are reported as failed
-            (reason ``shutdown``).
+            How many events pending at the call were not delivered: those
+            still pending at the deadline (reported with reason
+            ``shutdown``) and those whose delivery timeout ran out meanwhile
+            (reason ``failed``).
         """
         self._closed = True
+        failed_before = self._failed
         if self._sender is not None and self._count:
             self._work.set()
             with contextlib.suppress(TimeoutError):
@@ -607,4 +610,4 @@ class DeliveryQueue:
                 TimeoutError("still pending when the event manager was closed"),
                 reason="shutdown",
             )
-        return len(leftover)
+        return self._failed - failed_before

@@ -28,7 +28,7 @@ from ._models import (
 )
 from ._schema import Converter, compile_record, validate_avro_name, validate_namespace
 
-__all__ = ["EnrichedEvent", "EventType", "compile_event_type"]
+__all__ = ["EnrichedEvent", "EventType"]
 
 P = TypeVar("P", bound=EventPayload)
 
@@ -217,23 +217,3 @@ class EventType(Generic[P]):
                     ) from exc
         value = self.encoder.encode(datum, self._header)
         return EnrichedEvent(event, value, span_context)
-
-
-def compile_event_type(
-    name: str,
-    topic: str,
-    application: str,
-    payload_model: type[P],
-    *,
-    trace_context: bool = True,
-    flat_payloads: bool = False,
-) -> EventType[P]:
-    """Validate and compile an event type; see `EventType`."""
-    return EventType(
-        name,
-        topic,
-        application,
-        payload_model,
-        trace_context=trace_context,
-        flat_payloads=flat_payloads,
-    )

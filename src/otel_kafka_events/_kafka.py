@@ -452,7 +452,9 @@ class KafkaEventManager(EventManager):
         -------
         int
             How many events could not be delivered; each was also reported
-            to the failure callback with reason ``shutdown``.
+            to the failure callback, with reason ``shutdown`` if still
+            pending at the deadline (``failed`` if its delivery timeout ran
+            out first).
         """
         if self._closed:
             return 0

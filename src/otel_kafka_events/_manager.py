@@ -381,17 +381,21 @@ class NoopEventManager(EventManager):
             f"{topic_prefix}.{application}", logger, application=application, **options
         )
 
+    # Mock publishers are no-op publishers that also record payloads.
+    _publisher_class: type[NoopEventPublisher[Any]] = NoopEventPublisher
+
     async def build_publisher_for_model(self, model: type[P]) -> EventPublisher[P]:
-        """Make a `NoopEventPublisher`."""
-        return NoopEventPublisher(
+        """Make the publisher (a `NoopEventPublisher`, or a mock one)."""
+        publisher: EventPublisher[P] = self._publisher_class(
             self.event_type_for(model),
             self._telemetry,
             self.logger,
             severity=self.severity_for(model),
         )
+        return publisher
 
 
-class MockEventManager(EventManager):
+class MockEventManager(NoopEventManager):
     """An event manager whose publishers record payloads for assertions.
 
     Used in a service's own tests (``METRICS_MOCK=true``); see
@@ -409,16 +413,7 @@ class MockEventManager(EventManager):
         `EventManager` keyword options (``telemetry``, ``flat_payloads``).
     """
 
-    def __init__(
-        self,
-        application: str,
-        topic_prefix: str,
-        logger: BoundLogger | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(
-            f"{topic_prefix}.{application}", logger, application=application, **options
-        )
+    _publisher_class = MockEventPublisher
 
     async def create_publisher(
         self,
@@ -435,12 +430,3 @@ class MockEventManager(EventManager):
             name, payload_model, log_severity=log_severity
         )
         return cast("MockEventPublisher[P]", publisher)
-
-    async def build_publisher_for_model(self, model: type[P]) -> EventPublisher[P]:
-        """Make a `MockEventPublisher`."""
-        return MockEventPublisher(
-            self.event_type_for(model),
-            self._telemetry,
-            self.logger,
-            severity=self.severity_for(model),
-        )

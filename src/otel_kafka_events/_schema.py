@@ -30,6 +30,7 @@ X | None, X | Y           union
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import enum
 import re
 import types
@@ -105,9 +106,30 @@ def _uuid_value(value: uuid.UUID) -> str:
     return str(value)
 
 
-def _decimal_converter(scale: int) -> Converter:
+# Enough digits that scaling a decimal never rounds it.
+_EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX)
+
+
+def _decimal_converter(precision: int, scale: int) -> Converter:
+    # A value assigned after validation (or built with model_construct) can
+    # have more places or digits than the schema: refuse it rather than
+    # round it or write a number the declared precision cannot hold.
     def convert(value: Decimal) -> bytes:
-        unscaled = int(value.scaleb(scale).to_integral_value())
+        if not value.is_finite():
+            raise ValueError(f"{value} is not a finite decimal")
+        # Checked before scaling, so a huge exponent costs nothing.
+        if value and value.adjusted() >= precision - scale:
+            raise ValueError(
+                f"{value} has more than {precision} digits"
+                f" (decimal({precision}, {scale}))"
+            )
+        scaled = value.scaleb(scale, context=_EXACT)
+        unscaled = int(scaled.to_integral_value(context=_EXACT))
+        if unscaled != scaled:
+            raise ValueError(
+                f"{value} has more than {scale} decimal places"
+                f" (decimal({precision}, {scale}))"
+            )
         return unscaled.to_bytes((unscaled.bit_length() + 8) // 8, "big", signed=True)
 
     return convert
@@ -270,6 +292,10 @@ def _field_type(
     """Return ``(avro_type, converter)``, or ``(None, None)`` after a problem."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
+        if info is None:
+            # Nested (list item, map value): the constraints, such as a
+            # Decimal's max_digits, are only in the Annotated metadata.
+            info = FieldInfo.from_annotation(annotation)
         return _field_type(typing.get_args(annotation)[0], info, where, context)
     if annotation is None or annotation is type(None):
         return "null", None
@@ -464,7 +490,7 @@ def _decimal_type(
         "logicalType": "decimal",
         "precision": digits,
         "scale": places,
-    }, _decimal_converter(places)
+    }, _decimal_converter(digits, places)
 
 
 def _enum_type(

@@ -2,19 +2,26 @@
 
 Everything here runs on 127.0.0.1 without Docker: a Kafka-protocol broker
 (Tansu or noida-db from PyPI, or Apache Kafka itself from Maven Central's
-jars) and `LocalSchemaRegistry`, an in-memory server speaking the Confluent
-Schema Registry REST API. None of it is meant for production.
+jars), `LocalSchemaRegistry`, an in-memory server speaking the Confluent
+Schema Registry REST API, and `OtlpReceiver`, which records what an OTLP/HTTP
+exporter sends. None of it is meant for production.
 
 Install with the ``testing`` extra. For pytest fixtures, add
 ``pytest_plugins = ["otel_kafka_events.testing.pytest_plugin"]`` to a
 ``conftest.py``.
 """
 
+from typing import TYPE_CHECKING
+
 from ._broker_base import BrokerCapabilities, LocalBroker
 from ._noida import NoidaBroker
 from ._registry import LocalSchemaRegistry
 from ._stack import BROKER_ENV_VAR, BROKER_KINDS, LocalKafkaStack, make_broker
 from ._tansu import TansuBroker
+
+if TYPE_CHECKING:
+    from ._apache_kafka import ApacheKafkaBroker
+    from ._otlp import OtlpReceiver
 
 __all__ = [
     "BROKER_ENV_VAR",
@@ -25,6 +32,7 @@ __all__ = [
     "LocalKafkaStack",
     "LocalSchemaRegistry",
     "NoidaBroker",
+    "OtlpReceiver",
     "TansuBroker",
     "make_broker",
 ]
@@ -37,4 +45,9 @@ def __getattr__(name: str) -> object:
         from ._apache_kafka import ApacheKafkaBroker
 
         return ApacheKafkaBroker
+    # Needs opentelemetry-proto (the ``otel`` extra).
+    if name == "OtlpReceiver":
+        from ._otlp import OtlpReceiver
+
+        return OtlpReceiver
     raise AttributeError(name)

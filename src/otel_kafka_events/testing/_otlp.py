@@ -1,4 +1,4 @@
-"""A minimal OTLP/HTTP receiver for tests and the examples.
+"""A minimal OTLP/HTTP receiver, to test what a service exports to OTel.
 
 It stands in for an OpenTelemetry Collector: a stdlib ``ThreadingHTTPServer``
 on 127.0.0.1 that accepts protobuf ``POST /v1/logs`` and ``POST /v1/traces``
