@@ -1,6 +1,5 @@
 """Scenarios against the broker: the raw aiokafka baseline, ``publish()``
-with various telemetry options, awaited-delivery latency and memory under
-backpressure.
+with various telemetry options, and awaited-delivery latency.
 
 Every scenario uses a fresh single-partition topic, so that the baseline and
 our publisher write to the same kind of log, and deletes it afterwards so

@@ -173,6 +173,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
+        "--markdown", action="store_true", help="also print a Markdown table"
+    )
+    parser.add_argument(
         "--safir-python",
         help="a Python with safir[kafka] to use for scenario 6 instead of the"
         " cached venv",
@@ -473,6 +476,25 @@ def format_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(results: list[Result]) -> str:
+    """The results as a Markdown table, for docs/benchmarks.md."""
+    lines = [
+        "| Id | Scenario | Result | Baseline | Ratio | Target | Detail |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    for row in results:
+        ratio = "skipped" if row.skipped else f"{row.ratio:.2f}" if row.ratio else "-"
+        target = row.target
+        if row.target_met is not None:
+            target += " ok" if row.target_met else " **missed**"
+        detail = (row.skipped or row.detail).replace("|", "/")
+        lines.append(
+            f"| {row.id} | {row.title} | {_result_text(row)} |"
+            f" {_baseline_text(row)} | {ratio} | {target} | {detail} |"
+        )
+    return "\n".join(lines)
+
+
 def describe(machine: dict[str, Any], settings: Settings) -> str:
     """The lines above the table."""
     return (
@@ -544,6 +566,9 @@ async def main_async(args: argparse.Namespace) -> int:
     print(describe(machine, settings))
     print()
     print(format_table(session.results))
+    if args.markdown:
+        print()
+        print(format_markdown(session.results))
     if args.json:
         document = {
             "machine": machine,

@@ -143,6 +143,13 @@ REFUSED: dict[str, tuple[Callable[[], Any], type[Exception], list[str]]] = {
         EventPayloadError,
         ["'items'", "naive datetime"],
     ),
+    "instant before UTC year 1": (
+        lambda: Record(
+            when=dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+        ),
+        EventPayloadError,
+        ["'when'", "outside the UTC years 1 to 9999"],
+    ),
     "int beyond 64 bits": (
         lambda: Record(count=2**63),
         EventPayloadError,

@@ -40,13 +40,12 @@ from otel_kafka_events import (
 from otel_kafka_events.testing import (
     LocalBroker,
     LocalKafkaStack,
+    LocalSchemaRegistry,
     NoidaBroker,
     TansuBroker,
 )
 
 from .broker_support import BROKER_KIND, capabilities
-
-pytestmark = pytest.mark.integration
 
 TOPIC_PREFIX = "reliability"
 
@@ -187,6 +186,13 @@ async def managers() -> AsyncIterator[Managers]:
         await manager.aclose(timeout=1)
 
 
+@pytest.fixture(scope="module")
+def registry() -> Iterator[LocalSchemaRegistry]:
+    """A registry for the tests whose broker is a dead port."""
+    with LocalSchemaRegistry() as registry:
+        yield registry
+
+
 @pytest.fixture
 def own_stack() -> Iterator[LocalKafkaStack]:
     """A broker (of this run's kind) and registry this test may kill."""
@@ -208,11 +214,11 @@ async def connected_manager(
 
 
 async def test_publish_returns_before_acknowledgement(
-    managers: Managers, local_kafka_stack: LocalKafkaStack
+    managers: Managers, registry: LocalSchemaRegistry
 ) -> None:
     # With no broker at all nothing can be acknowledged, so a publish that
     # returns proves it only enqueued.
-    manager = managers.new(dead_servers(), local_kafka_stack.registry_url)
+    manager = managers.new(dead_servers(), registry.url)
     await manager.initialize()
     publisher = await manager.create_publisher("numbered", Numbered)
     event = await publisher.publish(Numbered(kind="a", n=0))
@@ -277,11 +283,9 @@ async def test_wait_returns_after_acknowledgement(
 
 
 async def test_wait_raises_when_the_broker_is_unreachable(
-    managers: Managers, local_kafka_stack: LocalKafkaStack
+    managers: Managers, registry: LocalSchemaRegistry
 ) -> None:
-    manager = managers.new(
-        dead_servers(), local_kafka_stack.registry_url, delivery_timeout=0.5
-    )
+    manager = managers.new(dead_servers(), registry.url, delivery_timeout=0.5)
     await manager.initialize()
     publisher = await manager.create_publisher("numbered", Numbered)
     async with asyncio.timeout(30):
@@ -295,6 +299,7 @@ async def test_wait_raises_when_the_broker_is_unreachable(
     assert (stats.published, stats.failed, stats.buffered) == (1, 1, 0)
 
 
+@pytest.mark.integration
 async def test_wait_raises_within_delivery_timeout_when_the_broker_dies(
     managers: Managers, own_stack: LocalKafkaStack
 ) -> None:
@@ -317,11 +322,11 @@ async def test_wait_raises_within_delivery_timeout_when_the_broker_dies(
 
 
 async def test_failures_are_reported_logged_and_counted(
-    managers: Managers, local_kafka_stack: LocalKafkaStack
+    managers: Managers, registry: LocalSchemaRegistry
 ) -> None:
     manager = managers.new(
         dead_servers(),
-        local_kafka_stack.registry_url,
+        registry.url,
         delivery_timeout=0.3,
     )
     with capture_logs() as logs:
@@ -352,11 +357,11 @@ async def test_failures_are_reported_logged_and_counted(
 
 
 async def test_drop_newest_drops_and_reports_the_excess(
-    managers: Managers, local_kafka_stack: LocalKafkaStack
+    managers: Managers, registry: LocalSchemaRegistry
 ) -> None:
     manager = managers.new(
         dead_servers(),
-        local_kafka_stack.registry_url,
+        registry.url,
         delivery_timeout=60,
         buffer=BufferOptions(max_events=3, overflow=OverflowPolicy.DROP_NEWEST),
     )
@@ -374,11 +379,11 @@ async def test_drop_newest_drops_and_reports_the_excess(
 
 
 async def test_raise_policy_raises_when_full(
-    managers: Managers, local_kafka_stack: LocalKafkaStack
+    managers: Managers, registry: LocalSchemaRegistry
 ) -> None:
     manager = managers.new(
         dead_servers(),
-        local_kafka_stack.registry_url,
+        registry.url,
         delivery_timeout=60,
         buffer=BufferOptions(max_events=3, overflow=OverflowPolicy.RAISE),
     )
@@ -395,13 +400,13 @@ async def test_raise_policy_raises_when_full(
 
 
 async def test_block_policy_waits_for_room(
-    managers: Managers, local_kafka_stack: LocalKafkaStack
+    managers: Managers, registry: LocalSchemaRegistry
 ) -> None:
     # Room appears when the first events fail after their delivery timeout;
     # the blocked publish must then be accepted, not dropped.
     manager = managers.new(
         dead_servers(),
-        local_kafka_stack.registry_url,
+        registry.url,
         delivery_timeout=0.5,
         buffer=BufferOptions(max_events=2, block_timeout=30),
     )
@@ -419,11 +424,11 @@ async def test_block_policy_waits_for_room(
 
 
 async def test_block_policy_drops_after_block_timeout(
-    managers: Managers, local_kafka_stack: LocalKafkaStack
+    managers: Managers, registry: LocalSchemaRegistry
 ) -> None:
     manager = managers.new(
         dead_servers(),
-        local_kafka_stack.registry_url,
+        registry.url,
         delivery_timeout=60,
         buffer=BufferOptions(max_events=2, block_timeout=0.2),
     )
@@ -439,6 +444,7 @@ async def test_block_policy_drops_after_block_timeout(
     ]
 
 
+@pytest.mark.integration
 async def test_block_policy_raises_with_raise_on_error(
     managers: Managers, own_stack: LocalKafkaStack
 ) -> None:
@@ -461,12 +467,12 @@ async def test_block_policy_raises_with_raise_on_error(
 
 
 async def test_buffer_never_exceeds_its_bounds(
-    managers: Managers, local_kafka_stack: LocalKafkaStack
+    managers: Managers, registry: LocalSchemaRegistry
 ) -> None:
     max_events, max_bytes = 6, 4096
     manager = managers.new(
         dead_servers(),
-        local_kafka_stack.registry_url,
+        registry.url,
         delivery_timeout=60,
         buffer=BufferOptions(
             max_events=max_events,
@@ -496,12 +502,12 @@ async def test_buffer_never_exceeds_its_bounds(
 
 
 async def test_oversized_event_refused_at_publish(
-    managers: Managers, local_kafka_stack: LocalKafkaStack
+    managers: Managers, registry: LocalSchemaRegistry
 ) -> None:
     # The broker is unreachable: the refusal cannot involve a round trip.
     manager = managers.new(
         dead_servers(),
-        local_kafka_stack.registry_url,
+        registry.url,
         kafka_options={"max_request_size": 10_000},
     )
     await manager.initialize()
@@ -521,11 +527,9 @@ async def test_oversized_event_refused_at_publish(
 
 
 async def test_aclose_keeps_its_deadline_with_the_broker_down(
-    managers: Managers, local_kafka_stack: LocalKafkaStack
+    managers: Managers, registry: LocalSchemaRegistry
 ) -> None:
-    manager = managers.new(
-        dead_servers(), local_kafka_stack.registry_url, delivery_timeout=120
-    )
+    manager = managers.new(dead_servers(), registry.url, delivery_timeout=120)
     await manager.initialize()
     first = await manager.create_publisher("first", Numbered)
     second = await manager.create_publisher("second", Numbered)
@@ -540,6 +544,7 @@ async def test_aclose_keeps_its_deadline_with_the_broker_down(
     assert (stats.published, stats.failed, stats.buffered) == (4, 4, 0)
 
 
+@pytest.mark.integration
 async def test_aclose_keeps_its_deadline_with_batches_in_flight(
     managers: Managers, own_stack: LocalKafkaStack
 ) -> None:
@@ -562,13 +567,11 @@ async def test_aclose_keeps_its_deadline_with_batches_in_flight(
 
 
 async def test_aclose_without_timeout_counts_events_failing_meanwhile(
-    managers: Managers, local_kafka_stack: LocalKafkaStack
+    managers: Managers, registry: LocalSchemaRegistry
 ) -> None:
     # Without a timeout aclose waits for the delivery timeout, so the events
     # fail with reason "failed"; they are still undelivered.
-    manager = managers.new(
-        dead_servers(), local_kafka_stack.registry_url, delivery_timeout=0.5
-    )
+    manager = managers.new(dead_servers(), registry.url, delivery_timeout=0.5)
     await manager.initialize()
     publisher = await manager.create_publisher("numbered", Numbered)
     for n in range(3):
@@ -594,9 +597,9 @@ async def test_aclose_delivers_what_is_pending(
 
 
 async def test_closed_manager_refuses_publish(
-    managers: Managers, local_kafka_stack: LocalKafkaStack
+    managers: Managers, registry: LocalSchemaRegistry
 ) -> None:
-    manager = managers.new(dead_servers(), local_kafka_stack.registry_url)
+    manager = managers.new(dead_servers(), registry.url)
     await manager.initialize()
     publisher = await manager.create_publisher("numbered", Numbered)
     await manager.aclose(timeout=0)
@@ -605,3 +608,29 @@ async def test_closed_manager_refuses_publish(
     with pytest.raises(EventManagerUsageError):
         await manager.create_publisher("other", Numbered)
     assert manager.stats.published == 0
+
+
+async def test_publish_blocked_for_room_settles_when_the_manager_closes(
+    managers: Managers, registry: LocalSchemaRegistry
+) -> None:
+    manager = managers.new(
+        dead_servers(),
+        registry.url,
+        delivery_timeout=60,
+        buffer=BufferOptions(max_events=1, block_timeout=30),
+    )
+    await manager.initialize()
+    publisher = await manager.create_publisher("numbered", Numbered)
+    await publisher.publish(Numbered(kind="a", n=0))
+    blocked = asyncio.ensure_future(publisher.publish(Numbered(kind="a", n=1)))
+    await asyncio.sleep(0.1)
+    assert not blocked.done()
+    async with asyncio.timeout(0.5 + 5):
+        await manager.aclose(timeout=0.5)
+        event = await blocked
+    stats = manager.stats
+    # Nothing may stay buffered with no sender left to settle it.
+    assert (stats.published, stats.failed, stats.buffered) == (2, 2, 0)
+    assert {(f.event_id, f.reason) for f in managers.failures} >= {
+        (str(event.id), "shutdown")
+    }

@@ -47,8 +47,6 @@ from .test_reliability_delivery import (
     wait_until,
 )
 
-pytestmark = pytest.mark.integration
-
 # --- helpers ------------------------------------------------------------------
 
 
@@ -122,6 +120,7 @@ async def test_initialize_raises_when_broker_unreachable_with_raise_on_error(
         await manager.initialize()
 
 
+@pytest.mark.integration
 async def test_events_buffer_until_the_broker_comes_up(
     managers: Managers, own_stack: LocalKafkaStack
 ) -> None:
@@ -147,6 +146,7 @@ async def test_events_buffer_until_the_broker_comes_up(
     assert streams == {"a": list(range(5)), "b": list(range(5))}
 
 
+@pytest.mark.integration
 @requires("keeps_data_across_restart")
 async def test_broker_restart_while_publishing_delivers_each_event_once_in_order(
     managers: Managers, own_stack: LocalKafkaStack
@@ -169,6 +169,7 @@ async def test_broker_restart_while_publishing_delivers_each_event_once_in_order
     assert streams == {kind: list(range(count)) for kind, count in counts.items()}
 
 
+@pytest.mark.integration
 async def test_broker_crash_while_publishing_loses_nothing_unreported(
     managers: Managers, own_stack: LocalKafkaStack
 ) -> None:

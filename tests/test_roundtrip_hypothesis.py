@@ -84,9 +84,11 @@ _surrogates = st.text(
 _offsets = st.integers(min_value=-14 * 60, max_value=14 * 60).map(
     lambda minutes: dt.timezone(dt.timedelta(minutes=minutes))
 )
-_aware = st.datetimes(
-    min_value=dt.datetime(1900, 1, 1), max_value=dt.datetime(2200, 1, 1)
-).flatmap(lambda naive: _offsets.map(lambda zone: naive.replace(tzinfo=zone)))
+# Over the whole range: near years 1 and 9999 an offset can push the UTC
+# instant out of what a datetime holds, which publish must refuse.
+_aware = st.datetimes().flatmap(
+    lambda naive: _offsets.map(lambda zone: naive.replace(tzinfo=zone))
+)
 _int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 _too_big = st.integers(min_value=2**63, max_value=2**80) | st.integers(
     min_value=-(2**80), max_value=-(2**63) - 1
@@ -106,7 +108,7 @@ def _scalar_specs() -> list[Spec]:
         Spec(bytes, st.binary(max_size=12), kind="bytes"),
         Spec(
             dt.datetime,
-            _aware | st.datetimes(min_value=dt.datetime(1900, 1, 1)),
+            _aware | st.datetimes(),
             kind="timestamp",
         ),
         Spec(dt.date, st.dates(), kind="date"),
@@ -411,8 +413,8 @@ def test_whatever_is_accepted_decodes_to_the_same_value(
         outcomes["decoded"] += 1
 
     check()
-    print(outcomes)
     # The property is only meaningful if both branches were exercised.
+    assert sum(outcomes.values()) >= 500, outcomes
     assert outcomes["decoded"] >= 100, outcomes
     assert outcomes["validation"] + outcomes["refused"] > 0, outcomes
 

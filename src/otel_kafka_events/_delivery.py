@@ -96,6 +96,17 @@ class DeliveryStats:
     buffered_bytes: int
 
 
+def record_size(
+    value: bytes | bytearray, headers: list[tuple[str, bytes]] | None
+) -> int:
+    """Bytes an event occupies in a Kafka request: value plus headers."""
+    size = len(value)
+    if headers:
+        for key, header in headers:
+            size += len(key) + len(header)
+    return size
+
+
 class PendingEvent:
     """An encoded event waiting for its acknowledgement."""
 
@@ -120,6 +131,7 @@ class PendingEvent:
         event_id: Any,
         waiter: asyncio.Future[DeliveredEvent] | None,
         span: Span | None,
+        size: int,
     ) -> None:
         self.event_type = event_type
         self.value = value
@@ -128,13 +140,14 @@ class PendingEvent:
         self.event_id = event_id
         self.waiter = waiter
         self.span = span
-        self.size = len(value) + (
-            sum(len(k) + len(v) for k, v in headers) if headers else 0
-        )
+        self.size = size
         self.enqueued = time.monotonic()
 
 
 FailureCallback = Callable[[DeliveryFailure], None]
+
+# Publishes between two voluntary yields to the event loop.
+_YIELD_EVERY = 256
 
 
 class NotAcknowledgedError(TimeoutError):
@@ -249,6 +262,7 @@ class DeliveryQueue:
         self._idle = asyncio.Event()
         self._idle.set()
         self._sender: asyncio.Task[None] | None = None
+        self._since_yield = 0
         self._in_flight: list[PendingEvent] = []
         self._closed = False
         self.abandoned = False
@@ -308,8 +322,50 @@ class DeliveryQueue:
             With the ``raise`` policy, or ``block`` and ``raise_on_error``
             after the wait.
         """
-        if not self._has_room(event.size) and not await self._make_room(event):
+        if self.offer(event):
+            if self.should_yield():
+                await asyncio.sleep(0)
             return
+        if not await self._make_room(event):
+            return
+        if self._closed:
+            # It waited for room while the queue closed: nothing would ever
+            # send it, so it is settled at once.
+            self._published += 1
+            self._failed += 1
+            self._report(
+                [event],
+                "shutdown",
+                TimeoutError("the event manager was closed while it waited"),
+            )
+            return
+        self._append(event)
+
+    def offer(self, event: PendingEvent) -> bool:
+        """Queue ``event`` if there is room; False (nothing done) if full."""
+        if (
+            self._count >= self._buffer.max_events
+            or self._bytes + event.size > self._buffer.max_bytes
+        ):
+            return False
+        self._append(event)
+        self._since_yield += 1
+        return True
+
+    def should_yield(self) -> bool:
+        """Whether the publisher should give the event loop a turn now.
+
+        ``publish`` does not otherwise yield while there is room, so without
+        this a long burst would be queued whole before the sender starts;
+        yielding every few hundred events lets sending overlap with the
+        broker's work on the batches already sent.
+        """
+        if self._since_yield >= _YIELD_EVERY:
+            self._since_yield = 0
+            return True
+        return False
+
+    def _append(self, event: PendingEvent) -> None:
         self._published += 1
         queue = self._queues.get(event.event_type)
         if queue is None:
@@ -317,8 +373,9 @@ class DeliveryQueue:
         queue.append(event)
         self._count += 1
         self._bytes += event.size
-        self._idle.clear()
-        self._work.set()
+        if not self._work.is_set():
+            self._idle.clear()
+            self._work.set()
 
     def _has_room(self, size: int) -> bool:
         return (
@@ -388,8 +445,17 @@ class DeliveryQueue:
                 backoff = self._retry_backoff
             else:
                 self._expire()
-                await asyncio.sleep(backoff)
+                # Wake up for the next expiry even in a long backoff, so that
+                # failures are reported on time.
+                await asyncio.sleep(min(backoff, self._next_expiry()))
                 backoff = min(backoff * 2, 5.0)
+
+    def _next_expiry(self) -> float:
+        """Seconds until the oldest queued event times out (0 if overdue)."""
+        oldest = min((q[0].enqueued for q in self._queues.values() if q), default=None)
+        if oldest is None:
+            return self._delivery_timeout
+        return max(oldest + self._delivery_timeout - time.monotonic(), 0.0)
 
     async def _send_round(self, producer: Any) -> bool:
         """Send one batch per partition; return whether anything was settled."""

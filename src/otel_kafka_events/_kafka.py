@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from aiokafka import AIOKafkaProducer
@@ -14,6 +15,8 @@ from aiokafka.partitioner import murmur2
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
+from opentelemetry.context import Context
+from opentelemetry.trace import Span
 from schema_registry.client import AsyncSchemaRegistryClient
 from structlog.stdlib import BoundLogger
 
@@ -22,6 +25,7 @@ from ._delivery import (
     DeliveryStats,
     FailureCallback,
     PendingEvent,
+    record_size,
 )
 from ._event_type import EventType
 from ._exceptions import (
@@ -104,60 +108,76 @@ class KafkaEventPublisher(EventPublisher[P]):
         if manager._closed:
             raise EventManagerClosedError("This event manager was closed")
         event_type = self._event_type
-        failure = manager._registration_errors.get(event_type)
-        if failure is not None:
-            raise failure
-        enriched = self._enrich(payload)
+        if manager._registration_errors:
+            failure = manager._registration_errors.get(event_type)
+            if failure is not None:
+                raise failure
+        enriched = event_type.enrich(payload)
+        values = enriched.event.__dict__
         telemetry = self._telemetry
         span = None
-        headers = None
         span_context = enriched.span_context
         if telemetry.producer_spans is not None:
-            values = enriched.event.__dict__
             span = telemetry.producer_spans.start(
                 otel_context.get_current(), str(values["id"]), values["timestamp_ns"]
             )
+            # The traceparent then names the producer span, while the
+            # metadata keeps the caller's span.
             span_context = span.get_span_context()
+        headers = None
         if telemetry.injector is not None:
-            # Called without a span too: baggage or a custom propagator may
-            # still have something to inject.
-            context = otel_context.get_current()
-            if span is not None:
-                context = trace.set_span_in_context(span, context)
-            headers = telemetry.injector.headers(context, span_context)
-        values = enriched.event.__dict__
-        pending = PendingEvent(
-            event_type,
-            enriched.value,
-            headers,
-            values["timestamp_ns"] // 1_000_000,
-            values["id"],
-            None,
-            span,
-        )
-        if pending.size > manager._max_request_size:
+            headers = telemetry.injector.headers(
+                span_context, partial(_context_with, span)
+            )
+        value = enriched.value
+        size = record_size(value, headers)
+        if size > manager._max_request_size:
             too_large = EventTooLargeError(
                 event_type.name,
-                f"encoded event is {pending.size} bytes, more than the producer's"
+                f"encoded event is {size} bytes, more than the producer's"
                 f" max_request_size of {manager._max_request_size}",
             )
             if span is not None:
                 end_producer_span(span, error=too_large)
             raise too_large
+        pending = PendingEvent(
+            event_type,
+            value,
+            headers,
+            values["timestamp_ns"] // 1_000_000,
+            values["id"],
+            None,
+            span,
+            size,
+        )
         if wait if wait is not None else self._wait:
             pending.waiter = asyncio.get_running_loop().create_future()
-        try:
-            await manager._queue.submit(pending)
-        except BaseException as exc:
-            # Refused by the buffer (or cancelled while waiting for room):
-            # the queue never saw the event, so its span ends here.
-            if span is not None:
-                end_producer_span(span, error=exc)
-            raise
+        queue = manager._queue
+        if not queue.offer(pending):
+            try:
+                await queue.submit(pending)
+            except BaseException as exc:
+                # Refused by the buffer (or cancelled while waiting for room):
+                # the queue never took the event, so its span ends here.
+                if span is not None:
+                    end_producer_span(span, error=exc)
+                raise
+        elif queue.should_yield():
+            await asyncio.sleep(0)
+        # Only an event the queue accepted becomes a log record.
+        self._emit_log(enriched)
         if pending.waiter is not None:
             await pending.waiter
         event: EventMetadata = enriched.event
         return event
+
+
+def _context_with(span: Span | None) -> Context:
+    """The caller's OTel context, with the producer span current if any."""
+    context = otel_context.get_current()
+    if span is not None:
+        context = trace.set_span_in_context(span, context)
+    return context
 
 
 class KafkaEventManager(EventManager):

@@ -105,9 +105,8 @@ class EventPublisher(abc.ABC, Generic[P]):
             If the payload cannot be encoded (naming the field).
         """
 
-    def _enrich(self, payload: P) -> EnrichedEvent:
-        """Build and encode the event and emit its OTel log record."""
-        enriched = self._event_type.enrich(payload)
+    def _emit_log(self, enriched: EnrichedEvent) -> None:
+        """Emit the event's OTel log record, if log export is on."""
         if self._telemetry.log_emitter is not None:
             self._telemetry.log_emitter.emit(
                 self._event_type.full_name,
@@ -115,7 +114,6 @@ class EventPublisher(abc.ABC, Generic[P]):
                 enriched.span_context,
                 self._severity,
             )
-        return enriched
 
 
 class NoopEventPublisher(EventPublisher[P]):
@@ -138,7 +136,8 @@ class NoopEventPublisher(EventPublisher[P]):
 
     async def publish(self, payload: P) -> EventMetadata:
         """Build the event, log it at debug level and return it."""
-        enriched = self._enrich(payload)
+        enriched = self._event_type.enrich(payload)
+        self._emit_log(enriched)
         self._logger.debug(
             "Would have published event",
             event_name=self.name,

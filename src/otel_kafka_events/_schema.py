@@ -85,6 +85,8 @@ class _NaiveDatetimeError(ValueError):
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _EPOCH_DATE = dt.date(1970, 1, 1)
 _MICROSECOND = dt.timedelta(microseconds=1)
+_MIN_MICROS = (dt.datetime.min.replace(tzinfo=dt.UTC) - _EPOCH) // _MICROSECOND
+_MAX_MICROS = (dt.datetime.max.replace(tzinfo=dt.UTC) - _EPOCH) // _MICROSECOND
 
 
 def _datetime_value(value: dt.datetime) -> int:
@@ -95,7 +97,11 @@ def _datetime_value(value: dt.datetime) -> int:
             "naive datetime (no timezone); use an aware datetime, e.g. with tz=UTC"
         )
     # Integer arithmetic on timedeltas is exact, unlike timestamp() floats.
-    return (value - _EPOCH) // _MICROSECOND
+    micros = (value - _EPOCH) // _MICROSECOND
+    if not _MIN_MICROS <= micros <= _MAX_MICROS:
+        # Valid Avro, but a datetime cannot hold it: Python readers fail.
+        raise ValueError(f"{value} is outside the UTC years 1 to 9999")
+    return micros
 
 
 def _date_value(value: dt.date) -> int:
@@ -292,10 +298,10 @@ def _field_type(
     """Return ``(avro_type, converter)``, or ``(None, None)`` after a problem."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        if info is None:
-            # Nested (list item, map value): the constraints, such as a
-            # Decimal's max_digits, are only in the Annotated metadata.
-            info = FieldInfo.from_annotation(annotation)
+        # Nested in a list, map or union, the constraints (such as a
+        # Decimal's max_digits) are only in the Annotated metadata.
+        nested = FieldInfo.from_annotation(annotation)
+        info = nested if info is None else FieldInfo.merge_field_infos(info, nested)
         return _field_type(typing.get_args(annotation)[0], info, where, context)
     if annotation is None or annotation is type(None):
         return "null", None
