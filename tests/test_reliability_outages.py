@@ -92,13 +92,16 @@ async def publish_through_outage(
     """
     counts = dict.fromkeys(publishers, 0)
 
-    async def publish_round() -> None:
+    async def publish_round(wait: bool = False) -> None:
         for kind, publisher in publishers.items():
-            await publisher.publish(Numbered(kind=kind, n=counts[kind]))
+            await publisher.publish(Numbered(kind=kind, n=counts[kind]), wait=wait)
             counts[kind] += 1
 
     for _ in range(30):
         await publish_round()
+    # Acknowledged batches before the outage: the idempotent producer's
+    # sequence numbers are past zero when the broker goes away.
+    await publish_round(wait=True)
     task = asyncio.ensure_future(asyncio.to_thread(outage))
     while not task.done():
         await publish_round()

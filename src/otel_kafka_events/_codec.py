@@ -33,6 +33,8 @@ __all__ = [
     "MAGIC_BYTE",
     "EventDecoder",
     "EventEncoder",
+    "avro_long",
+    "avro_string",
     "confluent_header",
     "decode",
     "physical_schema",
@@ -47,6 +49,23 @@ _HEADER = struct.Struct(">BI")  # magic byte (unsigned), schema id
 def confluent_header(schema_id: int) -> bytes:
     """Return the five bytes that precede the Avro body for ``schema_id``."""
     return _HEADER.pack(MAGIC_BYTE, schema_id)
+
+
+def avro_long(value: int) -> bytes:
+    """Avro's binary form of a ``long``: zig-zag, then a base-128 varint."""
+    value = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def avro_string(value: str) -> bytes:
+    """Avro's binary form of a ``string``: its UTF-8 length, then the bytes."""
+    data = value.encode()
+    return avro_long(len(data)) + data
 
 
 def set_schema_id(value: bytearray, schema_id: int) -> None:

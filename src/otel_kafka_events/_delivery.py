@@ -128,7 +128,7 @@ class PendingEvent:
         value: bytearray,
         headers: list[tuple[str, bytes]] | None,
         timestamp_ms: int,
-        event_id: Any,
+        event_id: str,
         waiter: asyncio.Future[DeliveredEvent] | None,
         span: Span | None,
         size: int,

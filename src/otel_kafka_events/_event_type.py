@@ -10,14 +10,15 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext
 
-from ._codec import EventEncoder, confluent_header
+from ._codec import EventEncoder, avro_long, avro_string, confluent_header
 from ._exceptions import EventPayloadError, UnsupportedAvroSchemaError
 from ._models import (
     METADATA_FIELDS,
@@ -31,6 +32,23 @@ from ._schema import Converter, compile_record, validate_avro_name, validate_nam
 __all__ = ["EnrichedEvent", "EventType"]
 
 P = TypeVar("P", bound=EventPayload)
+
+_METADATA_ORDER = (
+    "id",
+    "application",
+    "timestamp",
+    "timestamp_ns",
+    "trace_id",
+    "span_id",
+    "trace_flags",
+)
+_UUID_TEXT_LENGTH = avro_long(36)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_UNION_SECOND = avro_long(1)
+# trace_id, span_id, trace_flags, and their Avro encoding.
+_TraceFields = tuple[str | None, str | None, int | None, bytes]
+# Three ["null", X] unions on their null branch: index 0 each.
+_NO_TRACE: _TraceFields = (None, None, None, avro_long(0) * 3)
 
 # Schema id 0 is never assigned by a registry; a value carrying it was encoded
 # before registration finished and gets its real id before it is sent.
@@ -90,6 +108,9 @@ class EnrichedEvent:
     span_context: SpanContext | None
     """The caller's valid span context at publish time, else None (captured
     whether or not the event has trace fields)."""
+    event_id: str
+    """The event id as text (kept for reports: a str costs the garbage
+    collector nothing while the event waits in the buffer)."""
 
 
 class EventType(Generic[P]):
@@ -156,14 +177,53 @@ class EventType(Generic[P]):
             for field, conv in compiled.converters.items()
             if field not in reserved
         )
-        self.encoder = EventEncoder(name, self.schema)
+        # The metadata fields are encoded by `encode`, fastavro does the rest.
+        metadata_fields = [f["name"] for f in self.schema["fields"][: len(reserved)]]
+        if metadata_fields != list(_METADATA_ORDER[: len(reserved)]):
+            raise AssertionError(f"unexpected metadata layout {metadata_fields}")
+        payload_schema = {
+            **self.schema,
+            "fields": self.schema["fields"][len(reserved) :],
+        }
+        self.encoder = EventEncoder(name, payload_schema)
+        self._application = avro_string(application)
         self.schema_id: int | None = None
         self._header = _PENDING_HEADER
+        self._last_span_context: SpanContext | None = None
+        self._last_trace_fields = _NO_TRACE
 
     def set_schema_id(self, schema_id: int) -> None:
         """Record the id the registry gave this event type's schema."""
         self.schema_id = schema_id
         self._header = confluent_header(schema_id)
+
+    def _trace_fields(self, span_context: SpanContext | None) -> _TraceFields:
+        """The trace fields for a span context (None: all null), and their
+        Avro encoding.
+
+        Remembered for the last span, since a request usually publishes its
+        events from one span.
+        """
+        if span_context is None:
+            return _NO_TRACE
+        if span_context is not self._last_span_context:
+            trace_id = "%032x" % span_context.trace_id  # noqa: UP031 - fastest
+            span_id = "%016x" % span_context.span_id  # noqa: UP031
+            flags = int(span_context.trace_flags)
+            # Each field is a ["null", X] union: branch index 1, then X.
+            encoded = b"".join(
+                (
+                    _UNION_SECOND,
+                    avro_string(trace_id),
+                    _UNION_SECOND,
+                    avro_string(span_id),
+                    _UNION_SECOND,
+                    avro_long(flags),
+                )
+            )
+            self._last_span_context = span_context
+            self._last_trace_fields = (trace_id, span_id, flags, encoded)
+        return self._last_trace_fields
 
     def enrich(self, payload: P) -> EnrichedEvent:
         """Add metadata and trace context to a payload, and encode it.
@@ -182,30 +242,42 @@ class EventType(Generic[P]):
             )
         now_ns = time.time_ns()
         event_id, event_id_text = _event_ids.next()
-        values = {
-            "id": event_id,
-            "application": self.application,
-            "timestamp": datetime.fromtimestamp(now_ns / 1e9, UTC),
-            "timestamp_ns": now_ns,
-        }
         # Captured even without trace fields: the headers and the log record
         # still follow the caller's span.
-        current = trace.get_current_span().get_span_context()
-        span_context = current if current.is_valid else None
+        span_context: SpanContext | None = trace.get_current_span().get_span_context()
+        if not span_context.is_valid:  # type: ignore[union-attr]
+            span_context = None
+        micros = now_ns // 1000
+        # Integer arithmetic, so the datetime is exactly the microseconds
+        # written to Avro (a float timestamp can be off by one).
+        timestamp = _EPOCH + timedelta(microseconds=micros)
         if self.trace_context:
-            if span_context is not None:
-                values["trace_id"] = format(span_context.trace_id, "032x")
-                values["span_id"] = format(span_context.span_id, "016x")
-                values["trace_flags"] = int(span_context.trace_flags)
-            else:
-                values["trace_id"] = values["span_id"] = values["trace_flags"] = None
-        values.update(payload.__dict__)
+            trace_id, span_id, trace_flags, trace_avro = self._trace_fields(
+                span_context
+            )
+            values = {
+                "id": event_id,
+                "application": self.application,
+                "timestamp": timestamp,
+                "timestamp_ns": now_ns,
+                "trace_id": trace_id,
+                "span_id": span_id,
+                "trace_flags": trace_flags,
+                **payload.__dict__,
+            }
+        else:
+            trace_avro = b""
+            values = {
+                "id": event_id,
+                "application": self.application,
+                "timestamp": timestamp,
+                "timestamp_ns": now_ns,
+                **payload.__dict__,
+            }
         event = construct_event(self.event_model, values)
-        datum = dict(values)
-        # The Avro field is microseconds; derive it from the exact nanoseconds
-        # rather than from the float-based datetime.
-        datum["timestamp"] = now_ns // 1000
-        datum["id"] = event_id_text
+        datum = payload.__dict__
+        if self._converters:
+            datum = datum.copy()
         for field, converter in self._converters:
             value = datum[field]
             if value is not None:
@@ -215,5 +287,43 @@ class EventType(Generic[P]):
                     raise EventPayloadError(
                         self.name, f"field {field!r}: {exc}"
                     ) from exc
-        value = self.encoder.encode(datum, self._header)
-        return EnrichedEvent(event, value, span_context)
+        value = self.encode(event_id_text, now_ns, trace_avro, datum)
+        return EnrichedEvent(event, value, span_context, event_id_text)
+
+    def encode(
+        self,
+        event_id: str,
+        timestamp_ns: int,
+        trace_avro: bytes,
+        payload: Mapping[str, Any],
+    ) -> bytearray:
+        """Encode one event: Confluent header, metadata, then payload fields.
+
+        Avro writes a record as its fields one after the other, so the
+        metadata fields (always first, always the same types) are written
+        here directly and fastavro writes only the payload fields after them:
+        the bytes are those of the whole record, for less work.
+
+        Parameters
+        ----------
+        event_id
+            The event id as text.
+        timestamp_ns
+            When the event happened, in nanoseconds.
+        trace_avro
+            The encoded trace fields (empty without trace context).
+        payload
+            The payload fields, already converted to their Avro form.
+        """
+        metadata = b"".join(
+            (
+                self._header,
+                _UUID_TEXT_LENGTH,
+                event_id.encode(),
+                self._application,
+                avro_long(timestamp_ns // 1000),
+                avro_long(timestamp_ns),
+                trace_avro,
+            )
+        )
+        return self.encoder.encode(payload, metadata)

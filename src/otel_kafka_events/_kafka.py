@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
-from functools import partial
 from typing import Any, TypeVar, cast
 
 from aiokafka import AIOKafkaProducer
@@ -13,10 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
-from opentelemetry.context import Context
-from opentelemetry.trace import Span
 from schema_registry.client import AsyncSchemaRegistryClient
 from structlog.stdlib import BoundLogger
 
@@ -126,9 +122,7 @@ class KafkaEventPublisher(EventPublisher[P]):
             span_context = span.get_span_context()
         headers = None
         if telemetry.injector is not None:
-            headers = telemetry.injector.headers(
-                span_context, partial(_context_with, span)
-            )
+            headers = telemetry.injector.headers(span_context, span)
         value = enriched.value
         size = record_size(value, headers)
         if size > manager._max_request_size:
@@ -145,7 +139,7 @@ class KafkaEventPublisher(EventPublisher[P]):
             value,
             headers,
             values["timestamp_ns"] // 1_000_000,
-            values["id"],
+            enriched.event_id,
             None,
             span,
             size,
@@ -170,14 +164,6 @@ class KafkaEventPublisher(EventPublisher[P]):
             await pending.waiter
         event: EventMetadata = enriched.event
         return event
-
-
-def _context_with(span: Span | None) -> Context:
-    """The caller's OTel context, with the producer span current if any."""
-    context = otel_context.get_current()
-    if span is not None:
-        context = trace.set_span_in_context(span, context)
-    return context
 
 
 class KafkaEventManager(EventManager):
@@ -298,6 +284,10 @@ class KafkaEventManager(EventManager):
         self._retry_backoff = retry_backoff
         self._connected = asyncio.Event()
         self._closed = False
+        # Set once aclose stops waiting for pending events; until then the
+        # background work (reconnecting, registering, replacing a producer)
+        # goes on, so that aclose can still deliver within its timeout.
+        self._stopping = False
         self._partitions: dict[EventType[Any], int] = {}
         self._registration_errors: dict[EventType[Any], EventManagerUsageError] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -409,7 +399,7 @@ class KafkaEventManager(EventManager):
 
     async def _reconnect_forever(self) -> None:
         delay = self._retry_backoff
-        while not self._closed and not self._connected.is_set():
+        while not self._stopping and not self._connected.is_set():
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
             try:
@@ -436,7 +426,7 @@ class KafkaEventManager(EventManager):
         """
         if (
             producer is not self._producer
-            or self._closed
+            or self._stopping
             or not self._owns_producer
             or not self._manages(True)
         ):
@@ -480,6 +470,7 @@ class KafkaEventManager(EventManager):
             return 0
         self._closed = True
         undelivered = await self._queue.close(timeout)
+        self._stopping = True
         for task in list(self._background):
             task.cancel()
         for task in list(self._background):
@@ -586,7 +577,7 @@ class KafkaEventManager(EventManager):
         wakeup = self._pending_registrations.setdefault(event_type, asyncio.Event())
         delay = self._retry_backoff
         try:
-            while not self._closed:
+            while not self._stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wakeup.wait(), delay)
                 wakeup.clear()

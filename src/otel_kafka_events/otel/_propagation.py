@@ -8,10 +8,11 @@ same header for a fraction of the cost. Baggage is stripped unless allowed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from opentelemetry import baggage, propagate, trace
+from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
@@ -55,11 +56,11 @@ class HeaderInjector:
         self._baggage_keys = baggage_keys
         self._checked: Any = None
         self._fast = False
+        self._last_span_context: trace.SpanContext | None = None
+        self._last_headers: Headers | None = None
 
     def headers(
-        self,
-        span_context: trace.SpanContext | None,
-        context: Callable[[], Context],
+        self, span_context: trace.SpanContext | None, span: trace.Span | None = None
     ) -> Headers | None:
         """Return the headers of a record whose ``traceparent`` names a span.
 
@@ -68,10 +69,9 @@ class HeaderInjector:
         span_context
             The span the ``traceparent`` names (the caller's, or the producer
             span); None when there is no valid span.
-        context
-            Returns the OTel context to inject from. Only called when the
-            propagator is not the default one, since building it costs time
-            the fast path does not need.
+        span
+            The producer span, if any: made current in the context handed to
+            a non-default propagator (the caller's context otherwise).
         """
         propagator = propagate.get_global_textmap()
         if propagator is not self._checked:
@@ -80,18 +80,33 @@ class HeaderInjector:
         if self._fast and not self._allow_baggage:
             if span_context is None:
                 return None
-            traceparent = "00-%032x-%016x-%02x" % (  # noqa: UP031 - fastest form
-                span_context.trace_id,
-                span_context.span_id,
-                span_context.trace_flags,
-            )
-            if span_context.trace_state:
-                return [
-                    ("traceparent", traceparent.encode()),
-                    ("tracestate", span_context.trace_state.to_header().encode()),
-                ]
-            return [("traceparent", traceparent.encode())]
-        return self._generic(context(), propagator)
+            if span_context is self._last_span_context:
+                # Every event published inside one span carries the same
+                # headers; sharing the (never mutated) list saves building it
+                # and keeps one less object alive per queued event.
+                return self._last_headers
+            self._last_span_context = span_context
+            self._last_headers = self._format(span_context)
+            return self._last_headers
+        context = otel_context.get_current()
+        if span is not None:
+            context = trace.set_span_in_context(span, context)
+        return self._generic(context, propagator)
+
+    @staticmethod
+    def _format(span_context: trace.SpanContext) -> Headers:
+        """``traceparent`` (and ``tracestate``) for a span context."""
+        traceparent = "00-%032x-%016x-%02x" % (  # noqa: UP031 - fastest form
+            span_context.trace_id,
+            span_context.span_id,
+            span_context.trace_flags,
+        )
+        if span_context.trace_state:
+            return [
+                ("traceparent", traceparent.encode()),
+                ("tracestate", span_context.trace_state.to_header().encode()),
+            ]
+        return [("traceparent", traceparent.encode())]
 
     def _generic(self, context: Context, propagator: Any) -> Headers | None:
         if not self._allow_baggage:
