@@ -40,6 +40,8 @@ class EventLogEmitter:
 
         self._logger = get_logger(_SCOPE, __version__, logger_provider=logger_provider)
         self._body_mode = mode == "body"
+        self._last_span_context: SpanContext | None = None
+        self._last_context: Context = _NO_TRACE
 
     def emit(
         self,
@@ -61,11 +63,15 @@ class EventLogEmitter:
         severity
             The record's severity.
         """
-        context: Context = (
-            trace.set_span_in_context(NonRecordingSpan(span_context))
-            if span_context is not None
-            else _NO_TRACE
-        )
+        if span_context is None:
+            context = _NO_TRACE
+        elif span_context is self._last_span_context:
+            # Events of one request share its span: reuse the context.
+            context = self._last_context
+        else:
+            context = trace.set_span_in_context(NonRecordingSpan(span_context))
+            self._last_span_context = span_context
+            self._last_context = context
         if self._body_mode:
             attributes: dict[str, Any] = {"event.name": full_name}
             body: Any = {key: otel_value(value) for key, value in values.items()}
