@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from pydantic import BaseModel, Field
 
 from otel_kafka_events import EventPayload
-from otel_kafka_events._codec import avro_long, split_confluent_frame
+from otel_kafka_events._codec import ClockEncoder, avro_long, split_confluent_frame
 from otel_kafka_events._event_type import EventType
 
 
@@ -112,3 +112,33 @@ def test_avro_long_matches_fastavro(value: int) -> None:
     out = io.BytesIO()
     schemaless_writer(out, parse_schema("long"), value)
     assert avro_long(value) == out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0,
+        5,
+        2**27 - 1,
+        2**27,  # the first value with bits above the low 28 after zig-zag
+        2**27 + 1,
+        1_795_726_645_329_591,  # a clock in microseconds
+        1_795_726_645_329_591_432,  # and in nanoseconds
+        2**63 - 2,  # the largest whose neighbour is still an Avro long
+        -1,
+        -(2**40),
+    ],
+)
+def test_clock_encoder_matches_avro_long(value: int) -> None:
+    encoder = ClockEncoder()
+    assert encoder(value) == avro_long(value)
+    # Again, from its cache, and for a neighbour sharing the high bits.
+    assert encoder(value) == avro_long(value)
+    assert encoder(value + 1) == avro_long(value + 1)
+
+
+def test_clock_encoder_follows_a_running_clock() -> None:
+    encoder = ClockEncoder()
+    start = 1_795_726_645_329_591_432
+    for step in range(0, 2**30, 2**30 // 997):
+        assert encoder(start + step) == avro_long(start + step)

@@ -5,7 +5,12 @@ A drop-in for the ``EventManager`` / ``EventPublisher`` interface of Safir's
 """
 
 from ._codec import EventDecoder, decode
-from ._delivery import DeliveredEvent, DeliveryFailure, DeliveryStats
+from ._delivery import (
+    DeliveredEvent,
+    DeliveryFailure,
+    DeliveryStats,
+    NotAcknowledgedError,
+)
 from ._exceptions import (
     BrokerUnavailableError,
     DuplicateEventError,
@@ -93,6 +98,7 @@ __all__ = [
     "MockMetricsConfiguration",
     "NoopEventManager",
     "NoopEventPublisher",
+    "NotAcknowledgedError",
     "NotPublishedConsecutivelyError",
     "NotPublishedError",
     "OverflowPolicy",

@@ -18,7 +18,13 @@ from typing import Any, Generic, TypeVar
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext
 
-from ._codec import EventEncoder, avro_long, avro_string, confluent_header
+from ._codec import (
+    ClockEncoder,
+    EventEncoder,
+    avro_long,
+    avro_string,
+    confluent_header,
+)
 from ._exceptions import EventPayloadError, UnsupportedAvroSchemaError
 from ._models import (
     METADATA_FIELDS,
@@ -43,6 +49,8 @@ _METADATA_ORDER = (
     "trace_flags",
 )
 _UUID_TEXT_LENGTH = avro_long(36)
+_encode_micros = ClockEncoder()
+_encode_nanos = ClockEncoder()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UNION_SECOND = avro_long(1)
 # trace_id, span_id, trace_flags, and their Avro encoding.
@@ -321,8 +329,8 @@ class EventType(Generic[P]):
                 _UUID_TEXT_LENGTH,
                 event_id.encode(),
                 self._application,
-                avro_long(timestamp_ns // 1000),
-                avro_long(timestamp_ns),
+                _encode_micros(timestamp_ns // 1000),
+                _encode_nanos(timestamp_ns),
                 trace_avro,
             )
         )
