@@ -31,6 +31,7 @@ from otel_kafka_events import (
     InvalidEventNameError,
     KafkaTopicError,
     NoopEventManager,
+    NotAcknowledgedError,
     SchemaRegistryError,
     UnsupportedAvroSchemaError,
 )
@@ -48,6 +49,7 @@ USAGE_ERRORS: list[type[Exception]] = [
 ]
 
 INFRASTRUCTURE_ERRORS: list[type[Exception]] = [
+    NotAcknowledgedError,
     EventBufferFullError,
     EventDeliveryError,
     SchemaRegistryError,

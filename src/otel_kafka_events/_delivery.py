@@ -150,7 +150,7 @@ FailureCallback = Callable[[DeliveryFailure], None]
 _YIELD_EVERY = 256
 
 
-class NotAcknowledgedError(TimeoutError):
+class NotAcknowledgedError(EventManagerError, TimeoutError):
     """A batch was sent but not acknowledged within the delivery timeout.
 
     Its events are failed, not retried: the broker may have written them.
