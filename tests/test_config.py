@@ -309,6 +309,20 @@ def test_raise_on_error_is_read(
     assert config.raise_on_error is expected
 
 
+@pytest.mark.parametrize(("value", "expected"), [(None, True), ("false", False)])
+def test_enable_idempotence_reaches_the_producer(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: bool
+) -> None:
+    if value is None:
+        kafka_env(monkeypatch)
+    else:
+        kafka_env(monkeypatch, METRICS_ENABLE_IDEMPOTENCE=value)
+    config = metrics_configuration_factory()
+    assert isinstance(config, KafkaMetricsConfiguration)
+    manager = config.make_manager()
+    assert manager._enable_idempotence is expected
+
+
 async def test_raise_on_error_reaches_the_manager(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

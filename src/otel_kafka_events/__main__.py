@@ -3,7 +3,7 @@
 The demo starts the local stack (a broker and `LocalSchemaRegistry` on
 127.0.0.1), publishes a few events inside an OpenTelemetry span, reads them
 back from Kafka, decodes them through the registry and prints them. It needs
-the ``testing`` extra and stops everything it started.
+the ``testing`` and ``otel`` extras and stops everything it started.
 """
 
 from __future__ import annotations
@@ -127,8 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_demo(args.broker, args.count))
         except ImportError as exc:
             print(
-                "The demo needs the testing extra:"
-                f" pip install 'otel-kafka-events[testing]' ({exc})",
+                "The demo needs the testing and otel extras:"
+                f" pip install 'otel-kafka-events[testing,otel]' ({exc})",
                 file=sys.stderr,
             )
             return 2

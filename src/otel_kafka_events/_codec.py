@@ -1,10 +1,9 @@
 """Avro encoding of events in the Confluent wire format, and decoding.
 
 A Confluent-framed value is one magic byte (0), the schema id as a 4-byte
-big-endian integer, then the Avro binary body. The body is written without the
-schema id known (`EventEncoder.encode_body`) so that an event can be encoded,
-size-checked and buffered while its schema is still being registered; the
-five-byte header is put in front when the record is handed to Kafka.
+big-endian integer, then the Avro binary body. An event encoded while its
+schema is still being registered carries schema id 0, which no registry
+assigns, and `set_schema_id` writes the real id into it before it is sent.
 """
 
 from __future__ import annotations

@@ -313,8 +313,14 @@ class DeliveryQueue:
 
     # Intake ---------------------------------------------------------------
 
-    async def submit(self, event: PendingEvent) -> None:
+    async def submit(self, event: PendingEvent) -> bool:
         """Queue one event, applying the overflow policy when full.
+
+        Returns
+        -------
+        bool
+            Whether the event was queued; False when the policy dropped it
+            or the queue closed while it waited (it is then reported).
 
         Raises
         ------
@@ -325,9 +331,9 @@ class DeliveryQueue:
         if self.offer(event):
             if self.should_yield():
                 await asyncio.sleep(0)
-            return
+            return True
         if not await self._make_room(event):
-            return
+            return False
         if self._closed:
             # It waited for room while the queue closed: nothing would ever
             # send it, so it is settled at once.
@@ -338,8 +344,9 @@ class DeliveryQueue:
                 "shutdown",
                 TimeoutError("the event manager was closed while it waited"),
             )
-            return
+            return False
         self._append(event)
+        return True
 
     def offer(self, event: PendingEvent) -> bool:
         """Queue ``event`` if there is room; False (nothing done) if full."""

@@ -2,8 +2,8 @@
 
 Every error that a caller can fix by changing how they use the library is an
 `EventManagerUsageError`; these are always raised, whatever ``raise_on_error``
-says. Infrastructure failures (broker or registry unreachable) are
-`EventDeliveryError` and are raised only when the caller asked for it.
+says. Infrastructure failures (`BrokerUnavailableError`, `SchemaRegistryError`,
+a full buffer) are raised only when the caller asked for it.
 """
 
 from __future__ import annotations
@@ -167,7 +167,8 @@ class EventTooLargeError(EventPayloadError):
 class EventBufferFullError(EventManagerError):
     """The pending-event buffer is full and the overflow policy is ``raise``.
 
-    Also raised by the ``block`` policy when its wait times out.
+    Also raised by the ``block`` policy when its wait times out, if
+    ``raise_on_error`` is set (otherwise the event is dropped and reported).
     """
 
 

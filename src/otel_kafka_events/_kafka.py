@@ -79,8 +79,7 @@ class KafkaEventPublisher(EventPublisher[P]):
         payload
             The event payload.
         wait
-            Wait for the broker's acknowledgement; the publisher's default
-            (set with ``create_publisher(..., wait=True)``) when None.
+            Wait for the broker's acknowledgement (default False).
 
         Returns
         -------
@@ -147,17 +146,23 @@ class KafkaEventPublisher(EventPublisher[P]):
         if wait if wait is not None else self._wait:
             pending.waiter = asyncio.get_running_loop().create_future()
         queue = manager._queue
-        if not queue.offer(pending):
+        if queue.offer(pending):
+            if queue.should_yield():
+                await asyncio.sleep(0)
+        else:
             try:
-                await queue.submit(pending)
+                queued = await queue.submit(pending)
             except BaseException as exc:
                 # Refused by the buffer (or cancelled while waiting for room):
                 # the queue never took the event, so its span ends here.
                 if span is not None:
                     end_producer_span(span, error=exc)
                 raise
-        elif queue.should_yield():
-            await asyncio.sleep(0)
+            if not queued:
+                # Dropped by the overflow policy: reported as dropped (its
+                # span ended with the report), and not a log record.
+                dropped: EventMetadata = enriched.event
+                return dropped
         # Only an event the queue accepted becomes a log record.
         self._emit_log(enriched)
         if pending.waiter is not None:

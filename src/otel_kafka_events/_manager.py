@@ -85,13 +85,17 @@ class EventPublisher(abc.ABC, Generic[P]):
         return self._event_type.schema
 
     @abc.abstractmethod
-    async def publish(self, payload: P) -> EventMetadata:
+    async def publish(self, payload: P, *, wait: bool | None = None) -> EventMetadata:
         """Publish one event.
 
         Parameters
         ----------
         payload
             An instance of the payload model this publisher was created for.
+        wait
+            Wait until the event is delivered (Kafka publishers); accepted by
+            every publisher so the same service code runs with events
+            disabled or mocked.
 
         Returns
         -------
@@ -134,8 +138,11 @@ class NoopEventPublisher(EventPublisher[P]):
         super().__init__(event_type, telemetry, severity=severity)
         self._logger = logger
 
-    async def publish(self, payload: P) -> EventMetadata:
-        """Build the event, log it at debug level and return it."""
+    async def publish(self, payload: P, *, wait: bool | None = None) -> EventMetadata:
+        """Build the event, log it at debug level and return it.
+
+        ``wait`` is accepted and ignored: there is nothing to deliver.
+        """
         enriched = self._event_type.enrich(payload)
         self._emit_log(enriched)
         self._logger.debug(
@@ -164,9 +171,9 @@ class MockEventPublisher(NoopEventPublisher[P]):
         super().__init__(event_type, telemetry, logger, severity=severity)
         self._published: PublishedList[P] = PublishedList()
 
-    async def publish(self, payload: P) -> EventMetadata:
+    async def publish(self, payload: P, *, wait: bool | None = None) -> EventMetadata:
         """Build the event, record the payload and return the event."""
-        event = await super().publish(payload)
+        event = await super().publish(payload, wait=wait)
         self._published.append(payload)
         return event
 

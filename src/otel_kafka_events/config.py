@@ -310,6 +310,16 @@ class KafkaMetricsConfiguration(BaseMetricsConfiguration):
             "bufferOverflow", "buffer_overflow", "METRICS_BUFFER_OVERFLOW"
         ),
     )
+    enable_idempotence: bool = Field(
+        True,
+        description=(
+            "Use Kafka's idempotent producer; turn off only for brokers that"
+            " lack it (such as Tansu)."
+        ),
+        validation_alias=AliasChoices(
+            "enableIdempotence", "enable_idempotence", "METRICS_ENABLE_IDEMPOTENCE"
+        ),
+    )
 
     def make_manager(
         self, logger: BoundLogger | None = None, **kwargs: Any
@@ -322,6 +332,7 @@ class KafkaMetricsConfiguration(BaseMetricsConfiguration):
         kwargs.setdefault("schema_compatibility", self.schema_manager.compatibility)
         kwargs.setdefault("raise_on_error", self.raise_on_error)
         kwargs.setdefault("delivery_timeout", self.delivery_timeout)
+        kwargs.setdefault("enable_idempotence", self.enable_idempotence)
         kwargs.setdefault(
             "buffer",
             BufferOptions(
