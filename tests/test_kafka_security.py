@@ -64,12 +64,26 @@ async def application(secure_broker: ApacheKafkaBroker) -> AsyncIterator[str]:
     yield name
 
 
-def _clear_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def _use_environment(
+    monkeypatch: pytest.MonkeyPatch,
+    application: str,
+    registry: LocalSchemaRegistry,
+    **settings: str,
+) -> None:
+    """Replace the metrics/Kafka environment with a service's settings."""
     import os
 
     for key in list(os.environ):
         if key.startswith(("METRICS_", "KAFKA_", "SCHEMA_MANAGER_")):
             monkeypatch.delenv(key)
+    settings = {
+        "METRICS_APPLICATION": application,
+        "METRICS_EVENTS_TOPIC_PREFIX": PREFIX,
+        "SCHEMA_MANAGER_REGISTRY_URL": registry.url,
+        **settings,
+    }
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
 
 
 async def _publish(manager: KafkaEventManager) -> None:
@@ -87,16 +101,16 @@ async def test_sasl_scram_from_environment(
     registry: LocalSchemaRegistry,
     application: str,
 ) -> None:
-    _clear_environment(monkeypatch)
-    monkeypatch.setenv("METRICS_APPLICATION", application)
-    monkeypatch.setenv("METRICS_EVENTS_TOPIC_PREFIX", PREFIX)
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", secure_broker.sasl_bootstrap_servers)
-    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
-    monkeypatch.setenv("KAFKA_SASL_USERNAME", USER)
-    monkeypatch.setenv("KAFKA_SASL_PASSWORD", PASSWORD)
-    monkeypatch.setenv("SCHEMA_MANAGER_REGISTRY_URL", registry.url)
-    config = KafkaMetricsConfiguration()
-    manager = config.make_manager()
+    _use_environment(
+        monkeypatch,
+        application,
+        registry,
+        KAFKA_BOOTSTRAP_SERVERS=secure_broker.sasl_bootstrap_servers,
+        KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
+        KAFKA_SASL_USERNAME=USER,
+        KAFKA_SASL_PASSWORD=PASSWORD,
+    )
+    manager = KafkaMetricsConfiguration().make_manager()
     await _publish(manager)
 
 
@@ -106,15 +120,16 @@ async def test_wrong_sasl_password_fails_clearly(
     registry: LocalSchemaRegistry,
     application: str,
 ) -> None:
-    _clear_environment(monkeypatch)
-    monkeypatch.setenv("METRICS_APPLICATION", application)
-    monkeypatch.setenv("METRICS_EVENTS_TOPIC_PREFIX", PREFIX)
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", secure_broker.sasl_bootstrap_servers)
-    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
-    monkeypatch.setenv("KAFKA_SASL_USERNAME", USER)
-    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "not-the-password")
-    monkeypatch.setenv("SCHEMA_MANAGER_REGISTRY_URL", registry.url)
-    monkeypatch.setenv("METRICS_RAISE_ON_ERROR", "true")
+    _use_environment(
+        monkeypatch,
+        application,
+        registry,
+        KAFKA_BOOTSTRAP_SERVERS=secure_broker.sasl_bootstrap_servers,
+        KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
+        KAFKA_SASL_USERNAME=USER,
+        KAFKA_SASL_PASSWORD="not-the-password",
+        METRICS_RAISE_ON_ERROR="true",
+    )
     manager = KafkaMetricsConfiguration().make_manager()
     with pytest.raises(BrokerUnavailableError, match="Cannot connect to Kafka"):
         await manager.initialize()
@@ -127,12 +142,13 @@ async def test_ssl_from_environment(
     registry: LocalSchemaRegistry,
     application: str,
 ) -> None:
-    _clear_environment(monkeypatch)
-    monkeypatch.setenv("METRICS_APPLICATION", application)
-    monkeypatch.setenv("METRICS_EVENTS_TOPIC_PREFIX", PREFIX)
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", secure_broker.ssl_bootstrap_servers)
-    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SSL")
-    monkeypatch.setenv("KAFKA_CLUSTER_CA_PATH", str(secure_broker.ca_path))
-    monkeypatch.setenv("SCHEMA_MANAGER_REGISTRY_URL", registry.url)
+    _use_environment(
+        monkeypatch,
+        application,
+        registry,
+        KAFKA_BOOTSTRAP_SERVERS=secure_broker.ssl_bootstrap_servers,
+        KAFKA_SECURITY_PROTOCOL="SSL",
+        KAFKA_CLUSTER_CA_PATH=str(secure_broker.ca_path),
+    )
     manager = KafkaMetricsConfiguration().make_manager()
     await _publish(manager)
