@@ -8,6 +8,7 @@ per-event work: id, clock, trace context, datum, encode.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -68,7 +69,8 @@ class _EventIds:
 
     ``uuid.uuid4()`` makes one ``os.urandom`` call and parses its bytes per
     id; reading 4 KiB at a time and building the UUID from an integer costs
-    about a third as much, with the same source of randomness.
+    about a third as much, with the same source of randomness. A lock
+    guards the pool so that two threads never take the same bytes.
     """
 
     _POOL = 4096
@@ -78,15 +80,18 @@ class _EventIds:
     def __init__(self) -> None:
         self._pool = b""
         self._offset = self._POOL
+        self._lock = threading.Lock()
 
     def next(self) -> tuple[uuid.UUID, str]:
         """Return a new id and its canonical text form."""
-        if self._offset >= len(self._pool):
-            self._pool = os.urandom(self._POOL)
-            self._offset = 0
-        start = self._offset
-        self._offset = start + 16
-        number = int.from_bytes(self._pool[start : start + 16])
+        with self._lock:
+            if self._offset >= len(self._pool):
+                self._pool = os.urandom(self._POOL)
+                self._offset = 0
+            start = self._offset
+            self._offset = start + 16
+            random = self._pool[start : start + 16]
+        number = int.from_bytes(random)
         number = (number & self._VERSION_MASK) | self._VERSION_BITS
         # The same two slot assignments uuid.UUID.__init__ ends with, minus
         # its argument parsing; ``number`` is a valid version 4 value.
@@ -197,8 +202,9 @@ class EventType(Generic[P]):
         self._application = avro_string(application)
         self.schema_id: int | None = None
         self._header = _PENDING_HEADER
-        self._last_span_context: SpanContext | None = None
-        self._last_trace_fields = _NO_TRACE
+        # (span context, its trace fields), replaced as one tuple so that
+        # threads publishing at once never pair one span with another's ids.
+        self._last_trace: tuple[SpanContext | None, _TraceFields] = (None, _NO_TRACE)
 
     def set_schema_id(self, schema_id: int) -> None:
         """Record the id the registry gave this event type's schema."""
@@ -214,7 +220,8 @@ class EventType(Generic[P]):
         """
         if span_context is None:
             return _NO_TRACE
-        if span_context is not self._last_span_context:
+        cached_context, fields = self._last_trace
+        if span_context is not cached_context:
             trace_id = "%032x" % span_context.trace_id  # noqa: UP031 - fastest
             span_id = "%016x" % span_context.span_id  # noqa: UP031
             flags = int(span_context.trace_flags)
@@ -229,9 +236,9 @@ class EventType(Generic[P]):
                     avro_long(flags),
                 )
             )
-            self._last_span_context = span_context
-            self._last_trace_fields = (trace_id, span_id, flags, encoded)
-        return self._last_trace_fields
+            fields = (trace_id, span_id, flags, encoded)
+            self._last_trace = (span_context, fields)
+        return fields
 
     def enrich(self, payload: P) -> EnrichedEvent:
         """Add metadata and trace context to a payload, and encode it.

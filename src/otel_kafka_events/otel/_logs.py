@@ -40,8 +40,8 @@ class EventLogEmitter:
 
         self._logger = get_logger(_SCOPE, __version__, logger_provider=logger_provider)
         self._body_mode = mode == "body"
-        self._last_span_context: SpanContext | None = None
-        self._last_context: Context = _NO_TRACE
+        # (span context, OTel context) as one tuple, safe to read from threads.
+        self._last: tuple[SpanContext | None, Context] = (None, _NO_TRACE)
 
     def emit(
         self,
@@ -63,15 +63,13 @@ class EventLogEmitter:
         severity
             The record's severity.
         """
+        cached_context, context = self._last
         if span_context is None:
             context = _NO_TRACE
-        elif span_context is self._last_span_context:
-            # Events of one request share its span: reuse the context.
-            context = self._last_context
-        else:
+        elif span_context is not cached_context:
+            # Events of one request share its span, so this runs once per span.
             context = trace.set_span_in_context(NonRecordingSpan(span_context))
-            self._last_span_context = span_context
-            self._last_context = context
+            self._last = (span_context, context)
         if self._body_mode:
             attributes: dict[str, Any] = {"event.name": full_name}
             body: Any = {key: otel_value(value) for key, value in values.items()}

@@ -56,8 +56,8 @@ class HeaderInjector:
         self._baggage_keys = baggage_keys
         self._checked: Any = None
         self._fast = False
-        self._last_span_context: trace.SpanContext | None = None
-        self._last_headers: Headers | None = None
+        # (span context, its headers) as one tuple, safe to read from threads.
+        self._last: tuple[trace.SpanContext | None, Headers | None] = (None, None)
 
     def headers(
         self, span_context: trace.SpanContext | None, span: trace.Span | None = None
@@ -80,14 +80,15 @@ class HeaderInjector:
         if self._fast and not self._allow_baggage:
             if span_context is None:
                 return None
-            if span_context is self._last_span_context:
+            cached_context, headers = self._last
+            if span_context is cached_context:
                 # Every event published inside one span carries the same
                 # headers; sharing the (never mutated) list saves building it
                 # and keeps one less object alive per queued event.
-                return self._last_headers
-            self._last_span_context = span_context
-            self._last_headers = self._format(span_context)
-            return self._last_headers
+                return headers
+            headers = self._format(span_context)
+            self._last = (span_context, headers)
+            return headers
         context = otel_context.get_current()
         if span is not None:
             context = trace.set_span_in_context(span, context)
