@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 
-from otel_kafka_events import EventPayload, TelemetryOptions
+from otel_kafka_events import EventPayload, KafkaEventManager, TelemetryOptions
 
 from .conftest import ManagerFactory
 
@@ -54,4 +56,32 @@ async def test_delivery_counters_are_exported(
     assert points[prefix + "published"][1] == {
         "messaging.destination.name": manager.topic
     }
+    provider.shutdown()
+
+
+def test_meter_provider_does_not_keep_managers_alive() -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    manager = KafkaEventManager(
+        application="gone",
+        topic_prefix="test.events",
+        bootstrap_servers="127.0.0.1:1",
+        registry_url="http://127.0.0.1:1",
+        telemetry=TelemetryOptions(meter_provider=provider),
+    )
+    assert _points(reader)["otel_kafka_events.events.published"][0] == 0
+    manager_ref = weakref.ref(manager)
+    del manager
+    gc.collect()
+    assert manager_ref() is None
+    # The callbacks of the collected manager now observe nothing.
+    data = reader.get_metrics_data()
+    names = [
+        metric.name
+        for resource in (data.resource_metrics if data else [])
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.data.data_points
+    ]
+    assert names == []
     provider.shutdown()

@@ -311,7 +311,7 @@ class KafkaEventManager(EventManager):
             replace_producer=self._replace_producer,
         )
         register_delivery_metrics(
-            lambda: self._queue.stats, self.topic, self.telemetry_options.meter_provider
+            self._queue, self.topic, self.telemetry_options.meter_provider
         )
 
     # Properties -----------------------------------------------------------

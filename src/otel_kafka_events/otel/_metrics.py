@@ -7,6 +7,7 @@ nothing for them. With only the OTel API installed they are no-ops.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -17,7 +18,7 @@ __all__ = ["register_delivery_metrics"]
 
 
 def register_delivery_metrics(
-    stats: Callable[[], Any], topic: str, meter_provider: Any = None
+    source: Any, topic: str, meter_provider: Any = None
 ) -> None:
     """Create observable instruments for a manager's delivery counters.
 
@@ -28,8 +29,10 @@ def register_delivery_metrics(
 
     Parameters
     ----------
-    stats
-        Returns the current `DeliveryStats`.
+    source
+        An object with a ``stats`` property (`DeliveryStats`), held weakly:
+        a MeterProvider keeps its callbacks for life, and must not keep every
+        manager ever created alive with them.
     topic
         The events topic.
     meter_provider
@@ -42,9 +45,13 @@ def register_delivery_metrics(
     )
     attributes = {"messaging.destination.name": topic}
 
+    source_ref = weakref.ref(source)
+
     def reader(field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
-            yield Observation(getattr(stats(), field), attributes)
+            current = source_ref()
+            if current is not None:
+                yield Observation(getattr(current.stats, field), attributes)
 
         return observe
 
