@@ -350,10 +350,7 @@ class DeliveryQueue:
 
     def offer(self, event: PendingEvent) -> bool:
         """Queue ``event`` if there is room; False (nothing done) if full."""
-        if (
-            self._count >= self._buffer.max_events
-            or self._bytes + event.size > self._buffer.max_bytes
-        ):
+        if not self._has_room(event.size):
             return False
         self._append(event)
         self._since_yield += 1

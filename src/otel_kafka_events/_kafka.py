@@ -36,11 +36,11 @@ from ._manager import EventManager, EventPublisher
 from ._models import EventMetadata, EventPayload
 from ._options import BufferOptions, TelemetryOptions
 from ._registry_client import SchemaRegistrar, make_registry_client
-from ._telemetry import Telemetry, flush_telemetry
+from ._telemetry import Telemetry
 from .otel._metrics import register_delivery_metrics
 from .otel._spans import end_producer_span
 
-__all__ = ["KafkaEventManager", "KafkaEventPublisher", "flush_telemetry"]
+__all__ = ["KafkaEventManager", "KafkaEventPublisher"]
 
 P = TypeVar("P", bound=EventPayload)
 

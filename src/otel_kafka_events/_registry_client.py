@@ -11,19 +11,18 @@ from schema_registry.client.errors import ClientError
 
 from ._exceptions import IncompatibleSchemaError, SchemaRegistryError
 
-__all__ = ["SchemaRegistrar", "make_registry_client"]
+__all__ = ["COMPATIBILITY_LEVELS", "SchemaRegistrar", "make_registry_client"]
 
-_COMPATIBILITY_LEVELS = frozenset(
-    {
-        "NONE",
-        "BACKWARD",
-        "BACKWARD_TRANSITIVE",
-        "FORWARD",
-        "FORWARD_TRANSITIVE",
-        "FULL",
-        "FULL_TRANSITIVE",
-    }
+COMPATIBILITY_LEVELS: tuple[str, ...] = (
+    "NONE",
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
 )
+"""The subject compatibility levels, as Confluent spells them."""
 
 
 def make_registry_client(url: str, timeout: float = 10.0) -> AsyncSchemaRegistryClient:
@@ -62,9 +61,9 @@ class SchemaRegistrar:
         suffix: str = "",
         compatibility: str | None = None,
     ) -> None:
-        if compatibility is not None and compatibility not in _COMPATIBILITY_LEVELS:
+        if compatibility is not None and compatibility not in COMPATIBILITY_LEVELS:
             raise ValueError(
-                f"schema compatibility must be one of {sorted(_COMPATIBILITY_LEVELS)},"
+                f"schema compatibility must be one of {sorted(COMPATIBILITY_LEVELS)},"
                 f" got {compatibility!r}"
             )
         self.client = client

@@ -15,9 +15,9 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
+from typing import IO
 
+from ._lifecycle import StartStop
 from ._process import find_free_port, kill_with_parent, track_process, wait_for_port
 
 __all__ = ["BrokerCapabilities", "LocalBroker", "SubprocessBroker", "spawn_process"]
@@ -47,7 +47,7 @@ class BrokerCapabilities:
     """Consumer groups join quickly and rebalance correctly."""
 
 
-class LocalBroker(abc.ABC):
+class LocalBroker(StartStop):
     """A Kafka-protocol broker run as a child process on 127.0.0.1.
 
     Use as a context manager, or call `start` and `stop`. `restart` stops the
@@ -83,18 +83,6 @@ class LocalBroker(abc.ABC):
         """Stop, then start again on the same port."""
         self.stop()
         self.start()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # --- Brokers that are one child process listening on one port ---------------

@@ -23,8 +23,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
@@ -35,6 +34,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from ._lifecycle import StartStop
 
 __all__ = ["OtlpReceiver", "ReceivedLog", "ReceivedSpan", "any_value"]
 
@@ -136,7 +137,7 @@ class _Server(ThreadingHTTPServer):
     receiver: OtlpReceiver
 
 
-class OtlpReceiver:
+class OtlpReceiver(StartStop):
     """Receives OTLP/HTTP logs and traces on a free port of 127.0.0.1.
 
     Use as a (sync) context manager, or call `start` and `stop`. Records are
@@ -175,18 +176,6 @@ class OtlpReceiver:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- addresses -------------------------------------------------------------
 

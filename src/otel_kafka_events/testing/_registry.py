@@ -22,18 +22,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
+from .._registry_client import COMPATIBILITY_LEVELS
+from ._lifecycle import StartStop
+
 __all__ = ["COMPATIBILITY_LEVELS", "LocalSchemaRegistry"]
 
-COMPATIBILITY_LEVELS: tuple[str, ...] = (
-    "NONE",
-    "BACKWARD",
-    "BACKWARD_TRANSITIVE",
-    "FORWARD",
-    "FORWARD_TRANSITIVE",
-    "FULL",
-    "FULL_TRANSITIVE",
-)
-"""The compatibility levels the registry accepts, as Confluent spells them."""
 
 _CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
@@ -647,7 +640,7 @@ class _RegistryRequestHandler(BaseHTTPRequestHandler):
             raise _ApiError(400, 400, f"Malformed JSON body: {exc}") from exc
 
 
-class LocalSchemaRegistry:
+class LocalSchemaRegistry(StartStop):
     """An in-memory Confluent-compatible Schema Registry for development.
 
     Serves the Confluent Schema Registry REST API (subjects, versions, schema
@@ -791,18 +784,6 @@ class LocalSchemaRegistry:
         ``default_compatibility``. Works whether or not the server is running.
         """
         self._state.reset()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     async def __aenter__(self) -> Self:
         # Starting binds a socket and spawns a thread; it does not block long

@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from ._broker_base import LocalBroker
+from ._lifecycle import StartStop
 from ._registry import LocalSchemaRegistry
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ def make_broker(kind: str | None = None) -> LocalBroker:
     )
 
 
-class LocalKafkaStack:
+class LocalKafkaStack(StartStop):
     """A started local broker and schema registry, torn down together.
 
     Use as ``with LocalKafkaStack() as stack:`` or ``async with``; the async
@@ -164,18 +165,6 @@ class LocalKafkaStack:
             raise errors[0]
         if errors:
             raise ExceptionGroup("stopping the local Kafka stack failed", errors)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     async def __aenter__(self) -> Self:
         starting = asyncio.ensure_future(asyncio.to_thread(self.start))
