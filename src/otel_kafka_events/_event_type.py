@@ -259,9 +259,8 @@ class EventType(Generic[P]):
         event_id, event_id_text = _event_ids.next()
         # Captured even without trace fields: the headers and the log record
         # still follow the caller's span.
-        span_context: SpanContext | None = trace.get_current_span().get_span_context()
-        if not span_context.is_valid:  # type: ignore[union-attr]
-            span_context = None
+        current = trace.get_current_span().get_span_context()
+        span_context = current if current.is_valid else None
         micros = now_ns // 1000
         # Integer arithmetic, so the datetime is exactly the microseconds
         # written to Avro (a float timestamp can be off by one).
