@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 
@@ -33,3 +34,19 @@ def test_threads_never_share_an_id() -> None:
     for thread in threads:
         thread.join()
     assert len(seen) == len(set(seen)) == 20000
+
+
+def test_a_forked_child_makes_its_own_ids() -> None:
+    _event_ids.next()  # the parent now holds a batch of ready ids
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id and leave at once
+        os.write(write_end, _event_ids.next()[1].encode())
+        os._exit(0)
+    os.close(write_end)
+    child_id = os.read(read_end, 64).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    parent_ids = {_event_ids.next()[1] for _ in range(300)}
+    assert uuid.UUID(child_id).version == 4
+    assert child_id not in parent_ids

@@ -116,11 +116,11 @@ def purchase() -> Purchase:
     )
 
 
-def purchase_values(event: Any) -> dict[str, Any]:
+def purchase_values(event: Any, *, body: bool = False) -> dict[str, Any]:
     """What the attributes (or body) of a Purchase record must hold."""
     moved = "2020-05-17T08:30:00+00:00"
     return {
-        **metadata_values(event),
+        **metadata_values(event, body=body),
         "at": "2026-01-02T03:04:05.678901+00:00",
         "order": "12345678-1234-4678-9234-567812345678",
         "tier": "pro",
@@ -135,13 +135,14 @@ def purchase_values(event: Any) -> dict[str, Any]:
     }
 
 
-def metadata_values(event: Any) -> dict[str, Any]:
-    values = {
-        "id": str(event.id),
-        "application": event.application,
-        "timestamp": event.timestamp.isoformat(),
-        "timestamp_ns": event.timestamp_ns,
-    }
+def metadata_values(event: Any, *, body: bool = False) -> dict[str, Any]:
+    """The metadata in a record: all of it in the body; as attributes, only
+    what the record does not hold in its own timestamp and trace fields."""
+    values = {"id": str(event.id), "application": event.application}
+    if not body:
+        return values
+    values["timestamp"] = event.timestamp.isoformat()
+    values["timestamp_ns"] = event.timestamp_ns
     for field in ("trace_id", "span_id", "trace_flags"):
         if getattr(event, field, None) is not None:
             values[field] = getattr(event, field)
@@ -280,7 +281,7 @@ async def test_body_mode_puts_the_event_in_the_body(
     [record] = records_of(exporter)
     assert record.event_name == f"{manager.topic}.purchase"
     assert dict(record.attributes or {}) == {"event.name": record.event_name}
-    assert record.body == {**purchase_values(event), "coupon": None}
+    assert record.body == {**purchase_values(event, body=True), "coupon": None}
     assert record.timestamp == event.timestamp_ns
 
 
@@ -340,7 +341,10 @@ async def test_otlp_export_of_every_value_kind(
     purchase_record = by_name[f"{manager.topic}.purchase"]
     if mode == "body":
         assert purchase_record.attributes == {"event.name": purchase_record.event_name}
-        assert purchase_record.body == {**purchase_values(bought), "coupon": None}
+        assert purchase_record.body == {
+            **purchase_values(bought, body=True),
+            "coupon": None,
+        }
     else:
         assert purchase_record.body is None
         assert purchase_record.attributes == purchase_values(bought)

@@ -20,11 +20,11 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanContext
 
 from ._codec import (
-    ClockEncoder,
     EventEncoder,
     avro_long,
     avro_string,
     confluent_header,
+    write_long,
 )
 from ._exceptions import EventPayloadError, UnsupportedAvroSchemaError
 from ._models import (
@@ -50,8 +50,6 @@ _METADATA_ORDER = (
     "trace_flags",
 )
 _UUID_TEXT_LENGTH = avro_long(36)
-_encode_micros = ClockEncoder()
-_encode_nanos = ClockEncoder()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UNION_SECOND = avro_long(1)
 # trace_id, span_id, trace_flags, and their Avro encoding.
@@ -65,48 +63,63 @@ _PENDING_HEADER = confluent_header(0)
 
 
 class _EventIds:
-    """UUID4 event ids, drawn from a pool of system randomness.
+    """UUID4 event ids, made a few hundred at a time.
 
-    ``uuid.uuid4()`` makes one ``os.urandom`` call and parses its bytes per
-    id; reading 4 KiB at a time and building the UUID from an integer costs
-    about a third as much, with the same source of randomness. A lock
-    guards the pool so that two threads never take the same bytes.
+    ``uuid.uuid4()`` makes one ``os.urandom`` call per id and the text form
+    is built again by ``str()``; one read of system randomness per batch, and
+    the UUID and its text made together, cost about half as much per id from
+    the same source of randomness. ``list.pop`` is atomic, so two threads
+    never take the same id; the lock only keeps them from refilling at once.
     """
 
-    _POOL = 4096
-    _VERSION_MASK = ~(0xF000 << 64) & ~(0xC000 << 48)
-    _VERSION_BITS = (0x4000 << 64) | (0x8000 << 48)
+    _BATCH = 256
 
     def __init__(self) -> None:
-        self._pool = b""
-        self._offset = self._POOL
+        self._ready: list[tuple[uuid.UUID, str]] = []
         self._lock = threading.Lock()
+
+    def discard(self) -> None:
+        """Forget the ids made so far (a forked child must not reuse them)."""
+        self._ready = []
 
     def next(self) -> tuple[uuid.UUID, str]:
         """Return a new id and its canonical text form."""
-        with self._lock:
-            if self._offset >= len(self._pool):
-                self._pool = os.urandom(self._POOL)
-                self._offset = 0
-            start = self._offset
-            self._offset = start + 16
-            random = self._pool[start : start + 16]
-        number = int.from_bytes(random)
-        number = (number & self._VERSION_MASK) | self._VERSION_BITS
-        # The same two slot assignments uuid.UUID.__init__ ends with, minus
-        # its argument parsing; ``number`` is a valid version 4 value.
-        value = _new_object(uuid.UUID)
-        _set_slot(value, "int", number)
-        _set_slot(value, "is_safe", uuid.SafeUUID.unknown)
-        text = "%032x" % number  # noqa: UP031 - faster than an f-string here
-        return value, (
-            f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
-        )
+        while True:
+            try:
+                return self._ready.pop()
+            except IndexError:
+                with self._lock:
+                    if not self._ready:
+                        self._ready = self._make_batch()
+
+    def _make_batch(self) -> list[tuple[uuid.UUID, str]]:
+        random = bytearray(os.urandom(16 * self._BATCH))
+        # RFC 9562 version 4: the version nibble of byte 6 is 4, the variant
+        # bits of byte 8 are 10.
+        random[6::16] = bytes((b & 0x0F) | 0x40 for b in random[6::16])
+        random[8::16] = bytes((b & 0x3F) | 0x80 for b in random[8::16])
+        digits = random.hex()
+        batch = []
+        for i in range(0, len(digits), 32):
+            value = _new_object(uuid.UUID)
+            # The two slots uuid.UUID.__init__ sets, minus its argument parsing.
+            _set_slot(value, "int", int(digits[i : i + 32], 16))
+            _set_slot(value, "is_safe", uuid.SafeUUID.unknown)
+            text = (
+                f"{digits[i : i + 8]}-{digits[i + 8 : i + 12]}-"
+                f"{digits[i + 12 : i + 16]}-{digits[i + 16 : i + 20]}-"
+                f"{digits[i + 20 : i + 32]}"
+            )
+            batch.append((value, text))
+        return batch
 
 
 _new_object = object.__new__
 _set_slot = object.__setattr__
 _event_ids = _EventIds()
+# A child process starts with a copy of the parent's ready ids; without this,
+# parent and child would publish events with the same ids.
+os.register_at_fork(after_in_child=_event_ids.discard)
 
 
 @dataclass(slots=True)
@@ -249,7 +262,11 @@ class EventType(Generic[P]):
             If the payload is not an instance of the registered model, or a
             value does not fit the schema (naming the field).
         """
-        if not isinstance(payload, self.payload_model):
+        # Pydantic model classes are ABCs, whose isinstance check runs in
+        # Python; the exact class, the usual case, is checked first.
+        if type(payload) is not self.payload_model and not isinstance(
+            payload, self.payload_model
+        ):
             raise EventPayloadError(
                 self.name,
                 f"payload must be a {self.payload_model.__name__},"
@@ -329,15 +346,12 @@ class EventType(Generic[P]):
         payload
             The payload fields, already converted to their Avro form.
         """
-        metadata = b"".join(
-            (
-                self._header,
-                _UUID_TEXT_LENGTH,
-                event_id.encode(),
-                self._application,
-                _encode_micros(timestamp_ns // 1000),
-                _encode_nanos(timestamp_ns),
-                trace_avro,
-            )
-        )
-        return self.encoder.encode(payload, metadata)
+        out = bytearray(self._header)
+        out += _UUID_TEXT_LENGTH
+        out += event_id.encode()
+        out += self._application
+        write_long(out, timestamp_ns // 1000)
+        write_long(out, timestamp_ns)
+        out += trace_avro
+        self.encoder.write(out, payload)
+        return out

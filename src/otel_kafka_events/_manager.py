@@ -115,6 +115,7 @@ class EventPublisher(abc.ABC, Generic[P]):
             self._telemetry.log_emitter.emit(
                 self._event_type.full_name,
                 enriched.event.__dict__,
+                enriched.event_id,
                 enriched.span_context,
                 self._severity,
             )

@@ -9,11 +9,19 @@ from opentelemetry._logs import SeverityNumber, get_logger
 from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, SpanContext
 
-from ._values import otel_value
+from ._values import PLAIN_TYPES, otel_value
 
 __all__ = ["EventLogEmitter"]
 
 _SCOPE = "otel_kafka_events"
+
+# Metadata the record holds in its own fields (timestamp, trace context): as
+# attributes they would only repeat it, at a cost per attribute in the SDK.
+CARRIED_BY_THE_RECORD = frozenset(
+    {"timestamp", "timestamp_ns", "trace_id", "span_id", "trace_flags"}
+)
+# The id is written first, from the text form publish already made.
+_NOT_COPIED = CARRIED_BY_THE_RECORD | {"id"}
 
 # An empty Context is falsy and the SDK would fall back to the current
 # context; an explicit invalid span says "no trace" instead.
@@ -47,6 +55,7 @@ class EventLogEmitter:
         self,
         full_name: str,
         values: dict[str, Any],
+        event_id: str,
         span_context: SpanContext | None,
         severity: SeverityNumber,
     ) -> None:
@@ -58,6 +67,8 @@ class EventLogEmitter:
             ``{topic}.{event name}``.
         values
             The event's field values (metadata and payload).
+        event_id
+            The event id as text.
         span_context
             The caller's span context captured at publish time, or None.
         severity
@@ -76,11 +87,12 @@ class EventLogEmitter:
         else:
             # The SDK keeps None attributes and OTLP sends them as empty
             # values; an absent field is what backends expect instead.
-            attributes = {
-                key: otel_value(value)
-                for key, value in values.items()
-                if value is not None
-            }
+            attributes = {"id": event_id}
+            for key, value in values.items():
+                if value is not None and key not in _NOT_COPIED:
+                    attributes[key] = (
+                        value if type(value) in PLAIN_TYPES else otel_value(value)
+                    )
             body = None
         self._logger.emit(
             timestamp=values["timestamp_ns"],

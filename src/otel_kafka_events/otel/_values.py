@@ -16,9 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["otel_value"]
+__all__ = ["PLAIN_TYPES", "otel_value"]
 
-_PLAIN = (str, bool, int, float, bytes)
+PLAIN_TYPES = (str, bool, int, float, bytes)
+"""Types OTLP carries as they are."""
 
 
 def otel_value(value: Any) -> Any:
@@ -29,11 +30,11 @@ def otel_value(value: Any) -> Any:
     iterables lists. None stays None (the log emitter leaves None-valued
     fields out of the attributes).
     """
-    if value is None or type(value) in _PLAIN:
+    if value is None or type(value) in PLAIN_TYPES:
         return value
     if isinstance(value, enum.Enum):
         return otel_value(value.value)
-    if isinstance(value, _PLAIN):
+    if isinstance(value, PLAIN_TYPES):
         return value
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
