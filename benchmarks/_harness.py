@@ -34,6 +34,7 @@ __all__ = [
     "machine_info",
     "make_payloads",
     "measure",
+    "measure_paired",
     "peak_rss_bytes",
     "percentile",
     "reset_peak_rss",
@@ -182,6 +183,37 @@ async def measure(
         gc.collect()
         runs.append(await run_once(settings.events))
     return runs
+
+
+async def measure_paired(
+    run_once: Callable[[int], Awaitable[Run]],
+    baseline_once: Callable[[int], Awaitable[Run]],
+    settings: Settings,
+) -> tuple[list[Run], list[Run]]:
+    """As `measure`, with a baseline run of the same size next to each run.
+
+    The pair's order alternates (ours first, then the baseline first), so
+    that a machine whose speed drifts during the session, as shared virtual
+    machines do, slows both sides alike instead of the later scenarios.
+
+    Returns
+    -------
+    tuple
+        Our runs and the baseline's runs.
+    """
+    if settings.warmup:
+        await baseline_once(settings.warmup)
+        await run_once(settings.warmup)
+    ours: list[Run] = []
+    baseline: list[Run] = []
+    for repeat in range(settings.repeats):
+        steps = [(run_once, ours), (baseline_once, baseline)]
+        if repeat % 2:
+            steps.reverse()
+        for once, runs in steps:
+            gc.collect()
+            runs.append(await once(settings.events))
+    return ours, baseline
 
 
 def best_run(runs: Sequence[Run]) -> Run:

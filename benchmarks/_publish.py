@@ -48,6 +48,7 @@ from ._harness import (
     best_run,
     make_payloads,
     measure,
+    measure_paired,
     percentile,
     run_records,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "PRODUCER_OPTIONS",
     "OtelSetup",
     "PublishSpec",
+    "RawSender",
     "Target",
     "latency",
     "open_manager",
@@ -178,6 +180,48 @@ def sample_value(otel: OtelSetup) -> bytes:
 # Raw aiokafka ------------------------------------------------------------
 
 
+class RawSender:
+    """``await producer.send()`` of pre-encoded bytes, then ``flush()``: the
+    loop a user would write by hand, on a topic of its own.
+
+    ``options`` None means aiokafka's own defaults.
+    """
+
+    def __init__(
+        self, target: Target, value: bytes, options: dict[str, Any] | None
+    ) -> None:
+        self.target = target
+        self.value = value
+        self.topic = f"{TOPIC_PREFIX}.{target.new_application('raw')}"
+        kwargs = dict(options) if options is not None else {}
+        if options is not None:
+            kwargs["enable_idempotence"] = target.idempotence
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=target.bootstrap_servers, **kwargs
+        )
+
+    async def __aenter__(self) -> RawSender:
+        await self.target.create_topic(self.topic)
+        await self._producer.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            await self._producer.stop()
+        finally:
+            await self.target.delete_topic(self.topic)
+
+    async def run_once(self, events: int) -> Run:
+        """Send ``events`` values and wait until all are acknowledged."""
+        send, topic, value = self._producer.send, self.topic, self.value
+        start = time.perf_counter()
+        for _ in range(events):
+            await send(topic, value)
+        enqueued = time.perf_counter()
+        await self._producer.flush()
+        return Run(events, enqueued - start, time.perf_counter() - start)
+
+
 async def raw_throughput(
     target: Target,
     settings: Settings,
@@ -187,32 +231,9 @@ async def raw_throughput(
     title: str,
     options: dict[str, Any] | None,
 ) -> Result:
-    """``await producer.send()`` of pre-encoded bytes, then ``flush()``.
-
-    ``options`` None means aiokafka's own defaults.
-    """
-    topic = f"{TOPIC_PREFIX}.{target.new_application('raw')}"
-    await target.create_topic(topic)
-    kwargs = dict(options) if options is not None else {}
-    if options is not None:
-        kwargs["enable_idempotence"] = target.idempotence
-    producer = AIOKafkaProducer(bootstrap_servers=target.bootstrap_servers, **kwargs)
-    await producer.start()
-
-    async def run_once(events: int) -> Run:
-        send = producer.send
-        start = time.perf_counter()
-        for _ in range(events):
-            await send(topic, value)
-        enqueued = time.perf_counter()
-        await producer.flush()
-        return Run(events, enqueued - start, time.perf_counter() - start)
-
-    try:
-        runs = await measure(run_once, settings)
-    finally:
-        await producer.stop()
-        await target.delete_topic(topic)
+    """The raw baseline's own row."""
+    async with RawSender(target, value, options) as sender:
+        runs = await measure(sender.run_once, settings)
     return _throughput_result(result_id, title, runs, value_size=len(value))
 
 
@@ -298,10 +319,13 @@ async def publish_throughput(
     spec: PublishSpec,
     otel: OtelSetup,
     *,
+    baseline: RawSender | None = None,
     wrap: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]] | None = None,
 ) -> Result:
     """Time ``publish()`` loops of one scenario.
 
+    With ``baseline``, each timed run is paired with a raw run of the same
+    size (`measure_paired`) and the row's ratio is to those raw runs.
     ``wrap`` (profiling) is given each timed loop to run.
     """
     payloads = make_payloads()
@@ -351,7 +375,11 @@ async def publish_throughput(
             warmed = True
             return Run(events, marks[1] - marks[0], marks[2] - marks[0])
 
-        runs = await measure(run_once, settings)
+        raw_runs: list[Run] = []
+        if baseline is None:
+            runs = await measure(run_once, settings)
+        else:
+            runs, raw_runs = await measure_paired(run_once, baseline.run_once, settings)
     total = settings.warmup + settings.repeats * settings.events
     if spec.telemetry.logs:
         extra["log_records_exported"] = logs_exported
@@ -360,6 +388,12 @@ async def publish_throughput(
         extra["spans_exported"] = spans_exported
     result = _throughput_result(spec.id, spec.title, runs)
     result.extra.update(extra)
+    if raw_runs:
+        paired = best_run(raw_runs).rate
+        result.baseline_id = "1"
+        result.baseline_value = paired
+        result.ratio = result.value / paired if result.value else None
+        result.extra["paired_baseline_runs"] = run_records(raw_runs)
     # The SDK's batch processors drop records when their queue is full.
     if spec.telemetry.logs and logs_exported < total:
         result.detail += f"; {total - logs_exported:,} log records dropped by SDK"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import struct
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.validation import validate
@@ -257,9 +257,9 @@ class EventEncoder:
         self._named_schemas: dict[str, Any] = {}
         self._parsed = parse_schema(physical_schema(self.schema), self._named_schemas)
         self._options = _WRITE_OPTIONS
+        fields: list[dict[str, Any]] = cast("dict[str, Any]", self._parsed)["fields"]
         self._writers: tuple[tuple[str, FieldWriter], ...] = tuple(
-            (field["name"], self._writer_for(field["type"]))
-            for field in self._parsed["fields"]
+            (field["name"], self._writer_for(field["type"])) for field in fields
         )
 
     def _writer_for(self, avro_type: Any) -> FieldWriter:

@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka.errors import (
     KafkaError,
@@ -97,7 +97,7 @@ class DeliveryStats:
 
 
 def record_size(
-    value: bytes | bytearray, headers: list[tuple[str, bytes]] | None
+    value: bytes | bytearray, headers: tuple[tuple[str, bytes], ...] | None
 ) -> int:
     """Bytes an event occupies in a Kafka request: value plus headers."""
     size = len(value)
@@ -107,41 +107,25 @@ def record_size(
     return size
 
 
-class PendingEvent:
-    """An encoded event waiting for its acknowledgement."""
+class PendingEvent(NamedTuple):
+    """An encoded event waiting for its acknowledgement.
 
-    __slots__ = (
-        "enqueued",
-        "event_id",
-        "event_type",
-        "headers",
-        "size",
-        "span",
-        "timestamp_ms",
-        "value",
-        "waiter",
-    )
+    A tuple, so that the garbage collector stops tracking it once it holds
+    only plain values (no waiter, no span): a full buffer then costs the
+    collector nothing, where one object per queued event would make every
+    full collection walk them all.
+    """
 
-    def __init__(
-        self,
-        event_type: EventType[Any],
-        value: bytearray,
-        headers: list[tuple[str, bytes]] | None,
-        timestamp_ms: int,
-        event_id: str,
-        waiter: asyncio.Future[DeliveredEvent] | None,
-        span: Span | None,
-        size: int,
-    ) -> None:
-        self.event_type = event_type
-        self.value = value
-        self.headers = headers
-        self.timestamp_ms = timestamp_ms
-        self.event_id = event_id
-        self.waiter = waiter
-        self.span = span
-        self.size = size
-        self.enqueued = time.monotonic()
+    event_name: str
+    value: bytearray
+    headers: tuple[tuple[str, bytes], ...] | None
+    timestamp_ms: int
+    event_id: str
+    size: int
+    enqueued: float
+    """`time.monotonic` when publish queued it."""
+    waiter: asyncio.Future[DeliveredEvent] | None = None
+    span: Span | None = None
 
 
 FailureCallback = Callable[[DeliveryFailure], None]
@@ -253,6 +237,8 @@ class DeliveryQueue:
         self._log = _RateLimitedLog(logger, log_interval)
         self._logger = logger
         self._queues: dict[EventType[Any], deque[PendingEvent]] = {}
+        # A queued event names its type (an object would keep it GC-tracked).
+        self._event_types: dict[str, EventType[Any]] = {}
         self._count = 0
         self._bytes = 0
         self._published = self._delivered = self._failed = self._dropped = 0
@@ -287,7 +273,7 @@ class DeliveryQueue:
     ) -> None:
         for event in events:
             event_id = str(event.event_id)
-            failure = EventDeliveryError(event_id, event.event_type.name, str(error))
+            failure = EventDeliveryError(event_id, event.event_name, str(error))
             failure.__cause__ = error
             if event.waiter is not None and not event.waiter.done():
                 event.waiter.set_exception(failure)
@@ -296,7 +282,7 @@ class DeliveryQueue:
             if self._on_failure is not None:
                 try:
                     self._on_failure(
-                        DeliveryFailure(event_id, event.event_type.name, reason, error)
+                        DeliveryFailure(event_id, event.event_name, reason, error)
                     )
                 except Exception:
                     self._logger.exception("Event failure callback raised")
@@ -307,13 +293,13 @@ class DeliveryQueue:
                 topic=self._topic,
                 count=len(events),
                 first_event_id=str(events[0].event_id),
-                event_name=events[0].event_type.name,
+                event_name=events[0].event_name,
                 error=f"{type(error).__name__}: {error}",
             )
 
     # Intake ---------------------------------------------------------------
 
-    async def submit(self, event: PendingEvent) -> bool:
+    async def submit(self, event_type: EventType[Any], event: PendingEvent) -> bool:
         """Queue one event, applying the overflow policy when full.
 
         Returns
@@ -328,7 +314,7 @@ class DeliveryQueue:
             With the ``raise`` policy, or ``block`` and ``raise_on_error``
             after the wait.
         """
-        if self.offer(event):
+        if self.offer(event_type, event):
             if self.should_yield():
                 await asyncio.sleep(0)
             return True
@@ -345,14 +331,14 @@ class DeliveryQueue:
                 TimeoutError("the event manager was closed while it waited"),
             )
             return False
-        self._append(event)
+        self._append(event_type, event)
         return True
 
-    def offer(self, event: PendingEvent) -> bool:
+    def offer(self, event_type: EventType[Any], event: PendingEvent) -> bool:
         """Queue ``event`` if there is room; False (nothing done) if full."""
         if not self._has_room(event.size):
             return False
-        self._append(event)
+        self._append(event_type, event)
         self._since_yield += 1
         return True
 
@@ -369,11 +355,12 @@ class DeliveryQueue:
             return True
         return False
 
-    def _append(self, event: PendingEvent) -> None:
+    def _append(self, event_type: EventType[Any], event: PendingEvent) -> None:
         self._published += 1
-        queue = self._queues.get(event.event_type)
+        queue = self._queues.get(event_type)
         if queue is None:
-            queue = self._queues[event.event_type] = deque()
+            queue = self._queues[event_type] = deque()
+            self._event_types[event_type.name] = event_type
         queue.append(event)
         self._count += 1
         self._bytes += event.size
@@ -482,15 +469,26 @@ class DeliveryQueue:
             if entry is None:
                 entry = batches[partition] = (producer.create_batch(), [])
             batch, taken = entry
+            append = batch.append
+            # aiokafka's batch builder takes headers as a list only; events of
+            # one span share their headers, so one list serves a whole run.
+            headers: tuple[tuple[str, bytes], ...] | None = None
+            header_list: list[tuple[str, bytes]] = []
             while queue:
                 event = queue[0]
-                if event.value[1:5] == b"\0\0\0\0":
-                    set_schema_id(event.value, schema_id)
-                metadata = batch.append(
+                value = event.value
+                # Encoded before its schema was registered: schema id 0. The
+                # single-byte test rules out almost every event cheaply.
+                if value[4] == 0 and value[1:5] == b"\0\0\0\0":
+                    set_schema_id(value, schema_id)
+                if event.headers is not headers:
+                    headers = event.headers
+                    header_list = list(headers) if headers else []
+                metadata = append(
                     key=None,
-                    value=event.value,
+                    value=value,
                     timestamp=event.timestamp_ms,
-                    headers=event.headers or [],
+                    headers=header_list,
                 )
                 if metadata is None:
                     full.add(partition)
@@ -583,7 +581,7 @@ class DeliveryQueue:
             retry = [e for e in events if now - e.enqueued < self._delivery_timeout]
             expired = [e for e in events if now - e.enqueued >= self._delivery_timeout]
             for event in reversed(retry):
-                self._queues[event.event_type].appendleft(event)
+                self._queues[self._event_types[event.event_name]].appendleft(event)
             self._log.error(
                 "retry",
                 "Kafka send failed, will retry",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Mapping
 from typing import Any, TypeVar, cast
 
@@ -133,25 +134,27 @@ class KafkaEventPublisher(EventPublisher[P]):
             if span is not None:
                 end_producer_span(span, error=too_large)
             raise too_large
+        waiter = None
+        if wait if wait is not None else self._wait:
+            waiter = asyncio.get_running_loop().create_future()
         pending = PendingEvent(
-            event_type,
+            event_type.name,
             value,
             headers,
             values["timestamp_ns"] // 1_000_000,
             enriched.event_id,
-            None,
-            span,
             size,
+            time.monotonic(),
+            waiter,
+            span,
         )
-        if wait if wait is not None else self._wait:
-            pending.waiter = asyncio.get_running_loop().create_future()
         queue = manager._queue
-        if queue.offer(pending):
+        if queue.offer(event_type, pending):
             if queue.should_yield():
                 await asyncio.sleep(0)
         else:
             try:
-                queued = await queue.submit(pending)
+                queued = await queue.submit(event_type, pending)
             except BaseException as exc:
                 # Refused by the buffer (or cancelled while waiting for room):
                 # the queue never took the event, so its span ends here.
@@ -165,8 +168,8 @@ class KafkaEventPublisher(EventPublisher[P]):
                 return dropped
         # Only an event the queue accepted becomes a log record.
         self._emit_log(enriched)
-        if pending.waiter is not None:
-            await pending.waiter
+        if waiter is not None:
+            await waiter
         event: EventMetadata = enriched.event
         return event
 

@@ -122,8 +122,17 @@ def construct_event(model: type[BaseModel], values: dict[str, Any]) -> Any:
     still walks every field) would only cost time on the publish path.
     """
     event = model.__new__(model)
-    object.__setattr__(event, "__dict__", values)
-    object.__setattr__(event, "__pydantic_fields_set__", set(values))
-    object.__setattr__(event, "__pydantic_extra__", None)
-    object.__setattr__(event, "__pydantic_private__", None)
+    # BaseModel's own slots, set through their descriptors (pydantic's
+    # __setattr__ would validate).
+    _set_dict(event, values)
+    _set_fields_set(event, set(values))
+    _set_extra(event, None)
+    _set_private(event, None)
     return event
+
+
+_slots = BaseModel.__dict__
+_set_dict = _slots["__dict__"].__set__
+_set_fields_set = _slots["__pydantic_fields_set__"].__set__
+_set_extra = _slots["__pydantic_extra__"].__set__
+_set_private = _slots["__pydantic_private__"].__set__

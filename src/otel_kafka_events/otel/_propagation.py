@@ -20,7 +20,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 __all__ = ["HeaderInjector", "extract_context", "headers_to_carrier"]
 
-Headers = list[tuple[str, bytes]]
+Headers = tuple[tuple[str, bytes], ...]
 
 
 def _is_default_propagator(propagator: Any) -> bool:
@@ -103,11 +103,11 @@ class HeaderInjector:
             span_context.trace_flags,
         )
         if span_context.trace_state:
-            return [
+            return (
                 ("traceparent", traceparent.encode()),
                 ("tracestate", span_context.trace_state.to_header().encode()),
-            ]
-        return [("traceparent", traceparent.encode())]
+            )
+        return (("traceparent", traceparent.encode()),)
 
     def _generic(self, context: Context, propagator: Any) -> Headers | None:
         if not self._allow_baggage:
@@ -121,7 +121,7 @@ class HeaderInjector:
         if not carrier:
             return None
         # A dict carrier guarantees one header per key.
-        return [(key, value.encode()) for key, value in carrier.items()]
+        return tuple((key, value.encode()) for key, value in carrier.items())
 
 
 def headers_to_carrier(
