@@ -14,7 +14,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "benchmarks" / "run.py"
-ROWS = {"1", "1d", "2", "2x200", "2x200one", "3", "4", "4b", "5", "6", "7a", "7b", "8"}
+ROWS = {
+    "1",
+    "1d",
+    "2",
+    "2x200",
+    "2x200one",
+    "3",
+    "4",
+    "4b",
+    "4s",
+    "5",
+    "6",
+    "7a",
+    "7b",
+    "8",
+}
+# Rows whose ratio is to raw runs taken next to their own runs.
+PAIRED = {"2", "2x200", "2x200one", "3", "4", "4b"}
 
 
 def test_smoke_run_prints_a_ratio_for_every_scenario(tmp_path: Path) -> None:
@@ -39,6 +56,13 @@ def test_smoke_run_prints_a_ratio_for_every_scenario(tmp_path: Path) -> None:
         assert row["skipped"] is None, f"{row_id}: {row['skipped']}"
         assert row["ratio"] is not None, row_id
         assert row["ratio"] > 0, row_id
+
+    settings = json.loads(output.read_text())["settings"]
+    for row_id in PAIRED:
+        paired = results[row_id]["extra"]["paired_baseline_runs"]
+        assert len(paired) == settings["repeats"], row_id
+        best = max(run["rate"] for run in paired)
+        assert results[row_id]["baseline_value"] == best, row_id
 
     memory = results["8"]
     assert memory["target_met"] is True
