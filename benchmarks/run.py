@@ -377,16 +377,8 @@ class Session:
             )
 
     async def _log_emit(self) -> Result:
-        # The emission loop is synchronous; the raw runs are taken right
-        # before it so that both see the same machine.
         async with self._raw_sender() as paired:
-            raw = [await paired.run_once(self.settings.events) for _ in range(2)]
-        row = log_emit_result(self.settings, self.otel)
-        baseline = max(run.rate for run in raw)
-        row.baseline_id = "1"
-        row.baseline_value = baseline
-        row.ratio = (row.value or 0.0) / baseline
-        return row
+            return await log_emit_result(self.settings, self.otel, paired)
 
     async def _encode(self) -> list[Result]:
         # CPU-bound and synchronous; run inline so nothing else competes.
