@@ -1,7 +1,8 @@
 """Delivery of encoded events to Kafka: bounded buffer, batching, accounting.
 
 ``publish`` hands each encoded event to `DeliveryQueue.submit`, which only
-appends it to the queue of its event type. One background task, the sender,
+appends it to a queue: its event type's own while the type's schema is being
+registered, then its partition's. One background task, the sender,
 repeatedly takes what is queued, packs it into one aiokafka batch per
 partition, sends the batches together and waits for the acknowledgements.
 Every event leaves the queue in exactly one way: delivered, failed (reported
@@ -241,7 +242,13 @@ class DeliveryQueue:
         self._on_failure = on_failure
         self._log = _RateLimitedLog(logger, log_interval)
         self._logger = logger
-        self._queues: dict[EventType[Any], deque[PendingEvent]] = {}
+        # An event type's events wait in a queue of their own until its
+        # schema is registered and its partition known; from then on they go
+        # straight to their partition's queue, so that a send round costs
+        # the same with one event type or hundreds.
+        self._waiting: dict[EventType[Any], deque[PendingEvent]] = {}
+        self._ready: dict[EventType[Any], int] = {}
+        self._partitions: dict[int, deque[PendingEvent]] = {}
         # A queued event names its type (an object would keep it GC-tracked).
         self._event_types: dict[str, EventType[Any]] = {}
         self._count = 0
@@ -362,11 +369,15 @@ class DeliveryQueue:
 
     def _append(self, event_type: EventType[Any], event: PendingEvent) -> None:
         self._published += 1
-        queue = self._queues.get(event_type)
-        if queue is None:
-            queue = self._queues[event_type] = deque()
-            self._event_types[event_type.name] = event_type
-        queue.append(event)
+        partition = self._ready.get(event_type)
+        if partition is not None:
+            self._partitions[partition].append(event)
+        else:
+            queue = self._waiting.get(event_type)
+            if queue is None:
+                queue = self._waiting[event_type] = deque()
+                self._event_types[event_type.name] = event_type
+            queue.append(event)
         self._count += 1
         self._bytes += event.size
         if not self._work.is_set():
@@ -446,34 +457,52 @@ class DeliveryQueue:
                 await asyncio.sleep(min(backoff, self._next_expiry()))
                 backoff = min(backoff * 2, 5.0)
 
+    def _all_queues(self) -> list[deque[PendingEvent]]:
+        return [*self._waiting.values(), *self._partitions.values()]
+
     def _next_expiry(self) -> float:
         """Seconds until the oldest queued event times out (0 if overdue)."""
-        oldest = min((q[0].enqueued for q in self._queues.values() if q), default=None)
+        oldest = min((q[0].enqueued for q in self._all_queues() if q), default=None)
         if oldest is None:
             return self._delivery_timeout
         return max(oldest + self._delivery_timeout - time.monotonic(), 0.0)
 
+    async def _promote_registered(self) -> None:
+        """Move the waiting events of newly registered types to their
+        partition's queue, where that type's later events will follow them.
+
+        The partition is looked up before anything moves: events leave a
+        queue only with no await between there and `_in_flight`, or a
+        failure or cancellation in between would lose them uncounted.
+        """
+        for event_type in list(self._waiting):
+            if event_type.schema_id is None:
+                continue
+            partition = await self._partition_of(event_type)
+            waiting = self._waiting.pop(event_type, None)
+            if waiting is None:  # failed (fail_event_type) during the await
+                continue
+            self._partitions.setdefault(partition, deque()).extend(waiting)
+            self._ready[event_type] = partition
+
+    def _queue_of(self, event: PendingEvent) -> deque[PendingEvent]:
+        """The queue an event of a failed batch goes back to."""
+        event_type = self._event_types[event.event_name]
+        partition = self._ready.get(event_type)
+        if partition is not None:
+            return self._partitions[partition]
+        return self._waiting.setdefault(event_type, deque())
+
     async def _send_round(self, producer: Any) -> bool:
         """Send one batch per partition; return whether anything was settled."""
-        # Partitions are looked up before anything leaves a queue: an event
-        # taken off its queue must reach _in_flight with no await in between,
-        # or a failure or cancellation there would lose it uncounted.
-        partitions: dict[EventType[Any], tuple[int, int]] = {}
-        for event_type, queue in list(self._queues.items()):
-            schema_id = event_type.schema_id
-            if queue and schema_id is not None:
-                partition = await self._partition_of(event_type)
-                partitions[event_type] = (partition, schema_id)
+        await self._promote_registered()
         batches: dict[int, tuple[Any, list[PendingEvent]]] = {}
-        full: set[int] = set()
-        for event_type, (partition, schema_id) in partitions.items():
-            queue = self._queues[event_type]
-            if partition in full:
+        for partition, queue in self._partitions.items():
+            if not queue:
                 continue
-            entry = batches.get(partition)
-            if entry is None:
-                entry = batches[partition] = (producer.create_batch(), [])
-            batch, taken = entry
+            batch = producer.create_batch()
+            taken: list[PendingEvent] = []
+            batches[partition] = (batch, taken)
             append = batch.append
             # aiokafka's batch builder takes headers as a list only; events of
             # one span share their headers, so one list serves a whole run.
@@ -485,6 +514,8 @@ class DeliveryQueue:
                 # Encoded before its schema was registered: schema id 0. The
                 # single-byte test rules out almost every event cheaply.
                 if value[4] == 0 and value[1:5] == b"\0\0\0\0":
+                    schema_id = self._event_types[event.event_name].schema_id
+                    assert schema_id is not None  # it is in a partition queue
                     set_schema_id(value, schema_id)
                 if event.headers is not headers:
                     headers = event.headers
@@ -496,7 +527,6 @@ class DeliveryQueue:
                     headers=header_list,
                 )
                 if metadata is None:
-                    full.add(partition)
                     break
                 taken.append(queue.popleft())
         batches = {p: e for p, e in batches.items() if e[1]}
@@ -586,7 +616,7 @@ class DeliveryQueue:
             retry = [e for e in events if now - e.enqueued < self._delivery_timeout]
             expired = [e for e in events if now - e.enqueued >= self._delivery_timeout]
             for event in reversed(retry):
-                self._queues[self._event_types[event.event_name]].appendleft(event)
+                self._queue_of(event).appendleft(event)
             self._log.error(
                 "retry",
                 "Kafka send failed, will retry",
@@ -614,16 +644,21 @@ class DeliveryQueue:
     def _expire(self) -> None:
         """Fail events that waited longer than the delivery timeout."""
         now = time.monotonic()
-        for event_type, queue in self._queues.items():
+        queues = [
+            (
+                "schema not registered"
+                if event_type.schema_id is None
+                else "not acknowledged",
+                queue,
+            )
+            for event_type, queue in self._waiting.items()
+        ]
+        queues += [("not acknowledged", queue) for queue in self._partitions.values()]
+        for reason, queue in queues:
             expired = []
             while queue and now - queue[0].enqueued >= self._delivery_timeout:
                 expired.append(queue.popleft())
             if expired:
-                reason = (
-                    "schema not registered"
-                    if event_type.schema_id is None
-                    else "not acknowledged"
-                )
                 self._fail(
                     expired,
                     TimeoutError(
@@ -636,11 +671,9 @@ class DeliveryQueue:
         self, event_type: EventType[Any], error: EventManagerError
     ) -> None:
         """Fail everything queued for an event type that cannot be registered."""
-        queue = self._queues.get(event_type)
+        queue = self._waiting.pop(event_type, None)
         if queue:
-            events = list(queue)
-            queue.clear()
-            self._fail(events, error)
+            self._fail(list(queue), error)
 
     def wake(self) -> None:
         """Tell the sender that something changed (e.g. a schema registered)."""
@@ -674,8 +707,8 @@ class DeliveryQueue:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
             self._sender = None
-        leftover = in_flight + [e for q in self._queues.values() for e in q]
-        for queue in self._queues.values():
+        leftover = in_flight + [e for q in self._all_queues() for e in q]
+        for queue in self._all_queues():
             queue.clear()
         if leftover:
             self._fail(
