@@ -34,7 +34,7 @@ __all__ = [
     "machine_info",
     "make_payloads",
     "measure",
-    "measure_paired",
+    "measure_interleaved",
     "peak_rss_bytes",
     "percentile",
     "reset_peak_rss",
@@ -185,35 +185,32 @@ async def measure(
     return runs
 
 
-async def measure_paired(
-    run_once: Callable[[int], Awaitable[Run]],
-    baseline_once: Callable[[int], Awaitable[Run]],
-    settings: Settings,
-) -> tuple[list[Run], list[Run]]:
-    """As `measure`, with a baseline run of the same size next to each run.
+async def measure_interleaved(
+    loops: Sequence[Callable[[int], Awaitable[Run]]], settings: Settings
+) -> list[list[Run]]:
+    """As `measure`, for several loops whose timed runs take turns.
 
-    The pair's order alternates (ours first, then the baseline first), so
-    that a machine whose speed drifts during the session, as shared virtual
-    machines do, slows both sides alike instead of the later scenarios.
+    Each repeat runs every loop once with ``settings.events``, the order
+    rotating from one repeat to the next, so that a machine whose speed
+    drifts during the session, as shared virtual machines do, slows all of
+    them alike instead of whichever runs later.
 
     Returns
     -------
-    tuple
-        Our runs and the baseline's runs.
+    list
+        The runs of each loop, in the order of ``loops``.
     """
     if settings.warmup:
-        await baseline_once(settings.warmup)
-        await run_once(settings.warmup)
-    ours: list[Run] = []
-    baseline: list[Run] = []
+        for once in loops:
+            await once(settings.warmup)
+    runs: list[list[Run]] = [[] for _ in loops]
+    order = list(range(len(loops)))
     for repeat in range(settings.repeats):
-        steps = [(run_once, ours), (baseline_once, baseline)]
-        if repeat % 2:
-            steps.reverse()
-        for once, runs in steps:
+        shift = repeat % len(order)
+        for index in order[shift:] + order[:shift]:
             gc.collect()
-            runs.append(await once(settings.events))
-    return ours, baseline
+            runs[index].append(await loops[index](settings.events))
+    return runs
 
 
 def best_run(runs: Sequence[Run]) -> Run:

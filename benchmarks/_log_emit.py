@@ -27,7 +27,7 @@ from ._harness import (
     Settings,
     best_run,
     make_payloads,
-    measure_paired,
+    measure_interleaved,
     run_records,
 )
 from ._publish import OtelSetup, RawSender
@@ -39,7 +39,7 @@ async def log_emit_result(
     settings: Settings, otel: OtelSetup, baseline: RawSender
 ) -> Result:
     """Row 4s: records per second the SDK accepts from our emitter, timed
-    next to raw aiokafka runs of the same size (`measure_paired`)."""
+    next to raw aiokafka runs of the same size (`measure_interleaved`)."""
     topic = f"{TOPIC_PREFIX}.logemit"
     event_type = EventType("bench", topic, "logemit", BenchPayload, trace_context=True)
     event_type.set_schema_id(1)
@@ -70,7 +70,7 @@ async def log_emit_result(
         elapsed = time.perf_counter() - start
         return Run(events, elapsed, elapsed)
 
-    runs, raw_runs = await measure_paired(run_once, baseline.run_once, settings)
+    runs, raw_runs = await measure_interleaved([run_once, baseline.run_once], settings)
     exported += otel.drain_logs()
     best = best_run(runs)
     paired = best_run(raw_runs).rate

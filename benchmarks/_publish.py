@@ -48,7 +48,7 @@ from ._harness import (
     best_run,
     make_payloads,
     measure,
-    measure_paired,
+    measure_interleaved,
     percentile,
     run_records,
 )
@@ -313,6 +313,82 @@ async def register_publishers(
     ]
 
 
+class _PublishLoop:
+    """The timed ``publish()`` loop of one scenario, on an open manager."""
+
+    def __init__(
+        self,
+        manager: KafkaEventManager,
+        publishers: list[EventPublisher[BenchPayload]],
+        spec: PublishSpec,
+        otel: OtelSetup,
+        wrap: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]] | None,
+    ) -> None:
+        self.manager = manager
+        self.spec = spec
+        self.otel = otel
+        self.wrap = wrap
+        self.publish = [p.publish for p in publishers]
+        self.kinds = len(self.publish) if spec.round_robin else 1
+        self.payloads = make_payloads()
+        self.logs_exported = 0
+        self.spans_exported = 0
+        self.warmed = False
+
+    async def _loop(self, events: int) -> float:
+        # The same loop shape for one and many types keeps runs comparable.
+        publish, kinds, payloads = self.publish, self.kinds, self.payloads
+        for i in range(events):
+            await publish[i % kinds](payloads[i & PAYLOAD_MASK])
+        return time.perf_counter()
+
+    async def run_once(self, events: int) -> Run:
+        """Publish ``events`` events and wait until all are acknowledged."""
+        manager, spec, otel = self.manager, self.spec, self.otel
+        expected = manager.stats.published + events
+        marks: list[float] = []
+
+        async def body() -> None:
+            start = time.perf_counter()
+            marks.append(start)
+            if spec.in_span:
+                with otel.active_span():
+                    marks.append(await self._loop(events))
+                    await wait_settled(manager, expected)
+            else:
+                marks.append(await self._loop(events))
+                await wait_settled(manager, expected)
+            marks.append(time.perf_counter())
+
+        if self.wrap is not None and self.warmed:
+            await self.wrap(body)
+        else:
+            await body()
+        # Untimed: hand the telemetry pipelines their work and forget it,
+        # so memory does not pile up across runs.
+        if spec.telemetry.logs:
+            self.logs_exported += otel.drain_logs()
+        if spec.in_span or spec.telemetry.producer_spans:
+            self.spans_exported += otel.drain_spans()
+        self.warmed = True
+        return Run(events, marks[1] - marks[0], marks[2] - marks[0])
+
+
+@contextlib.asynccontextmanager
+async def _open_loop(
+    target: Target,
+    spec: PublishSpec,
+    otel: OtelSetup,
+    extra: dict[str, Any],
+    wrap: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]] | None = None,
+) -> AsyncIterator[_PublishLoop]:
+    async with open_manager(target, f"s{spec.id}", telemetry=spec.telemetry) as manager:
+        started = time.perf_counter()
+        publishers = await register_publishers(manager, spec.event_types)
+        extra["registration_s"] = time.perf_counter() - started
+        yield _PublishLoop(manager, publishers, spec, otel, wrap)
+
+
 async def publish_throughput(
     target: Target,
     settings: Settings,
@@ -320,66 +396,40 @@ async def publish_throughput(
     otel: OtelSetup,
     *,
     baseline: RawSender | None = None,
+    reference: PublishSpec | None = None,
     wrap: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]] | None = None,
 ) -> Result:
     """Time ``publish()`` loops of one scenario.
 
-    With ``baseline``, each timed run is paired with a raw run of the same
-    size (`measure_paired`) and the row's ratio is to those raw runs.
-    ``wrap`` (profiling) is given each timed loop to run.
+    With ``baseline``, each timed run takes turns with a raw run of the same
+    size (`measure_interleaved`) and the row's ratio is to those raw runs.
+    With ``reference`` too, a loop of that scenario on a manager of its own
+    takes its turn as well, and ``extra["relative_to_reference"]`` is this
+    scenario's best rate over the reference's best. ``wrap`` (profiling) is
+    given each timed loop to run.
     """
-    payloads = make_payloads()
     extra: dict[str, Any] = {}
-    async with open_manager(target, f"s{spec.id}", telemetry=spec.telemetry) as manager:
-        started = time.perf_counter()
-        publishers = await register_publishers(manager, spec.event_types)
-        extra["registration_s"] = time.perf_counter() - started
-        publish = [p.publish for p in publishers]
-        kinds = len(publish) if spec.round_robin else 1
-        logs_exported = spans_exported = 0
-        warmed = False
-
-        async def loop(events: int) -> float:
-            # The same loop shape for one and many types keeps runs comparable.
-            for i in range(events):
-                await publish[i % kinds](payloads[i & PAYLOAD_MASK])
-            return time.perf_counter()
-
-        async def run_once(events: int) -> Run:
-            nonlocal logs_exported, spans_exported, warmed
-            expected = manager.stats.published + events
-            marks: list[float] = []
-
-            async def body() -> None:
-                start = time.perf_counter()
-                marks.append(start)
-                if spec.in_span:
-                    with otel.active_span():
-                        marks.append(await loop(events))
-                        await wait_settled(manager, expected)
-                else:
-                    marks.append(await loop(events))
-                    await wait_settled(manager, expected)
-                marks.append(time.perf_counter())
-
-            if wrap is not None and warmed:
-                await wrap(body)
-            else:
-                await body()
-            # Untimed: hand the telemetry pipelines their work and forget it,
-            # so memory does not pile up across runs.
-            if spec.telemetry.logs:
-                logs_exported += otel.drain_logs()
-            if spec.in_span or spec.telemetry.producer_spans:
-                spans_exported += otel.drain_spans()
-            warmed = True
-            return Run(events, marks[1] - marks[0], marks[2] - marks[0])
-
-        raw_runs: list[Run] = []
-        if baseline is None:
-            runs = await measure(run_once, settings)
-        else:
-            runs, raw_runs = await measure_paired(run_once, baseline.run_once, settings)
+    raw_runs: list[Run] = []
+    reference_runs: list[Run] = []
+    async with contextlib.AsyncExitStack() as stack:
+        ours = await stack.enter_async_context(
+            _open_loop(target, spec, otel, extra, wrap)
+        )
+        loops = [ours.run_once]
+        if baseline is not None:
+            loops.append(baseline.run_once)
+        if reference is not None:
+            other = await stack.enter_async_context(
+                _open_loop(target, reference, otel, {})
+            )
+            loops.append(other.run_once)
+        timed = await measure_interleaved(loops, settings)
+        runs = timed[0]
+        if baseline is not None:
+            raw_runs = timed[1]
+        if reference is not None:
+            reference_runs = timed[-1]
+    logs_exported, spans_exported = ours.logs_exported, ours.spans_exported
     total = settings.warmup + settings.repeats * settings.events
     if spec.telemetry.logs:
         extra["log_records_exported"] = logs_exported
@@ -394,6 +444,11 @@ async def publish_throughput(
         result.baseline_value = paired
         result.ratio = result.value / paired if result.value else None
         result.extra["paired_baseline_runs"] = run_records(raw_runs)
+    if reference_runs and result.value:
+        result.extra["reference_runs"] = run_records(reference_runs)
+        result.extra["relative_to_reference"] = (
+            result.value / best_run(reference_runs).rate
+        )
     # The SDK's batch processors drop records when their queue is full.
     if spec.telemetry.logs and logs_exported < total:
         result.detail += f"; {total - logs_exported:,} log records dropped by SDK"

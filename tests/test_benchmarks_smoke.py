@@ -64,6 +64,12 @@ def test_smoke_run_prints_a_ratio_for_every_scenario(tmp_path: Path) -> None:
         best = max(run["rate"] for run in paired)
         assert results[row_id]["baseline_value"] == best, row_id
 
+    for row_id in ("2x200", "2x200one"):
+        # Judged against scenario-2 runs taken in turn with its own.
+        extra = results[row_id]["extra"]
+        assert len(extra["reference_runs"]) == settings["repeats"], row_id
+        assert extra["relative_to_reference"] > 0, row_id
+
     memory = results["8"]
     assert memory["target_met"] is True
     assert 0 < memory["extra"]["max_buffered"] <= memory["extra"]["buffer_max_events"]
