@@ -298,3 +298,22 @@ async def test_decode_non_record_schema(registry: LocalSchemaRegistry) -> None:
 async def test_decode_unframed_value(registry: LocalSchemaRegistry) -> None:
     with pytest.raises(ValueError, match="magic byte"):
         await decode(b'{"json": true}', client_for(registry))
+
+
+def test_encoder_names_the_field_fastavro_would_accept() -> None:
+    # 1e300 does not fit a 32-bit float; fastavro's validator accepts it (and
+    # its writer would write infinity), so the error names the field itself.
+    record = {
+        "type": "record",
+        "name": "sample",
+        "namespace": TOPIC,
+        "fields": [
+            {"name": "label", "type": "string"},
+            {"name": "ratio", "type": "float"},
+        ],
+    }
+    encoder = EventEncoder("sample", record)
+    with pytest.raises(EventPayloadError) as caught:
+        encoder.encode({"label": "a", "ratio": 1e300}, confluent_header(1))
+    assert "sample.ratio" in caught.value.detail
+    assert "OverflowError" in caught.value.detail

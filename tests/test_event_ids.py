@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import uuid
 
@@ -50,3 +51,21 @@ def test_a_forked_child_makes_its_own_ids() -> None:
     parent_ids = {_event_ids.next()[1] for _ in range(300)}
     assert uuid.UUID(child_id).version == 4
     assert child_id not in parent_ids
+
+
+def test_a_child_forked_during_a_refill_still_makes_ids() -> None:
+    # A thread of the parent holding the refill lock at the fork must not
+    # leave the child's lock held forever.
+    read_end, write_end = os.pipe()
+    with _event_ids._lock:
+        pid = os.fork()
+        if pid == 0:  # the child: its batch is empty, so it must refill
+            signal.alarm(10)  # a hang ends the child instead of the test run
+            os.write(write_end, _event_ids.next()[1].encode())
+            os._exit(0)
+    os.close(write_end)
+    child_id = os.read(read_end, 64).decode()
+    os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert uuid.UUID(child_id).version == 4

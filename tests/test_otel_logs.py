@@ -266,6 +266,38 @@ async def test_record_follows_the_span_without_trace_fields(
     assert "trace_id" not in dict(record.attributes or {})
 
 
+class SpanReport(EventPayload):
+    """A payload whose own fields are named like the trace metadata."""
+
+    trace_id: str
+    span_id: int
+
+
+async def test_without_trace_context_trace_named_fields_are_attributes(
+    memory: tuple[LoggerProvider, InMemoryLogRecordExporter],
+) -> None:
+    # Only the metadata that the record carries itself is left out; without
+    # trace context these names are the payload's own fields.
+    provider, exporter = memory
+    manager = NoopEventManager(
+        "spans_app",
+        "test.events",
+        telemetry=TelemetryOptions(
+            trace_context=False, logs=True, logger_provider=provider
+        ),
+    )
+    await manager.initialize()
+    publisher = await manager.create_publisher("span_report", SpanReport)
+    event = await publisher.publish(SpanReport(trace_id="order-123", span_id=7))
+    await manager.aclose()
+    [record] = records_of(exporter)
+    assert dict(record.attributes or {}) == {
+        **metadata_values(event),
+        "trace_id": "order-123",
+        "span_id": 7,
+    }
+
+
 async def test_body_mode_puts_the_event_in_the_body(
     make_kafka_manager: ManagerFactory,
     memory: tuple[LoggerProvider, InMemoryLogRecordExporter],

@@ -321,13 +321,16 @@ class EventEncoder:
         EventPayloadError
             If the datum does not fit the schema, naming the field.
         """
+        name = ""
         try:
             for name, write in self._writers:
                 write(out, datum[name])
         except Exception as exc:
-            raise EventPayloadError(self.event, self._explain(datum, exc)) from exc
+            raise EventPayloadError(
+                self.event, self._explain(datum, exc, name)
+            ) from exc
 
-    def _explain(self, datum: Mapping[str, Any], exc: Exception) -> str:
+    def _explain(self, datum: Mapping[str, Any], exc: Exception, field: str) -> str:
         # Only on the error path: fastavro's validator names the field path.
         try:
             validate(datum, self._parsed, raise_errors=True)
@@ -338,7 +341,9 @@ class EventEncoder:
             path = _unencodable_path(datum, "")
             if path is not None:
                 return f"field {path!r}: {type(exc).__name__}: {exc}"
-        return f"{type(exc).__name__}: {exc}"
+        # Valid for fastavro too (a float beyond 32 bits, a missing field
+        # with a default): the field being written is the one at fault.
+        return f"field {self.event}.{field}: {type(exc).__name__}: {exc}"
 
 
 def _unencodable_path(value: Any, path: str) -> str | None:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import operator
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -128,6 +130,8 @@ class PendingEvent(NamedTuple):
     waiter: asyncio.Future[DeliveredEvent] | None = None
     span: Span | None = None
 
+
+_ENQUEUED = operator.attrgetter("enqueued")
 
 FailureCallback = Callable[[DeliveryFailure], None]
 
@@ -482,7 +486,12 @@ class DeliveryQueue:
             waiting = self._waiting.pop(event_type, None)
             if waiting is None:  # failed (fail_event_type) during the await
                 continue
-            self._partitions.setdefault(partition, deque()).extend(waiting)
+            queue = self._partitions.get(partition)
+            if queue:
+                # Expiry looks only at a queue's head, so the queue stays in
+                # age order: the waiting events may be older than some there.
+                waiting = deque(heapq.merge(queue, waiting, key=_ENQUEUED))
+            self._partitions[partition] = waiting
             self._ready[event_type] = partition
 
     def _queue_of(self, event: PendingEvent) -> deque[PendingEvent]:

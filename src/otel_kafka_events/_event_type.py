@@ -83,8 +83,13 @@ class _EventIds:
         self._lock = threading.Lock()
 
     def discard(self) -> None:
-        """Forget the ids made so far (a forked child must not reuse them)."""
+        """Forget the ids made so far (a forked child must not reuse them).
+
+        The lock is replaced too: a thread of the parent may have held it at
+        the fork, and in the child nothing would ever release it.
+        """
         self._ready = []
+        self._lock = threading.Lock()
 
     def next(self) -> tuple[uuid.UUID, str]:
         """Return a new id and its canonical text form."""

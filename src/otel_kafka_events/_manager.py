@@ -118,6 +118,7 @@ class EventPublisher(abc.ABC, Generic[P]):
                 enriched.event_id,
                 enriched.span_context,
                 self._severity,
+                trace_fields=self._event_type.trace_context,
             )
 
 

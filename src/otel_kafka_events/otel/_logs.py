@@ -17,11 +17,10 @@ _SCOPE = "otel_kafka_events"
 
 # Metadata the record holds in its own fields (timestamp, trace context): as
 # attributes they would only repeat it, at a cost per attribute in the SDK.
-CARRIED_BY_THE_RECORD = frozenset(
-    {"timestamp", "timestamp_ns", "trace_id", "span_id", "trace_flags"}
-)
-# The id is written first, from the text form publish already made.
-_NOT_COPIED = CARRIED_BY_THE_RECORD | {"id"}
+# The id is not copied either: it is written first, as text. Without trace
+# context the trace names are ordinary payload fields and stay.
+_NOT_COPIED = frozenset({"id", "timestamp", "timestamp_ns"})
+_NOT_COPIED_WITH_TRACE = _NOT_COPIED | {"trace_id", "span_id", "trace_flags"}
 
 # An empty Context is falsy and the SDK would fall back to the current
 # context; an explicit invalid span says "no trace" instead.
@@ -58,6 +57,8 @@ class EventLogEmitter:
         event_id: str,
         span_context: SpanContext | None,
         severity: SeverityNumber,
+        *,
+        trace_fields: bool = True,
     ) -> None:
         """Emit the log record of one event.
 
@@ -73,6 +74,9 @@ class EventLogEmitter:
             The caller's span context captured at publish time, or None.
         severity
             The record's severity.
+        trace_fields
+            Whether ``values`` has the trace metadata fields (the event type
+            has trace context on).
         """
         cached_context, context = self._last
         if span_context is None:
@@ -88,8 +92,9 @@ class EventLogEmitter:
             # The SDK keeps None attributes and OTLP sends them as empty
             # values; an absent field is what backends expect instead.
             attributes = {"id": event_id}
+            skipped = _NOT_COPIED_WITH_TRACE if trace_fields else _NOT_COPIED
             for key, value in values.items():
-                if value is not None and key not in _NOT_COPIED:
+                if value is not None and key not in skipped:
                     attributes[key] = (
                         value if type(value) in PLAIN_TYPES else otel_value(value)
                     )
