@@ -8,6 +8,7 @@ to the same address. See ``docs/reliability.md``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -58,6 +59,21 @@ async def read_streams(stack: LocalKafkaStack, topic: str) -> dict[str, list[int
         value = await decoder.decode(record.value)
         streams.setdefault(value["kind"], []).append(value["n"])
     return streams
+
+
+def stream_faults(streams: dict[str, list[int]], counts: dict[str, int]) -> str:
+    """What differs from each kind's ``0..count-1``: for a failure message."""
+    faults = []
+    for kind, count in counts.items():
+        seen = streams.get(kind, [])
+        repeated = sorted({n for n in seen if seen.count(n) > 1})
+        missing = sorted(set(range(count)) - set(seen))
+        backwards = [b for a, b in itertools.pairwise(seen) if b <= a]
+        faults.append(
+            f"{kind}: {len(seen)} of {count}, repeated {repeated[:10]},"
+            f" missing {missing[:10]}, out of order at {backwards[:10]}"
+        )
+    return "; ".join(faults)
 
 
 @pytest_asyncio.fixture
@@ -169,7 +185,9 @@ async def test_broker_restart_while_publishing_delivers_each_event_once_in_order
     assert stats.delivered == stats.published == sum(counts.values())
     assert managers.failures == []
     streams = await read_streams(own_stack, manager.topic)
-    assert streams == {kind: list(range(count)) for kind, count in counts.items()}
+    assert streams == {kind: list(range(count)) for kind, count in counts.items()}, (
+        stream_faults(streams, counts)
+    )
 
 
 @pytest.mark.integration
