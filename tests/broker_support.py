@@ -39,6 +39,9 @@ _LIMITS = {
     " idempotent producer cannot start",
     "enforces_message_size": "the broker accepts records above message.max.bytes",
     "keeps_data_across_restart": "Tansu's memory storage loses every record on restart",
+    "keeps_acknowledged_writes": "the broker loses writes it acknowledged around a"
+    " restart (Tansu keeps nothing; noida-db drops what it acknowledged during"
+    " its shutdown save)",
     "topic_absence": "the broker auto-creates any topic a metadata request names,"
     " so a missing topic cannot be observed",
     "consumer_groups": "consumer group rebalancing is slow or broken on this broker",

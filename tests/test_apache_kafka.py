@@ -143,6 +143,7 @@ def test_capabilities() -> None:
     assert not capabilities.auto_creates_topics
     assert capabilities.enforces_message_size
     assert capabilities.keeps_data_across_restart
+    assert capabilities.keeps_acknowledged_writes
     assert capabilities.consumer_groups
 
 

@@ -166,7 +166,7 @@ async def test_events_buffer_until_the_broker_comes_up(
 
 
 @pytest.mark.integration
-@requires("keeps_data_across_restart")
+@requires("keeps_acknowledged_writes")
 async def test_broker_restart_while_publishing_delivers_each_event_once_in_order(
     managers: Managers, own_stack: LocalKafkaStack
 ) -> None:

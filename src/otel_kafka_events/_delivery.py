@@ -631,6 +631,7 @@ class DeliveryQueue:
                 "Kafka send failed, will retry",
                 topic=self._topic,
                 count=len(retry),
+                first_event_id=retry[0].event_id if retry else None,
                 error=f"{type(error).__name__}: {error}",
             )
             self._fail(expired, error)

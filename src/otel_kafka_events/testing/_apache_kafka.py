@@ -480,6 +480,7 @@ class ApacheKafkaBroker(SubprocessBroker):
         auto_creates_topics=False,
         enforces_message_size=True,
         keeps_data_across_restart=True,
+        keeps_acknowledged_writes=True,
         consumer_groups=True,
     )
     # SIGTERM runs Kafka's shutdown hook (a controlled shutdown, well under a

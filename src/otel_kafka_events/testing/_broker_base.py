@@ -43,6 +43,10 @@ class BrokerCapabilities:
     keeps_data_across_restart: bool
     """Records survive `LocalBroker.restart`."""
 
+    keeps_acknowledged_writes: bool
+    """Every write the broker acknowledged survives `LocalBroker.restart`,
+    including those acknowledged while it was shutting down."""
+
     consumer_groups: bool
     """Consumer groups join quickly and rebalance correctly."""
 

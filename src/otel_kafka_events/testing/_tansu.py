@@ -78,6 +78,7 @@ class TansuBroker(SubprocessBroker):
         auto_creates_topics=True,
         enforces_message_size=False,
         keeps_data_across_restart=False,
+        keeps_acknowledged_writes=False,
         consumer_groups=False,
     )
     # Logged after the listener is bound; "listening on" is logged before,
