@@ -175,13 +175,7 @@ async def measure(
     run_once: Callable[[int], Awaitable[Run]], settings: Settings
 ) -> list[Run]:
     """Warm up once, then time ``settings.repeats`` runs of ``settings.events``."""
-    if settings.warmup:
-        await run_once(settings.warmup)
-    runs = []
-    for _ in range(settings.repeats):
-        # Collect now so that a run does not pay for the previous one's garbage.
-        gc.collect()
-        runs.append(await run_once(settings.events))
+    [runs] = await measure_interleaved([run_once], settings)
     return runs
 
 
@@ -208,6 +202,8 @@ async def measure_interleaved(
     for repeat in range(settings.repeats):
         shift = repeat % len(order)
         for index in order[shift:] + order[:shift]:
+            # Collect now so that a run does not pay for the previous one's
+            # garbage.
             gc.collect()
             runs[index].append(await loops[index](settings.events))
     return runs

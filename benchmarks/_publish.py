@@ -460,7 +460,6 @@ async def publish_throughput(
     if spec.telemetry.producer_spans:
         # One producer span per event, plus the request span of each run.
         expected_spans = total + (1 + settings.repeats if spec.in_span else 0)
-        extra["spans_expected"] = expected_spans
         result.extra["spans_expected"] = expected_spans
         if spans_exported < expected_spans:
             result.detail += (

@@ -142,19 +142,21 @@ _pack_double = struct.Struct("<d").pack
 _pack_float = struct.Struct("<f").pack
 
 
-def _write_string(out: bytearray, value: str) -> None:
-    data = value.encode()
+def _write_sized(out: bytearray, data: bytes | bytearray) -> None:
+    """Avro's ``bytes`` form, also a string's: the length, then the data."""
     size = len(data)
     out += _SHORT_LENGTHS[size] if size < 64 else avro_long(size)
     out += data
 
 
+def _write_string(out: bytearray, value: str) -> None:
+    _write_sized(out, value.encode())
+
+
 def _write_bytes(out: bytearray, value: bytes) -> None:
     if not isinstance(value, bytes | bytearray):
         raise TypeError(f"expected bytes, got {type(value).__name__}")
-    size = len(value)
-    out += _SHORT_LENGTHS[size] if size < 64 else avro_long(size)
-    out += value
+    _write_sized(out, value)
 
 
 def _integer_writer(low: int, high: int) -> FieldWriter:

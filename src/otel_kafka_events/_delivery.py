@@ -39,6 +39,7 @@ from ._codec import set_schema_id
 from ._event_type import EventType
 from ._exceptions import EventBufferFullError, EventDeliveryError, EventManagerError
 from ._options import BufferOptions, OverflowPolicy
+from .otel._propagation import Headers
 from .otel._spans import end_producer_span
 
 __all__ = [
@@ -99,9 +100,7 @@ class DeliveryStats:
     buffered_bytes: int
 
 
-def record_size(
-    value: bytes | bytearray, headers: tuple[tuple[str, bytes], ...] | None
-) -> int:
+def record_size(value: bytes | bytearray, headers: Headers | None) -> int:
     """Bytes an event occupies in a Kafka request: value plus headers."""
     size = len(value)
     if headers:
@@ -121,7 +120,7 @@ class PendingEvent(NamedTuple):
 
     event_name: str
     value: bytearray
-    headers: tuple[tuple[str, bytes], ...] | None
+    headers: Headers | None
     timestamp_ms: int
     event_id: str
     size: int
@@ -515,7 +514,7 @@ class DeliveryQueue:
             append = batch.append
             # aiokafka's batch builder takes headers as a list only; events of
             # one span share their headers, so one list serves a whole run.
-            headers: tuple[tuple[str, bytes], ...] | None = None
+            headers: Headers | None = None
             header_list: list[tuple[str, bytes]] = []
             while queue:
                 event = queue[0]
