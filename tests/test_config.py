@@ -309,18 +309,38 @@ def test_raise_on_error_is_read(
     assert config.raise_on_error is expected
 
 
-@pytest.mark.parametrize(("value", "expected"), [(None, True), ("false", False)])
-def test_enable_idempotence_reaches_the_producer(
-    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: bool
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, None), ("false", False), ("true", True)]
+)
+def test_enable_idempotence_is_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: bool | None
 ) -> None:
+    # Unset means "use it unless the broker refuses it"; the fallback itself
+    # is tested against Tansu in test_kafka_lifecycle.py.
     if value is None:
         kafka_env(monkeypatch)
     else:
         kafka_env(monkeypatch, METRICS_ENABLE_IDEMPOTENCE=value)
     config = metrics_configuration_factory()
     assert isinstance(config, KafkaMetricsConfiguration)
-    manager = config.make_manager()
-    assert manager._enable_idempotence is expected
+    assert config.enable_idempotence is expected
+
+
+def test_close_timeout_is_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kafka_env(monkeypatch)
+    default = metrics_configuration_factory()
+    assert isinstance(default, KafkaMetricsConfiguration)
+    assert default.close_timeout == 15.0
+    assert default.make_manager().close_timeout == 15.0
+    kafka_env(monkeypatch, METRICS_CLOSE_TIMEOUT="7.5")
+    config = metrics_configuration_factory()
+    assert isinstance(config, KafkaMetricsConfiguration)
+    assert config.make_manager().close_timeout == 7.5
+    kafka_env(monkeypatch, METRICS_CLOSE_TIMEOUT="0")
+    with pytest.raises(ValidationError, match="close_timeout|closeTimeout"):
+        metrics_configuration_factory()
 
 
 async def test_raise_on_error_reaches_the_manager(

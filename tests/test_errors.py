@@ -18,7 +18,10 @@ from otel_kafka_events import (
     BrokerUnavailableError,
     DuplicateEventError,
     EventBufferFullError,
+    EventDeliveryAbortedError,
     EventDeliveryError,
+    EventDeliveryTimeoutError,
+    EventDroppedError,
     EventManagerClosedError,
     EventManagerError,
     EventManagerUninitializedError,
@@ -26,7 +29,9 @@ from otel_kafka_events import (
     EventManagerUsageError,
     EventPayload,
     EventPayloadError,
+    EventRejectedError,
     EventTooLargeError,
+    IdempotenceUnsupportedError,
     IncompatibleSchemaError,
     InvalidEventNameError,
     KafkaTopicError,
@@ -52,6 +57,11 @@ INFRASTRUCTURE_ERRORS: list[type[Exception]] = [
     NotAcknowledgedError,
     EventBufferFullError,
     EventDeliveryError,
+    EventDroppedError,
+    EventDeliveryTimeoutError,
+    EventRejectedError,
+    EventDeliveryAbortedError,
+    IdempotenceUnsupportedError,
     SchemaRegistryError,
     BrokerUnavailableError,
 ]
@@ -153,6 +163,36 @@ def test_delivery_error_message() -> None:
         "KafkaTimeoutError",
     )
     assert str(error) == "Event 'login' (1234) was not delivered: KafkaTimeoutError"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        EventDroppedError,
+        EventDeliveryTimeoutError,
+        EventRejectedError,
+        EventDeliveryAbortedError,
+    ],
+    ids=lambda e: e.__name__,
+)
+def test_each_cause_of_a_failed_delivery_is_a_delivery_error(
+    error: type[Exception],
+) -> None:
+    # ``except EventDeliveryError`` around publish(wait=True) catches them all.
+    assert issubclass(error, EventDeliveryError)
+
+
+def test_a_delivery_timeout_says_what_it_waited_for() -> None:
+    error = EventDeliveryTimeoutError("1234", "login", "too slow", "registry")
+    assert isinstance(error, TimeoutError)
+    assert error.waiting_for == "registry"
+
+
+def test_refused_idempotence_names_the_setting() -> None:
+    message = str(IdempotenceUnsupportedError("UnknownError"))
+    assert "UnknownError" in message
+    assert "METRICS_ENABLE_IDEMPOTENCE" in message
+    assert "enable_idempotence" in message
 
 
 # -- Raised by real code paths, caught as usage errors ---------------------------

@@ -5,31 +5,32 @@ A drop-in for the ``EventManager`` / ``EventPublisher`` interface of Safir's
 """
 
 from ._codec import EventDecoder, decode
-from ._delivery import (
-    DeliveredEvent,
-    DeliveryFailure,
-    DeliveryStats,
-    NotAcknowledgedError,
-)
 from ._exceptions import (
     BrokerUnavailableError,
     DuplicateEventError,
     EventBufferFullError,
+    EventDeliveryAbortedError,
     EventDeliveryError,
+    EventDeliveryTimeoutError,
+    EventDroppedError,
     EventManagerClosedError,
     EventManagerError,
     EventManagerUninitializedError,
     EventManagerUnintializedError,
     EventManagerUsageError,
     EventPayloadError,
+    EventRejectedError,
     EventTooLargeError,
+    IdempotenceUnsupportedError,
     IncompatibleSchemaError,
     InvalidEventNameError,
     KafkaTopicError,
+    NotAcknowledgedError,
     SchemaRegistryError,
     UnsupportedAvroSchemaError,
 )
 from ._kafka import KafkaEventManager, KafkaEventPublisher
+from ._ledger import DeliveredEvent, DeliveryFailure, DeliveryStats
 from ._manager import (
     EventManager,
     EventPublisher,
@@ -74,7 +75,10 @@ __all__ = [
     "DuplicateEventError",
     "EventBufferFullError",
     "EventDecoder",
+    "EventDeliveryAbortedError",
     "EventDeliveryError",
+    "EventDeliveryTimeoutError",
+    "EventDroppedError",
     "EventManager",
     "EventManagerClosedError",
     "EventManagerError",
@@ -85,7 +89,9 @@ __all__ = [
     "EventPayload",
     "EventPayloadError",
     "EventPublisher",
+    "EventRejectedError",
     "EventTooLargeError",
+    "IdempotenceUnsupportedError",
     "IncompatibleSchemaError",
     "InvalidEventNameError",
     "KafkaEventManager",

@@ -12,17 +12,23 @@ __all__ = [
     "BrokerUnavailableError",
     "DuplicateEventError",
     "EventBufferFullError",
+    "EventDeliveryAbortedError",
     "EventDeliveryError",
+    "EventDeliveryTimeoutError",
+    "EventDroppedError",
     "EventManagerClosedError",
     "EventManagerError",
     "EventManagerUninitializedError",
     "EventManagerUnintializedError",
     "EventManagerUsageError",
     "EventPayloadError",
+    "EventRejectedError",
     "EventTooLargeError",
+    "IdempotenceUnsupportedError",
     "IncompatibleSchemaError",
     "InvalidEventNameError",
     "KafkaTopicError",
+    "NotAcknowledgedError",
     "SchemaRegistryError",
     "UnsupportedAvroSchemaError",
 ]
@@ -173,9 +179,11 @@ class EventBufferFullError(EventManagerError):
 
 
 class EventDeliveryError(EventManagerError):
-    """Kafka did not acknowledge an event.
+    """An event accepted by ``publish`` was not delivered.
 
-    Raised by ``publish(..., wait=True)`` and passed to failure callbacks.
+    Raised by ``publish(..., wait=True)``, always as one of the subclasses
+    below, which say why; ``__cause__`` is the underlying error (also the
+    ``error`` of the `DeliveryFailure` given to failure callbacks).
 
     Parameters
     ----------
@@ -184,7 +192,7 @@ class EventDeliveryError(EventManagerError):
     event_name
         The event name.
     reason
-        The underlying error.
+        What happened, in words.
     """
 
     def __init__(self, event_id: str, event_name: str, reason: str) -> None:
@@ -194,6 +202,65 @@ class EventDeliveryError(EventManagerError):
         self.event_id = event_id
         self.event_name = event_name
         self.reason = reason
+
+
+class EventDroppedError(EventDeliveryError):
+    """The buffer was full and the overflow policy dropped the event."""
+
+
+class EventDeliveryTimeoutError(EventDeliveryError, TimeoutError):
+    """The event's delivery timeout ran out.
+
+    Attributes
+    ----------
+    waiting_for
+        What it was waiting for: ``"registry"`` (its schema was not
+        registered yet), ``"kafka"`` (queued, the broker unreachable or the
+        send being retried) or ``"acknowledgement"`` (sent, not acknowledged:
+        the broker may have written it).
+    """
+
+    def __init__(
+        self, event_id: str, event_name: str, reason: str, waiting_for: str
+    ) -> None:
+        super().__init__(event_id, event_name, reason)
+        self.waiting_for = waiting_for
+
+
+class EventRejectedError(EventDeliveryError):
+    """The broker refused the event with an error that retrying cannot fix,
+    or its event type could not be registered."""
+
+
+class EventDeliveryAbortedError(EventDeliveryError):
+    """The event manager was closed before the event was delivered."""
+
+
+class NotAcknowledgedError(EventManagerError, TimeoutError):
+    """A batch was sent but not acknowledged within the delivery timeout.
+
+    Its events are failed, not sent again: the broker may have written them.
+    """
+
+
+class IdempotenceUnsupportedError(EventManagerError):
+    """``enable_idempotence=True`` was asked for, and the broker refuses
+    idempotent producers.
+
+    Parameters
+    ----------
+    detail
+        The broker's answer.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            "The Kafka broker refuses idempotent producers (InitProducerId"
+            f" answered {detail}); set enable_idempotence=False"
+            " (METRICS_ENABLE_IDEMPOTENCE=false), or leave it unset to fall"
+            " back automatically"
+        )
+        self.detail = detail
 
 
 class SchemaRegistryError(EventManagerError):

@@ -28,6 +28,7 @@ from ._options import TelemetryOptions
 from ._telemetry import Telemetry, flush_telemetry
 
 __all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
     "EventManager",
     "EventPublisher",
     "MockEventManager",
@@ -37,6 +38,11 @@ __all__ = [
 ]
 
 P = TypeVar("P", bound=EventPayload)
+
+DEFAULT_CLOSE_TIMEOUT = 15.0
+"""Seconds `EventManager.aclose` takes at most by default: half of
+Kubernetes' default 30 s grace period, leaving the rest of the service time
+to shut down."""
 
 
 class _State(enum.Enum):
@@ -247,8 +253,8 @@ class EventManager(abc.ABC):
         Parameters
         ----------
         timeout
-            Seconds to wait for pending events; None waits as long as the
-            delivery timeout allows.
+            Seconds the close may take (flushing telemetry here); None means
+            `DEFAULT_CLOSE_TIMEOUT`.
 
         Returns
         -------
@@ -257,7 +263,10 @@ class EventManager(abc.ABC):
         """
         # Log records (and producer spans) may sit in SDK batch processors;
         # every manager flushes them, including the Kafka-free ones.
-        await flush_telemetry(self.telemetry_options)
+        await flush_telemetry(
+            self.telemetry_options,
+            DEFAULT_CLOSE_TIMEOUT if timeout is None else timeout,
+        )
         self._publishers = {}
         self._event_types = {}
         self._state = _State.CLOSED

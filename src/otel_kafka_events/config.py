@@ -34,7 +34,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from structlog.stdlib import BoundLogger
 
 from ._kafka import KafkaEventManager
-from ._manager import EventManager, MockEventManager, NoopEventManager
+from ._manager import (
+    DEFAULT_CLOSE_TIMEOUT,
+    EventManager,
+    MockEventManager,
+    NoopEventManager,
+)
 from ._options import BufferOptions, OverflowPolicy, TelemetryOptions
 
 __all__ = [
@@ -310,11 +315,23 @@ class KafkaMetricsConfiguration(BaseMetricsConfiguration):
             "bufferOverflow", "buffer_overflow", "METRICS_BUFFER_OVERFLOW"
         ),
     )
-    enable_idempotence: bool = Field(
-        True,
+    close_timeout: float = Field(
+        DEFAULT_CLOSE_TIMEOUT,
+        gt=0,
         description=(
-            "Use Kafka's idempotent producer; turn off only for brokers that"
-            " lack it (such as Tansu)."
+            "Seconds aclose() takes at most: delivering pending events,"
+            " stopping the clients and flushing telemetry."
+        ),
+        validation_alias=AliasChoices(
+            "closeTimeout", "close_timeout", "METRICS_CLOSE_TIMEOUT"
+        ),
+    )
+    enable_idempotence: bool | None = Field(
+        None,
+        description=(
+            "Kafka's idempotent producer: true requires it, false never uses"
+            " it; unset uses it unless the broker refuses it (such as Tansu),"
+            " then warns once and goes on without it."
         ),
         validation_alias=AliasChoices(
             "enableIdempotence", "enable_idempotence", "METRICS_ENABLE_IDEMPOTENCE"
@@ -332,6 +349,7 @@ class KafkaMetricsConfiguration(BaseMetricsConfiguration):
         kwargs.setdefault("schema_compatibility", self.schema_manager.compatibility)
         kwargs.setdefault("raise_on_error", self.raise_on_error)
         kwargs.setdefault("delivery_timeout", self.delivery_timeout)
+        kwargs.setdefault("close_timeout", self.close_timeout)
         kwargs.setdefault("enable_idempotence", self.enable_idempotence)
         kwargs.setdefault(
             "buffer",

@@ -1,0 +1,483 @@
+"""The delivery ledger: what happened to every event ``publish`` accepted.
+
+Pure bookkeeping, with no asyncio, no Kafka client and no clock of its own:
+the caller passes the time in. That keeps every rule below checkable by a
+test that drives the ledger step by step (``tests/test_ledger_state.py``).
+
+Invariants
+----------
+1. Every accepted event ends exactly once, as delivered, failed or dropped,
+   and ``published == delivered + failed + dropped + buffered`` after every
+   method returns.
+2. An event fails by timeout only once its own deadline has passed, whatever
+   other partitions or event types are doing; an expired event is never
+   handed out in a batch again.
+3. Each partition has at most one batch out at a time, and its queue keeps
+   every event type's events in publish order, also when a batch comes
+   back for a retry or a newly registered type's backlog joins it.
+4. ``buffered`` never exceeds the buffer's event bound, nor
+   ``buffered_bytes`` its byte bound.
+
+Nothing here notifies anyone: each method that settles events returns
+`Settlement` objects, and the caller tells waiters, spans, callbacks and
+logs (see ``_settle.py``).
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import operator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from ._options import BufferOptions
+from .otel._propagation import Headers
+
+__all__ = [
+    "Batch",
+    "DeliveredEvent",
+    "DeliveryFailure",
+    "DeliveryStats",
+    "Ledger",
+    "PendingEvent",
+    "Settled",
+    "Settlement",
+    "record_size",
+]
+
+
+class Settled(enum.Enum):
+    """How an event left the ledger, and for a failure, why."""
+
+    DELIVERED = "delivered"
+    DROPPED = "dropped"
+    """Refused for room by the overflow policy."""
+    TIMED_OUT_REGISTRY = "timed out waiting for the schema registry"
+    """Its event type's schema was still unregistered at its deadline."""
+    TIMED_OUT_KAFKA = "timed out waiting for Kafka"
+    """Still queued at its deadline (broker unreachable, or retrying)."""
+    NOT_ACKNOWLEDGED = "sent but not acknowledged in time"
+    """Sent, with no answer by the deadline: the broker may have it."""
+    REJECTED = "rejected"
+    """The broker refused it, or its event type cannot be registered."""
+    CLOSED = "closed"
+    """Still pending when the event manager closed."""
+
+    @property
+    def reason(self) -> str:
+        """The `DeliveryFailure.reason` of this outcome."""
+        if self is Settled.DROPPED:
+            return "dropped"
+        if self is Settled.CLOSED:
+            return "shutdown"
+        return "failed"
+
+
+@dataclass(frozen=True)
+class DeliveredEvent:
+    """Where Kafka stored an event."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class DeliveryFailure:
+    """An event that did not reach Kafka, as passed to failure callbacks.
+
+    Attributes
+    ----------
+    event_id
+        The id in the event's metadata.
+    event_name
+        The event name.
+    reason
+        ``"failed"`` (refused, or not delivered within the delivery
+        timeout), ``"dropped"`` (refused for room by the overflow policy) or
+        ``"shutdown"`` (still pending when `EventManager.aclose` gave up).
+    error
+        The underlying error.
+    """
+
+    event_id: str
+    event_name: str
+    reason: str
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class DeliveryStats:
+    """Counters of a Kafka event manager since it was created.
+
+    ``published == delivered + failed + dropped + buffered`` at every moment.
+    """
+
+    published: int
+    delivered: int
+    failed: int
+    dropped: int
+    buffered: int
+    buffered_bytes: int
+
+
+def record_size(value: bytes | bytearray, headers: Headers | None) -> int:
+    """Bytes an event occupies in a Kafka request: value plus headers."""
+    size = len(value)
+    if headers:
+        for key, header in headers:
+            size += len(key) + len(header)
+    return size
+
+
+class PendingEvent(NamedTuple):
+    """An encoded event on its way to Kafka.
+
+    A tuple, so that the garbage collector stops tracking it once it holds
+    only plain values (no waiter, no span): a full buffer then costs the
+    collector nothing.
+    """
+
+    event_name: str
+    value: bytearray
+    headers: Headers | None
+    timestamp_ms: int
+    event_id: str
+    size: int
+    deadline: float
+    """When its delivery timeout runs out, on the caller's monotonic clock."""
+    waiter: Any = None
+    """An object the caller resolves with the outcome (a future), or None."""
+    span: Any = None
+    """The event's producer span, or None."""
+
+
+_DEADLINE = operator.attrgetter("deadline")
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """Events that left the ledger together, and how.
+
+    Attributes
+    ----------
+    events
+        The events, in their queue order.
+    outcome
+        How they left.
+    error
+        Why, for every outcome but `Settled.DELIVERED`.
+    partition
+        Where a delivered batch was written.
+    base_offset
+        The offset of its first event (the others follow it).
+    """
+
+    events: list[PendingEvent]
+    outcome: Settled
+    error: BaseException | None = None
+    partition: int | None = None
+    base_offset: int | None = None
+
+
+@dataclass(slots=True)
+class Batch:
+    """Events handed out for one send to one partition.
+
+    Its deadline is the latest of its events': a batch holds only events
+    that were live when it was built, and none may be reported failed for
+    time before its own deadline.
+    """
+
+    partition: int
+    events: list[PendingEvent]
+
+    @property
+    def deadline(self) -> float:
+        """The latest deadline among its events."""
+        return max(event.deadline for event in self.events)
+
+
+class Ledger:
+    """Accounts for events between ``publish`` and Kafka's acknowledgement.
+
+    Parameters
+    ----------
+    buffer
+        The bounds on events held at once.
+
+    Notes
+    -----
+    Events of an event type wait in a queue of their own until the type is
+    registered (`register`), then join their partition's queue; later
+    events of that type go straight there. A partition's queue is ordered
+    by deadline, which for one event type is publish order.
+    """
+
+    def __init__(self, buffer: BufferOptions) -> None:
+        self.buffer = buffer
+        self._waiting: dict[str, deque[PendingEvent]] = {}
+        self._partition_of: dict[str, int] = {}
+        self._queues: dict[int, deque[PendingEvent]] = {}
+        self._in_flight: dict[int, Batch] = {}
+        self._published = 0
+        self._delivered = 0
+        self._failed = 0
+        self._dropped = 0
+        self._buffered = 0
+        self._bytes = 0
+
+    # Counters ---------------------------------------------------------------
+
+    @property
+    def stats(self) -> DeliveryStats:
+        """A snapshot of the counters."""
+        return DeliveryStats(
+            published=self._published,
+            delivered=self._delivered,
+            failed=self._failed,
+            dropped=self._dropped,
+            buffered=self._buffered,
+            buffered_bytes=self._bytes,
+        )
+
+    @property
+    def buffered(self) -> int:
+        """Events accepted and not yet settled, in queues or in flight."""
+        return self._buffered
+
+    # Intake -----------------------------------------------------------------
+
+    def has_room(self, size: int) -> bool:
+        """Whether an event of ``size`` bytes fits within the bounds."""
+        return (
+            self._buffered < self.buffer.max_events
+            and self._bytes + size <= self.buffer.max_bytes
+        )
+
+    def accept(self, event: PendingEvent) -> bool:
+        """Take ``event`` if it fits; False (nothing changed) if not."""
+        size = event.size
+        if self._buffered >= self.buffer.max_events or (
+            self._bytes + size > self.buffer.max_bytes
+        ):
+            return False
+        self._published += 1
+        self._buffered += 1
+        self._bytes += size
+        partition = self._partition_of.get(event.event_name)
+        if partition is not None:
+            self._queues[partition].append(event)
+        else:
+            queue = self._waiting.get(event.event_name)
+            if queue is None:
+                queue = self._waiting[event.event_name] = deque()
+            queue.append(event)
+        return True
+
+    def drop(self, event: PendingEvent, error: BaseException) -> Settlement:
+        """Count an event refused for room as published and dropped."""
+        self._published += 1
+        self._dropped += 1
+        return Settlement([event], Settled.DROPPED, error)
+
+    def refuse(
+        self, event: PendingEvent, outcome: Settled, error: BaseException
+    ) -> Settlement:
+        """Count an event given up before it was queued (e.g. the manager
+        closed while it waited for room) as published and failed."""
+        self._published += 1
+        self._failed += 1
+        return Settlement([event], outcome, error)
+
+    # Registration -----------------------------------------------------------
+
+    def is_registered(self, event_name: str) -> bool:
+        """Whether the event type has a partition (its schema is registered)."""
+        return event_name in self._partition_of
+
+    def waiting(self, event_name: str) -> Iterable[PendingEvent]:
+        """The events of a type still waiting for its registration."""
+        return tuple(self._waiting.get(event_name, ()))
+
+    def register(self, event_name: str, partition: int) -> None:
+        """Route an event type to ``partition`` and move its backlog there.
+
+        The backlog is merged by deadline, so the partition queue stays in
+        deadline order (which `expire` relies on) and each type's events
+        stay in publish order.
+        """
+        if event_name in self._partition_of:
+            return
+        self._partition_of[event_name] = partition
+        queue = self._queues.setdefault(partition, deque())
+        backlog = self._waiting.pop(event_name, None)
+        if backlog:
+            merged = deque(heapq.merge(queue, backlog, key=_DEADLINE))
+            self._queues[partition] = merged
+
+    def fail_type(self, event_name: str, error: BaseException) -> list[Settlement]:
+        """Fail the backlog of an event type that cannot be registered."""
+        backlog = self._waiting.pop(event_name, None)
+        if not backlog:
+            return []
+        return [self._settle_failed(list(backlog), Settled.REJECTED, error)]
+
+    # Sending ----------------------------------------------------------------
+
+    def sendable(self) -> list[int]:
+        """Partitions with queued events and no batch out."""
+        return [
+            partition
+            for partition, queue in self._queues.items()
+            if queue and partition not in self._in_flight
+        ]
+
+    def take(
+        self, partition: int, now: float, fits: Callable[[PendingEvent], bool]
+    ) -> Batch | None:
+        """Hand out the next batch of a partition.
+
+        Events whose deadline has passed are not handed out: call `expire`
+        first. ``fits`` is offered each live event in queue order and says
+        whether it went into the batch being built; the batch ends at the
+        first that does not fit.
+
+        Returns
+        -------
+        Batch or None
+            None if the partition has a batch out, or nothing live to send.
+        """
+        if partition in self._in_flight:
+            return None
+        queue = self._queues.get(partition)
+        if not queue:
+            return None
+        taken: list[PendingEvent] = []
+        while queue:
+            event = queue[0]
+            if event.deadline <= now or not fits(event):
+                break
+            taken.append(queue.popleft())
+        if not taken:
+            return None
+        batch = Batch(partition, taken)
+        self._in_flight[partition] = batch
+        return batch
+
+    def in_flight(self) -> list[Batch]:
+        """The batches handed out and not yet settled."""
+        return list(self._in_flight.values())
+
+    def delivered(self, batch: Batch, base_offset: int) -> Settlement:
+        """Settle a batch Kafka acknowledged."""
+        self._release(batch)
+        events = batch.events
+        self._delivered += len(events)
+        self._buffered -= len(events)
+        self._bytes -= sum(event.size for event in events)
+        return Settlement(
+            events,
+            Settled.DELIVERED,
+            partition=batch.partition,
+            base_offset=base_offset,
+        )
+
+    def retry(self, batch: Batch, now: float, error: BaseException) -> list[Settlement]:
+        """Put a batch that failed retriably back at the head of its queue.
+
+        Its events go back in their order, ahead of anything queued since
+        (which is younger); those whose deadline has passed fail instead.
+        """
+        self._release(batch)
+        live = [e for e in batch.events if e.deadline > now]
+        expired = [e for e in batch.events if e.deadline <= now]
+        if live:
+            queue = self._queues[batch.partition]
+            self._queues[batch.partition] = deque(
+                heapq.merge(live, queue, key=_DEADLINE)
+            )
+        if not expired:
+            return []
+        return [self._settle_failed(expired, Settled.TIMED_OUT_KAFKA, error)]
+
+    def fail(
+        self, batch: Batch, outcome: Settled, error: BaseException
+    ) -> list[Settlement]:
+        """Settle a batch that will not be sent again."""
+        self._release(batch)
+        return [self._settle_failed(batch.events, outcome, error)]
+
+    def expire(
+        self, now: float, error: Callable[[Settled], BaseException]
+    ) -> list[Settlement]:
+        """Fail every queued event whose deadline has passed.
+
+        Batches in flight are left alone: their events were sent, and only
+        the send's own result (or its deadline) settles them.
+
+        Parameters
+        ----------
+        now
+            The current time.
+        error
+            Makes the error of an outcome (one per settlement).
+        """
+        settlements = []
+        for queue, outcome in self._queues_with_outcome():
+            expired: list[PendingEvent] = []
+            while queue and queue[0].deadline <= now:
+                expired.append(queue.popleft())
+            if expired:
+                settlements.append(
+                    self._settle_failed(expired, outcome, error(outcome))
+                )
+        return settlements
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline among queued events (None if none)."""
+        heads = [queue[0].deadline for queue, _ in self._queues_with_outcome() if queue]
+        return min(heads, default=None)
+
+    def close(
+        self, in_flight_error: BaseException, queued_error: BaseException
+    ) -> list[Settlement]:
+        """Settle everything left as `Settled.CLOSED`: the batches out with
+        ``in_flight_error`` (the broker may have them), then the queues with
+        ``queued_error``."""
+        settlements = [
+            self._settle_failed(batch.events, Settled.CLOSED, in_flight_error)
+            for batch in self._in_flight.values()
+        ]
+        self._in_flight.clear()
+        for queue, _ in self._queues_with_outcome():
+            if queue:
+                settlements.append(
+                    self._settle_failed(list(queue), Settled.CLOSED, queued_error)
+                )
+                queue.clear()
+        return settlements
+
+    # Internals --------------------------------------------------------------
+
+    def _queues_with_outcome(self) -> Iterator[tuple[deque[PendingEvent], Settled]]:
+        for queue in self._waiting.values():
+            yield queue, Settled.TIMED_OUT_REGISTRY
+        for queue in self._queues.values():
+            yield queue, Settled.TIMED_OUT_KAFKA
+
+    def _release(self, batch: Batch) -> None:
+        if self._in_flight.get(batch.partition) is not batch:
+            raise ValueError(f"batch of partition {batch.partition} is not out")
+        del self._in_flight[batch.partition]
+
+    def _settle_failed(
+        self, events: list[PendingEvent], outcome: Settled, error: BaseException
+    ) -> Settlement:
+        self._failed += len(events)
+        self._buffered -= len(events)
+        self._bytes -= sum(event.size for event in events)
+        return Settlement(events, outcome, error)

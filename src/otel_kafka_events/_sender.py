@@ -1,0 +1,290 @@
+"""The background task that moves events from the ledger to a transport.
+
+One loop, woken by new events, finished sends, a new connection or the next
+deadline: it expires what is overdue, settles the sends that finished, and
+starts one send per partition that has events queued and nothing in
+flight. Every decision about an event is the ledger's; this module only
+times and carries them out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._backoff import Backoff
+from ._exceptions import NotAcknowledgedError
+from ._ledger import Batch, Ledger, PendingEvent, Settled, Settlement
+from ._settle import Reporter
+from ._transport import RecordBatch, SendFailure, Transport
+from .otel._propagation import Headers
+
+__all__ = ["Sender"]
+
+
+@dataclass(slots=True)
+class _Send:
+    batch: Batch
+    transport: Transport
+    task: asyncio.Task[int]
+
+
+class _QueuedTooLongError(TimeoutError):
+    """The deadline passed before the transport took the batch."""
+
+
+class Sender:
+    """Sends what the ledger holds, one batch per partition at a time.
+
+    Parameters
+    ----------
+    ledger
+        The events and their accounts.
+    reporter
+        Notifies about settled events.
+    topic
+        The destination topic.
+    transport
+        Returns the transport to send with, or None while not connected.
+    replace_transport
+        Called with a transport whose producer can send nothing any more.
+    retry_backoff
+        First delay before a partition is sent to again after a retriable
+        failure (doubling, up to 5 s).
+    delivery_timeout
+        Seconds an event may take; only for error messages (each event
+        carries its own deadline).
+    clock
+        Monotonic time in seconds; asyncio's timeouts use the same clock.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        reporter: Reporter,
+        *,
+        topic: str,
+        transport: Callable[[], Transport | None],
+        replace_transport: Callable[[Transport], None],
+        retry_backoff: float,
+        delivery_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ledger = ledger
+        self._reporter = reporter
+        self._topic = topic
+        self._transport = transport
+        self._replace_transport = replace_transport
+        self._backoff = Backoff(retry_backoff)
+        self._delivery_timeout = delivery_timeout
+        self._clock = clock
+        self._sends: dict[int, _Send] = {}
+        self._retry_at: dict[int, float] = {}
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.room = asyncio.Event()
+        """Set whenever settled events may have made room in the buffer."""
+        self.room.set()
+        self.abandoned = False
+        """Whether a sent batch was given up while the transport held it."""
+
+    # Control ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the loop (idempotent)."""
+        if self._task is None:
+            self._task = asyncio.create_task(
+                self._run(), name="otel-kafka-events-sender"
+            )
+
+    @property
+    def running(self) -> bool:
+        """Whether the loop is running."""
+        return self._task is not None
+
+    def wake(self) -> None:
+        """Have the loop look at the ledger again."""
+        if not self._wakeup.is_set():
+            self._wakeup.set()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the ledger to empty."""
+        if self._ledger.buffered == 0:
+            return True
+        if self._task is None:
+            return False
+        self._idle.clear()
+        self.wake()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(timeout, 0.0)):
+                await self._idle.wait()
+        return self._ledger.buffered == 0
+
+    async def stop(
+        self, in_flight_error: BaseException, queued_error: BaseException
+    ) -> None:
+        """Stop the loop and every send, then settle all that is left as
+        closed: batches sent but not acknowledged with ``in_flight_error``,
+        queued events with ``queued_error``."""
+        tasks: list[asyncio.Task[Any]] = [s.task for s in self._sends.values()]
+        if self._task is not None:
+            tasks.append(self._task)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._task = None
+        if self._sends:
+            self.abandoned = True
+        self._sends.clear()
+        self.settle(self._ledger.close(in_flight_error, queued_error))
+
+    def settle(self, settlements: list[Settlement]) -> None:
+        """Report settlements and wake those waiting for room."""
+        if settlements:
+            self._reporter.report(settlements)
+            self.room.set()
+
+    # The loop -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        ledger = self._ledger
+        while True:
+            self._wakeup.clear()
+            now = self._clock()
+            self._finish_sends(now)
+            self.settle(ledger.expire(now, self._timeout_error))
+            transport = self._transport()
+            if transport is not None:
+                for partition in ledger.sendable():
+                    if self._retry_at.get(partition, 0.0) <= now:
+                        self._start_send(transport, partition, now)
+            if ledger.buffered == 0:
+                self._idle.set()
+            delay = self._next_wakeup(now, transport is not None)
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                pass
+
+    def _next_wakeup(self, now: float, connected: bool) -> float | None:
+        """Seconds until the loop has something to do without being woken."""
+        times = []
+        deadline = self._ledger.next_deadline()
+        if deadline is not None:
+            times.append(deadline)
+        if connected:
+            times.extend(
+                at
+                for partition, at in self._retry_at.items()
+                if partition not in self._sends and at > now
+            )
+        if not times:
+            return None
+        return max(min(times) - now, 0.0)
+
+    def _start_send(self, transport: Transport, partition: int, now: float) -> None:
+        records = transport.new_batch()
+        batch = self._ledger.take(partition, now, _filler(records))
+        if batch is None:
+            return
+        task = asyncio.create_task(self._send(transport, records, batch))
+        task.add_done_callback(self._send_done)
+        self._sends[partition] = _Send(batch, transport, task)
+
+    def _send_done(self, task: asyncio.Task[int]) -> None:
+        self.wake()
+
+    async def _send(
+        self, transport: Transport, records: RecordBatch, batch: Batch
+    ) -> int:
+        """Send a batch and wait for its acknowledgement until its deadline.
+
+        aiokafka retries a batch on its own until ``request_timeout_ms``
+        (forever with the idempotent producer) and queues the partition's
+        next batch behind it: without this bound, ``delivery_timeout`` would
+        not hold while the broker is away.
+        """
+        deadline = batch.deadline
+        try:
+            async with asyncio.timeout_at(deadline):
+                result = await transport.send(records, self._topic, batch.partition)
+        except TimeoutError as exc:
+            raise _QueuedTooLongError(
+                "the producer did not take the batch in time"
+            ) from exc
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await result
+        except TimeoutError as exc:
+            self.abandoned = True
+            raise NotAcknowledgedError(
+                f"sent, but not acknowledged within the delivery timeout of"
+                f" {self._delivery_timeout} s"
+            ) from exc
+
+    def _finish_sends(self, now: float) -> None:
+        for partition, send in list(self._sends.items()):
+            task = send.task
+            if not task.done():
+                continue
+            del self._sends[partition]
+            batch = send.batch
+            ledger = self._ledger
+            if task.cancelled():
+                self.settle(ledger.retry(batch, now, TimeoutError("send cancelled")))
+                continue
+            error = task.exception()
+            if error is None:
+                self._backoff.reset()
+                self._retry_at.pop(partition, None)
+                self.settle([ledger.delivered(batch, task.result())])
+            elif isinstance(error, NotAcknowledgedError):
+                self.settle(ledger.fail(batch, Settled.NOT_ACKNOWLEDGED, error))
+            elif isinstance(error, _QueuedTooLongError):
+                self.settle(ledger.retry(batch, now, error))
+            else:
+                kind = send.transport.classify(error)
+                if kind is SendFailure.REJECT:
+                    self.settle(ledger.fail(batch, Settled.REJECTED, error))
+                    continue
+                self._retry_at[partition] = now + self._backoff.next()
+                self._reporter.retrying(batch, error)
+                self.settle(ledger.retry(batch, now, error))
+                if kind is SendFailure.REPLACE_PRODUCER:
+                    self._replace_transport(send.transport)
+
+    def _timeout_error(self, outcome: Settled) -> BaseException:
+        waiting = (
+            "the schema registration"
+            if outcome is Settled.TIMED_OUT_REGISTRY
+            else "Kafka"
+        )
+        return TimeoutError(
+            f"waited for {waiting} longer than the delivery timeout of"
+            f" {self._delivery_timeout} s"
+        )
+
+
+def _filler(records: RecordBatch) -> Callable[[PendingEvent], bool]:
+    """Appends events to ``records``; events of one span share their headers,
+    so one header list serves a whole run of them."""
+    append = records.append
+    last: list[Headers | None] = [None]
+    header_list: list[list[tuple[str, bytes]]] = [[]]
+
+    def fits(event: PendingEvent) -> bool:
+        headers = event.headers
+        if headers is not last[0]:
+            last[0] = headers
+            header_list[0] = list(headers) if headers else []
+        return append(event.value, event.timestamp_ms, header_list[0])
+
+    return fits

@@ -1,0 +1,71 @@
+"""The seam between the sender and whatever carries batches to Kafka.
+
+The sender speaks only to a `Transport`: build a batch, send it, choose a
+partition, say what an error means. `AiokafkaTransport` (``_kafka_transport``)
+is the real one; the test suite has an in-memory one, so the sender's logic
+is tested without a broker, the way httpx tests its client on a mock
+transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from typing import Protocol
+
+__all__ = ["RecordBatch", "SendFailure", "Transport"]
+
+
+class SendFailure(enum.Enum):
+    """What a failed send means for its events."""
+
+    RETRY = "retry"
+    """Not written; sending again may work (connection lost, leader moved)."""
+    REPLACE_PRODUCER = "replace producer"
+    """Not written, and the producer cannot send anything any more: send
+    again with a new one."""
+    REJECT = "reject"
+    """The broker refused the batch; sending it again will not help."""
+
+
+class RecordBatch(Protocol):
+    """A batch being built for one partition."""
+
+    def append(
+        self, value: bytearray, timestamp_ms: int, headers: list[tuple[str, bytes]]
+    ) -> bool:
+        """Add one record; False (nothing added) when the batch is full."""
+        ...
+
+
+class Transport(Protocol):
+    """Carries record batches to the partitions of a topic."""
+
+    @property
+    def max_request_size(self) -> int:
+        """The largest record, headers included, the transport can send."""
+        ...
+
+    def new_batch(self) -> RecordBatch:
+        """Start an empty batch."""
+        ...
+
+    async def send(
+        self, batch: RecordBatch, topic: str, partition: int
+    ) -> asyncio.Future[int]:
+        """Hand ``batch`` over for sending.
+
+        Returns once the transport owns the batch, with a future of the
+        offset the broker gave its first record. From that moment the batch
+        may be written even if nobody awaits the result; cancelling the
+        future only stops the wait.
+        """
+        ...
+
+    async def partition_for(self, topic: str, key: bytes) -> int:
+        """The partition records with ``key`` go to."""
+        ...
+
+    def classify(self, error: BaseException) -> SendFailure:
+        """What a failed send means for its events."""
+        ...
