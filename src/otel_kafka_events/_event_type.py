@@ -282,14 +282,17 @@ class EventType(Generic[P]):
         """
         # Pydantic model classes are ABCs, whose isinstance check runs in
         # Python; the exact class, the usual case, is checked first.
-        if type(payload) is not self.payload_model and not isinstance(
-            payload, self.payload_model
-        ):
-            raise EventPayloadError(
-                self.name,
-                f"payload must be a {self.payload_model.__name__},"
-                f" got {type(payload).__name__}",
-            )
+        fields = payload.__dict__
+        if type(payload) is not self.payload_model:
+            if not isinstance(payload, self.payload_model):
+                raise EventPayloadError(
+                    self.name,
+                    f"payload must be a {self.payload_model.__name__},"
+                    f" got {type(payload).__name__}",
+                )
+            # A subclass's own fields are not in the schema, and one named
+            # like a metadata field must not replace the metadata.
+            fields = {name: fields[name] for name in self.payload_model.model_fields}
         now_ns = time.time_ns()
         event_id, event_id_text = _event_ids.next()
         # Captured even without trace fields: the headers and the log record
@@ -312,7 +315,7 @@ class EventType(Generic[P]):
                 "trace_id": trace_id,
                 "span_id": span_id,
                 "trace_flags": trace_flags,
-                **payload.__dict__,
+                **fields,
             }
         else:
             trace_avro = b""
@@ -321,11 +324,11 @@ class EventType(Generic[P]):
                 "application": self.application,
                 "timestamp": timestamp,
                 "timestamp_ns": now_ns,
-                **payload.__dict__,
+                **fields,
             }
         event = construct_event(self.event_model, values)
-        datum = payload.__dict__
-        if self._converters:
+        datum = fields
+        if self._converters and datum is payload.__dict__:
             datum = datum.copy()
         for field, converter in self._converters:
             value = datum[field]

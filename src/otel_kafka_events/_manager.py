@@ -23,7 +23,7 @@ from ._exceptions import (
     EventManagerUsageError,
 )
 from ._mock import PublishedList
-from ._models import EventMetadata, EventPayload
+from ._models import EventMetadata, EventPayload, json_dump
 from ._options import TelemetryOptions
 from ._telemetry import Telemetry, flush_telemetry
 
@@ -156,7 +156,7 @@ class NoopEventPublisher(EventPublisher[P]):
         self._logger.debug(
             "Would have published event",
             event_name=self.name,
-            metrics_event=enriched.event.model_dump(mode="json"),
+            metrics_event=json_dump(enriched.event),
         )
         event: EventMetadata = enriched.event
         return event

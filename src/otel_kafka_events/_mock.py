@@ -12,6 +12,8 @@ from unittest.mock import ANY as _MOCK_ANY
 
 from pydantic import BaseModel
 
+from ._models import json_dump
+
 __all__ = [
     "ANY",
     "NOT_NONE",
@@ -107,12 +109,12 @@ class PublishedList(list[P]):
     """The payloads a mock publisher recorded, with assertion helpers.
 
     Expected items are dicts compared with ``model_dump(mode="json")`` of the
-    recorded payloads, so `ANY` and `NOT_NONE` can stand in for values that
+    recorded payloads (``bytes`` that are not UTF-8 as URL-safe base64), so `ANY` and `NOT_NONE` can stand in for values that
     vary between runs.
     """
 
     def _dumped(self) -> Dumped:
-        return [payload.model_dump(mode="json") for payload in self]
+        return [json_dump(payload) for payload in self]
 
     def assert_published(self, expected: Dumped, *, any_order: bool = False) -> None:
         """Assert that every expected payload was published.

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, TypeVar, cast
 
 from pydantic import UUID4, AwareDatetime, BaseModel, ConfigDict, Field, create_model
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 __all__ = [
     "EventMetadata",
@@ -17,6 +18,7 @@ __all__ = [
     "TracedEventMetadata",
     "build_event_model",
     "construct_event",
+    "json_dump",
 ]
 
 P = TypeVar("P", bound="EventPayload")
@@ -136,3 +138,19 @@ _set_dict = _slots["__dict__"].__set__
 _set_fields_set = _slots["__pydantic_fields_set__"].__set__
 _set_extra = _slots["__pydantic_extra__"].__set__
 _set_private = _slots["__pydantic_private__"].__set__
+
+
+def json_dump(model: BaseModel) -> dict[str, Any]:
+    """``model.model_dump(mode="json")``, also for bytes that are not UTF-8.
+
+    Pydantic writes ``bytes`` as UTF-8 text in JSON mode and fails on any
+    other bytes, which a Kafka event may carry; those models are dumped with
+    every ``bytes`` value in URL-safe base64 instead.
+    """
+    try:
+        return model.model_dump(mode="json")
+    except (UnicodeDecodeError, PydanticSerializationError):
+        dumped: dict[str, Any] = to_jsonable_python(
+            model.model_dump(), bytes_mode="base64"
+        )
+        return dumped

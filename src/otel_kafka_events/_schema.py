@@ -160,6 +160,9 @@ class _Context:
     flat: bool
     problems: list[str] = field(default_factory=list)
     named: dict[type, str] = field(default_factory=dict)
+    # Avro full name -> the class that defined it, to catch two classes of
+    # one name (Avro allows each name once).
+    owners: dict[str, type] = field(default_factory=dict)
     record_converters: dict[type, Converter] = field(default_factory=dict)
     in_progress: set[type] = field(default_factory=set)
 
@@ -526,8 +529,27 @@ def _enum_type(
     }
     if enum_class in context.named:
         return context.named[enum_class], _enum_converter(enum_class, lookup)
-    context.named[enum_class] = f"{context.namespace}.{enum_class.__name__}"
+    if not _claim_name(enum_class, "enum", where, context):
+        return None, None
     return avro_type, _enum_converter(enum_class, lookup)
+
+
+def _claim_name(cls: type, kind: str, where: str, context: _Context) -> bool:
+    """Record that ``cls`` defines its Avro name; False (and a problem) if
+    another class already defined that name."""
+    full_name = f"{context.namespace}.{cls.__name__}"
+    owner = context.owners.get(full_name)
+    if owner is not None and owner is not cls:
+        context.problems.append(
+            f"{where}: {kind} {cls.__module__}.{cls.__qualname__} has the Avro"
+            f" name {cls.__name__!r} of {owner.__module__}.{owner.__qualname__},"
+            " used elsewhere in the payload; Avro needs one definition per name,"
+            " so rename one of the classes"
+        )
+        return False
+    context.owners[full_name] = cls
+    context.named[cls] = full_name
+    return True
 
 
 def _enum_converter(enum_class: type[enum.Enum], lookup: dict[Any, str]) -> Converter:
@@ -553,12 +575,13 @@ def _nested_record(
     if model in context.named:
         # Avro allows a named type to be defined once; later uses refer to it.
         return context.named[model], context.record_converters[model]
+    if not _claim_name(model, "model", where, context):
+        return None, None
     context.in_progress.add(model)
     fields, converters = _record_fields(model, f"{where}.", context)
     context.in_progress.discard(model)
     record_converter = _model_converter(converters)
     context.record_converters[model] = record_converter
-    context.named[model] = f"{context.namespace}.{model.__name__}"
     schema = {
         "type": "record",
         "name": model.__name__,

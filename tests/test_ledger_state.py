@@ -1,0 +1,267 @@
+"""The delivery ledger's invariants, checked after every step of random runs.
+
+A hypothesis state machine publishes events of several types to several
+partitions, lets registrations succeed late or fail, hands out batches,
+finishes their sends (acknowledged, retriable failure, refusal, no answer by
+the deadline, with or without the broker having written them), moves the
+clock and closes. The "topic" is `FakeTransport`'s partition logs. After
+every step it checks the invariants stated in ``_ledger.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+)
+
+from otel_kafka_events import BufferOptions
+from otel_kafka_events._ledger import Ledger, PendingEvent, Settled, Settlement
+
+from .fake_transport import FakeTransport
+
+TIMEOUT = 10.0
+TYPES = ("alpha", "beta", "gamma")
+PARTITIONS = 2
+PARTITION_OF = {"alpha": 0, "beta": 1, "gamma": 0}
+MAX_EVENTS = 6
+MAX_BYTES = 2048
+
+
+def make_event(name: str, sequence: int, now: float, size: int) -> PendingEvent:
+    value = bytearray(f"{name}:{sequence}".encode())
+    return PendingEvent(
+        name, value, None, 0, f"{name}-{sequence}", size, now + TIMEOUT, None, None
+    )
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    """Drives a `Ledger` the way the sender and the manager do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ledger = Ledger(BufferOptions(max_events=MAX_EVENTS, max_bytes=MAX_BYTES))
+        self.transport = FakeTransport(PARTITIONS)
+        self.now = 0.0
+        self.sequence = dict.fromkeys(TYPES, 0)
+        self.registered: set[str] = set()
+        self.unregistrable: set[str] = set()
+        self.accepted: dict[str, PendingEvent] = {}
+        self.outcomes: dict[str, Settled] = {}
+        self.handed_out: set[str] = set()
+        self.maybe_written: set[str] = set()
+        self.batches: dict[int, Any] = {}
+        self.closed = False
+
+    # Bookkeeping of what the ledger reports ---------------------------------
+
+    def record(self, settlements: list[Settlement]) -> None:
+        for settlement in settlements:
+            for event in settlement.events:
+                assert event.event_id not in self.outcomes, (
+                    f"{event.event_id} settled twice"
+                )
+                self.outcomes[event.event_id] = settlement.outcome
+                if settlement.outcome in (
+                    Settled.TIMED_OUT_KAFKA,
+                    Settled.TIMED_OUT_REGISTRY,
+                    Settled.NOT_ACKNOWLEDGED,
+                ):
+                    # Never failed for time before its own deadline.
+                    assert event.deadline <= self.now, event
+                if settlement.outcome in (
+                    Settled.TIMED_OUT_KAFKA,
+                    Settled.TIMED_OUT_REGISTRY,
+                ):
+                    assert event.event_id not in self.maybe_written
+            if settlement.outcome is Settled.DELIVERED:
+                assert settlement.base_offset is not None
+
+    # Rules ------------------------------------------------------------------
+
+    @precondition(lambda self: not self.closed)
+    @rule(name=st.sampled_from(TYPES), size=st.integers(10, 600))
+    def publish(self, name: str, size: int) -> None:
+        if name in self.unregistrable:
+            return  # the manager refuses it before the ledger sees it
+        self.sequence[name] += 1
+        event = make_event(name, self.sequence[name], self.now, size)
+        room = self.ledger.has_room(size)
+        if self.ledger.accept(event):
+            assert room
+            self.accepted[event.event_id] = event
+        else:
+            assert not room
+            # The drop_newest policy: counted as published and dropped.
+            self.accepted[event.event_id] = event
+            self.record([self.ledger.drop(event, RuntimeError("full"))])
+
+    @precondition(lambda self: not self.closed)
+    @rule(name=st.sampled_from(TYPES))
+    def register(self, name: str) -> None:
+        if name in self.registered or name in self.unregistrable:
+            return
+        self.ledger.register(name, PARTITION_OF[name])
+        self.registered.add(name)
+
+    @precondition(lambda self: not self.closed)
+    @rule(name=st.sampled_from(TYPES))
+    def registration_fails_for_good(self, name: str) -> None:
+        if name in self.registered or name in self.unregistrable:
+            return
+        self.unregistrable.add(name)
+        self.record(self.ledger.fail_type(name, RuntimeError("incompatible")))
+
+    @precondition(lambda self: not self.closed)
+    @rule(partition=st.integers(0, PARTITIONS - 1), capacity=st.integers(1, 4))
+    def send(self, partition: int, capacity: int) -> None:
+        # The sender always expires before handing out a batch.
+        self.record(self.ledger.expire(self.now, lambda o: TimeoutError(o.value)))
+        records = self.transport.new_batch()
+        records.capacity = capacity
+        batch = self.ledger.take(
+            partition,
+            self.now,
+            lambda e: records.append(e.value, e.timestamp_ms, []),
+        )
+        if partition in self.batches:
+            assert batch is None, "two batches out for one partition"
+            return
+        if batch is None:
+            return
+        for event in batch.events:
+            assert event.deadline > self.now, "an expired event was handed out"
+            assert event.event_name in self.registered
+            self.handed_out.add(event.event_id)
+        assert [bytes(e.value) for e in batch.events] == records.records
+        self.batches[partition] = (batch, records)
+
+    @precondition(lambda self: bool(self.batches))
+    @rule(data=st.data())
+    def acknowledged(self, data: st.DataObject) -> None:
+        partition = data.draw(st.sampled_from(sorted(self.batches)))
+        batch, records = self.batches.pop(partition)
+        offset = self.transport.write(records, partition)
+        self.record([self.ledger.delivered(batch, offset)])
+
+    @precondition(lambda self: bool(self.batches))
+    @rule(data=st.data())
+    def retriable_failure(self, data: st.DataObject) -> None:
+        partition = data.draw(st.sampled_from(sorted(self.batches)))
+        batch, _ = self.batches.pop(partition)
+        self.record(self.ledger.retry(batch, self.now, ConnectionError("lost")))
+
+    @precondition(lambda self: bool(self.batches))
+    @rule(data=st.data())
+    def refused(self, data: st.DataObject) -> None:
+        partition = data.draw(st.sampled_from(sorted(self.batches)))
+        batch, _ = self.batches.pop(partition)
+        self.record(self.ledger.fail(batch, Settled.REJECTED, ValueError("refused")))
+
+    @precondition(lambda self: bool(self.batches))
+    @rule(data=st.data(), written=st.booleans())
+    def not_acknowledged_by_the_deadline(
+        self, data: st.DataObject, written: bool
+    ) -> None:
+        partition = data.draw(st.sampled_from(sorted(self.batches)))
+        batch, records = self.batches[partition]
+        if self.now < batch.deadline:
+            return  # the sender waits for a batch until its deadline
+        del self.batches[partition]
+        if written:
+            self.transport.write(records, partition)
+            self.maybe_written.update(e.event_id for e in batch.events)
+        self.record(
+            self.ledger.fail(batch, Settled.NOT_ACKNOWLEDGED, TimeoutError("no ack"))
+        )
+
+    @precondition(lambda self: not self.closed)
+    @rule(seconds=st.floats(0, 3))
+    def time_passes(self, seconds: float) -> None:
+        self.now += seconds
+
+    @precondition(lambda self: not self.closed)
+    @rule()
+    def expire(self) -> None:
+        before = self.ledger.next_deadline()
+        self.record(self.ledger.expire(self.now, lambda o: TimeoutError(o.value)))
+        after = self.ledger.next_deadline()
+        assert after is None or after > self.now
+        if before is not None and before > self.now:
+            assert after == before
+
+    @precondition(lambda self: not self.closed)
+    @rule()
+    def close(self) -> None:
+        self.record(
+            self.ledger.close(TimeoutError("in flight"), TimeoutError("queued"))
+        )
+        self.batches.clear()
+        self.closed = True
+        assert self.ledger.buffered == 0
+
+    @rule()
+    def stats_are_a_snapshot(self) -> None:
+        # Always allowed, so a closed ledger still has a step to take.
+        assert self.ledger.stats == self.ledger.stats
+
+    # Invariants -------------------------------------------------------------
+
+    @invariant()
+    def counters_add_up(self) -> None:
+        stats = self.ledger.stats
+        assert stats.published == (
+            stats.delivered + stats.failed + stats.dropped + stats.buffered
+        )
+        assert stats.published == len(self.accepted)
+        settled = list(self.outcomes.values())
+        assert stats.delivered == settled.count(Settled.DELIVERED)
+        assert stats.dropped == settled.count(Settled.DROPPED)
+        assert stats.failed == len(settled) - stats.delivered - stats.dropped
+        assert stats.buffered == len(self.accepted) - len(self.outcomes)
+
+    @invariant()
+    def within_bounds(self) -> None:
+        stats = self.ledger.stats
+        assert stats.buffered <= MAX_EVENTS
+        assert stats.buffered_bytes <= MAX_BYTES
+        unsettled = [e for i, e in self.accepted.items() if i not in self.outcomes]
+        assert stats.buffered_bytes == sum(e.size for e in unsettled)
+
+    @invariant()
+    def the_topic_holds_the_truth(self) -> None:
+        written: dict[str, int] = {}
+        for log in self.transport.logs.values():
+            for record in log:
+                event_id = record.decode().replace(":", "-")
+                written[event_id] = written.get(event_id, 0) + 1
+        for event_id, outcome in self.outcomes.items():
+            count = written.get(event_id, 0)
+            if outcome is Settled.DELIVERED:
+                assert count == 1, f"delivered {event_id} written {count} times"
+            elif outcome is Settled.NOT_ACKNOWLEDGED:
+                assert count <= 1
+            else:
+                assert count == 0, f"{event_id} reported {outcome} but written"
+                assert outcome is Settled.DROPPED or event_id not in self.maybe_written
+
+    @invariant()
+    def each_type_keeps_publish_order(self) -> None:
+        for log in self.transport.logs.values():
+            last: dict[str, int] = {}
+            for record in log:
+                name, sequence = record.decode().split(":")
+                assert int(sequence) > last.get(name, 0), f"{name} out of order"
+                last[name] = int(sequence)
+
+
+LedgerMachine.TestCase.settings = settings(
+    max_examples=500, stateful_step_count=100, deadline=None
+)
+TestLedgerInvariants = LedgerMachine.TestCase
