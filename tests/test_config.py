@@ -339,7 +339,7 @@ def test_close_timeout_is_read_from_the_environment(
     assert isinstance(config, KafkaMetricsConfiguration)
     assert config.make_manager().close_timeout == 7.5
     kafka_env(monkeypatch, METRICS_CLOSE_TIMEOUT="0")
-    with pytest.raises(ValidationError, match="close_timeout|closeTimeout"):
+    with pytest.raises(ValidationError, match=r"close_timeout|closeTimeout"):
         metrics_configuration_factory()
 
 

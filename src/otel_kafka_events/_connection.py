@@ -150,7 +150,11 @@ class KafkaConnection:
             raise BrokerUnavailableError(
                 f"Cannot connect to Kafka at {self.target}: {describe_kafka_error(exc)}"
             ) from exc
-        self._transport = AiokafkaTransport(self._producer_or_fail())
+        self._transport = AiokafkaTransport(
+            self._producer_or_fail(),
+            # A producer passed in is taken as not idempotent: the safe guess.
+            idempotent=self._idempotence and self._owns_producer,
+        )
         self._on_connected()
 
     def connect_in_background(self) -> None:

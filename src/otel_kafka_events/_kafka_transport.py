@@ -55,10 +55,17 @@ def is_connection_error(error: BaseException) -> bool:
     return isinstance(error, ConnectionError | TimeoutError | OSError)
 
 
-def classify(error: BaseException) -> SendFailure:
+# A produce request that got no answer in time: the broker may have written
+# it. Only the idempotent producer can send it again without a duplicate.
+_NO_ANSWER = frozenset({"RequestTimedOutError", "KafkaTimeoutError"})
+
+
+def classify(error: BaseException, *, idempotent: bool) -> SendFailure:
     """What a failed send means for its events (see `SendFailure`)."""
     if isinstance(error, _PRODUCER_FATAL):
         return SendFailure.REPLACE_PRODUCER
+    if not idempotent and type(error).__name__ in _NO_ANSWER:
+        return SendFailure.UNKNOWN
     if is_connection_error(error) or getattr(error, "retriable", False):
         return SendFailure.RETRY
     return SendFailure.REJECT
@@ -123,10 +130,14 @@ class AiokafkaTransport:
     ----------
     producer
         The producer; its lifecycle belongs to the caller.
+    idempotent
+        Whether the producer was started idempotent (False when unknown):
+        only then is a batch that got no answer sent again.
     """
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(self, producer: AIOKafkaProducer, *, idempotent: bool) -> None:
         self.producer = producer
+        self.idempotent = idempotent
         self._max_request_size = producer_max_request_size(producer)
 
     @property
@@ -152,7 +163,7 @@ class AiokafkaTransport:
 
     def classify(self, error: BaseException) -> SendFailure:
         """See `classify`."""
-        return classify(error)
+        return classify(error, idempotent=self.idempotent)
 
 
 def producer_max_request_size(producer: Any) -> int:

@@ -109,8 +109,8 @@ class PublishedList(list[P]):
     """The payloads a mock publisher recorded, with assertion helpers.
 
     Expected items are dicts compared with ``model_dump(mode="json")`` of the
-    recorded payloads (``bytes`` that are not UTF-8 as URL-safe base64), so `ANY` and `NOT_NONE` can stand in for values that
-    vary between runs.
+    recorded payloads (``bytes`` that are not UTF-8 as URL-safe base64), so
+    `ANY` and `NOT_NONE` can stand in for values that vary between runs.
     """
 
     def _dumped(self) -> Dumped:

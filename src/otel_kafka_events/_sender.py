@@ -255,6 +255,9 @@ class Sender:
                 if kind is SendFailure.REJECT:
                     self.settle(ledger.fail(batch, Settled.REJECTED, error))
                     continue
+                if kind is SendFailure.UNKNOWN:
+                    self.settle(ledger.fail(batch, Settled.NOT_ACKNOWLEDGED, error))
+                    continue
                 self._retry_at[partition] = now + self._backoff.next()
                 self._reporter.retrying(batch, error)
                 self.settle(ledger.retry(batch, now, error))

@@ -26,6 +26,9 @@ class SendFailure(enum.Enum):
     again with a new one."""
     REJECT = "reject"
     """The broker refused the batch; sending it again will not help."""
+    UNKNOWN = "unknown"
+    """Sent, with no answer: the broker may have written it. Sending it
+    again could write it twice, so it is not acknowledged, and not resent."""
 
 
 class RecordBatch(Protocol):

@@ -37,9 +37,7 @@ class _Sources:
     ever created alive with them."""
 
     def __init__(self) -> None:
-        self._sources: weakref.WeakKeyDictionary[Any, str] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._sources: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()  # collection runs on the reader's thread
 
     def add(self, source: Any, topic: str) -> None:
@@ -97,9 +95,7 @@ def register_delivery_metrics(
         return
     from .. import __version__
 
-    meter = metrics.get_meter(
-        "otel_kafka_events", __version__, meter_provider=provider
-    )
+    meter = metrics.get_meter("otel_kafka_events", __version__, meter_provider=provider)
     for field, description in _COUNTERS:
         meter.create_observable_counter(
             f"otel_kafka_events.events.{field}",
