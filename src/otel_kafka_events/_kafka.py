@@ -578,8 +578,8 @@ class KafkaEventManager(EventManager):
                 code = topic.get("error_code", 0)
                 if code == 0 and topic.get("partitions"):
                     return
-                raise KafkaTopicError(self.topic, f"broker returned error code {code}")
-        raise KafkaTopicError(self.topic, "not in the broker's metadata")
+                raise KafkaTopicError.from_error_code(self.topic, code)
+        raise KafkaTopicError.missing(self.topic)
 
     async def _register_in_background(self, event_type: EventType[Any]) -> None:
         wakeup = self._pending_registrations.setdefault(event_type, asyncio.Event())
