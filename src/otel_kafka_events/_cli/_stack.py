@@ -25,47 +25,7 @@ from ._console import err, out
 from ._errors import CliError
 from ._settings import EventSettings
 
-__all__ = ["stack", "stack_environment"]
-
-
-def stack_environment(
-    bootstrap_servers: str,
-    registry_url: str,
-    *,
-    idempotent_producer: bool,
-    application: str | None = None,
-    topic_prefix: str | None = None,
-    otlp_endpoint: str | None = None,
-) -> dict[str, str]:
-    """The environment a service needs to publish to a local stack.
-
-    Parameters
-    ----------
-    bootstrap_servers, registry_url
-        Where the broker and registry listen.
-    idempotent_producer
-        Whether the broker supports Kafka's idempotent producer; if not,
-        ``METRICS_ENABLE_IDEMPOTENCE=false`` is included.
-    application
-        ``METRICS_APPLICATION``, when the stack was started for one service.
-    topic_prefix
-        ``METRICS_EVENTS_TOPIC_PREFIX``, when not the default.
-    otlp_endpoint
-        ``OTEL_EXPORTER_OTLP_ENDPOINT`` of the OTLP receiver.
-    """
-    environment = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
-        "SCHEMA_MANAGER_REGISTRY_URL": registry_url,
-    }
-    if not idempotent_producer:
-        environment["METRICS_ENABLE_IDEMPOTENCE"] = "false"
-    if application:
-        environment["METRICS_APPLICATION"] = application
-    if topic_prefix:
-        environment["METRICS_EVENTS_TOPIC_PREFIX"] = topic_prefix
-    if otlp_endpoint:
-        environment["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp_endpoint
-    return environment
+__all__ = ["stack"]
 
 
 @contextmanager
@@ -182,7 +142,7 @@ def stack(
     publish to them, and stops everything on Ctrl-C or SIGTERM.
     """
     try:
-        from ..testing import LocalKafkaStack
+        from ..testing import LocalKafkaStack, stack_environment
     except ImportError as exc:
         raise CliError(
             f"the local stack needs the testing extra ({exc})",

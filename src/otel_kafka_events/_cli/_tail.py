@@ -265,7 +265,11 @@ def tail(
     options = TailOptions(
         topic, lines, from_beginning, follow, frozenset(events), trace_id, table
     )
-    shown = run(run_tail(options, servers, registry))
-    if not follow:
-        noun = "record" if shown == 1 else "records"
-        err.print(f"{shown} {noun} shown from {topic}.", highlight=False)
+    try:
+        shown = run(run_tail(options, servers, registry))
+    except KeyboardInterrupt:
+        if not follow:
+            raise
+        return  # Ctrl-C is how --follow ends: not a failure.
+    noun = "record" if shown == 1 else "records"
+    err.print(f"{shown} {noun} shown from {topic}.", highlight=False)
