@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import click
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -126,29 +128,75 @@ async def run_tail(
         starts, ends = await _start_offsets(consumer, assigned, options)
         for tp, offset in starts.items():
             consumer.seek(tp, offset)
-        remaining = {tp for tp in assigned if starts[tp] < ends[tp]}
-        decoder = RecordDecoder(make_registry_client(registry_url))
-        printer = _Printer(options.table)
-        shown = 0
-        status = "Following" if options.follow else "Reading"
-        with err.status(f"{status} {options.topic} ({len(assigned)} partitions)..."):
-            while options.follow or remaining:
-                batches = await consumer.getmany(timeout_ms=_POLL_MS)
-                for tp, records in batches.items():
-                    for record in records:
-                        if not options.follow and record.offset >= ends[tp]:
-                            continue
-                        decoded = await decoder.decode(record)
-                        if options.wants(decoded):
-                            printer.add(decoded)
-                            shown += 1
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= ends[tp]:
-                        remaining.discard(tp)
-                printer.flush()
-        return shown
+        show = _Shower(options, RecordDecoder(make_registry_client(registry_url)))
+        with err.status(f"Reading {options.topic} ({len(assigned)} partitions)..."):
+            await _catch_up(consumer, assigned, ends, options, show)
+        if options.follow:
+            with err.status(f"Following {options.topic} (Ctrl-C to stop)..."):
+                while True:
+                    batches = await consumer.getmany(timeout_ms=_POLL_MS)
+                    for records in batches.values():
+                        await show.all(records)
+        return show.count
     finally:
         await consumer.stop()
+
+
+async def _catch_up(
+    consumer: AIOKafkaConsumer,
+    assigned: list[TopicPartition],
+    ends: dict[TopicPartition, int],
+    options: TailOptions,
+    show: _Shower,
+) -> None:
+    """Show what the topic holds now: all of it, or each partition's last lines.
+
+    Reads until a poll returns nothing with every partition at or past the
+    end offset read at the start. That end is only a lower bound (Tansu
+    answered 1 for a partition holding one batch of three records), so the
+    last ``--lines`` records are kept as they arrive and shown at the end
+    rather than located by offset.
+    """
+    kept: dict[TopicPartition, deque[Any]] = {
+        tp: deque(maxlen=options.lines) for tp in assigned
+    }
+    while True:
+        batches = await consumer.getmany(timeout_ms=_POLL_MS)
+        for tp, records in batches.items():
+            if options.from_beginning:
+                await show.all(records)
+            else:
+                kept[tp].extend(records)
+        if not batches:
+            positions = [await consumer.position(tp) for tp in assigned]
+            if all(
+                pos >= ends[tp] for pos, tp in zip(positions, assigned, strict=True)
+            ):
+                break
+    for tp in assigned:
+        await show.all(kept[tp])
+    show.flush()
+
+
+class _Shower:
+    """Decodes, filters and prints records, counting those shown."""
+
+    def __init__(self, options: TailOptions, decoder: RecordDecoder) -> None:
+        self._options = options
+        self._decoder = decoder
+        self._printer = _Printer(options.table)
+        self.count = 0
+
+    async def all(self, records: Iterable[Any]) -> None:
+        for record in records:
+            decoded = await self._decoder.decode(record)
+            if self._options.wants(decoded):
+                self._printer.add(decoded)
+                self.count += 1
+        self.flush()
+
+    def flush(self) -> None:
+        self._printer.flush()
 
 
 class _Printer:
