@@ -50,7 +50,7 @@ class Closed(EventPayload):
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
     """Run the command line in-process; stdout and stderr kept apart."""
-    environment = {
+    environment: dict[str, str | None] = {
         name: None
         for name in (
             "KAFKA_BOOTSTRAP_SERVERS",
@@ -352,7 +352,8 @@ class _Refusing(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    do_POST = do_GET
+    def do_POST(self) -> None:
+        self.do_GET()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
