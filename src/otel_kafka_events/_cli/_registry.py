@@ -321,7 +321,8 @@ def check(
             "make the change compatible (e.g. give new fields a default) or"
             " register it under a new event name",
         )
-    err.print(f"All {len(verdicts)} event schemas can be registered.", highlight=False)
+    what = "The event schema" if len(verdicts) == 1 else f"All {len(verdicts)} schemas"
+    err.print(f"{what} can be registered.", highlight=False)
 
 
 def _report(verdict: Verdict) -> None:

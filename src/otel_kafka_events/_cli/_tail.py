@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from rich.markup import escape
 from rich.table import Table
 
 from .._models import METADATA_FIELDS, TRACE_FIELDS
@@ -224,12 +225,17 @@ class _Printer:
 
 
 def _table(records: Iterable[DecodedRecord]) -> Table:
-    """Records as rows; the value column shows the payload fields only."""
+    """Records as rows; the payload column shows the payload fields only.
+
+    Header names go under the event name, so the trace id and the payload,
+    the columns a reader scans, keep most of the width.
+    """
     table = Table()
-    for column in ("part", "offset", "time", "event", "trace id"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("headers", overflow="fold")
-    table.add_column("payload", overflow="fold", ratio=1)
+    table.add_column("partition:offset", no_wrap=True)
+    table.add_column("time", no_wrap=True)
+    table.add_column("event / headers", no_wrap=True)
+    table.add_column("trace id", no_wrap=True)
+    table.add_column("payload", overflow="fold", ratio=1, min_width=20)
     for record in records:
         value = record.to_json()["value"]
         payload = (
@@ -237,14 +243,15 @@ def _table(records: Iterable[DecodedRecord]) -> Table:
             if isinstance(value, dict)
             else value
         )
+        event = record.event or "?"
+        if record.headers:
+            event += f"\n[dim]{escape(' '.join(record.headers))}[/]"
         table.add_row(
-            str(record.partition),
-            str(record.offset),
+            f"{record.partition}:{record.offset}",
             record.timestamp.strftime("%H:%M:%S.%f")[:-3],
-            record.event or "?",
+            event,
             record.trace_id or "",
-            " ".join(record.headers),
-            record.error or json.dumps(payload, ensure_ascii=False),
+            escape(record.error or json.dumps(payload, ensure_ascii=False)),
         )
     return table
 
