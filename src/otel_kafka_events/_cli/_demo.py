@@ -117,11 +117,7 @@ async def run_demo(broker: str, count: int) -> bool:
                 + json.dumps(decoded.to_json()["value"], indent=2),
                 highlight=False,
             )
-        out.print(
-            f"Read back {len(records)} events; tail them with: otel-kafka-events"
-            f" tail {manager.topic} (while a stack runs)",
-            highlight=False,
-        )
+        out.print(f"Read back {len(records)} events", highlight=False)
         return len(records) == count and undelivered == 0
     finally:
         with err.status("Stopping the local stack..."):
