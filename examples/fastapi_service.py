@@ -14,14 +14,20 @@ Configuration is Safir's: ``METRICS_APPLICATION``,
 ``METRICS_EVENTS_TOPIC_PREFIX``, ``KAFKA_BOOTSTRAP_SERVERS``,
 ``SCHEMA_MANAGER_REGISTRY_URL`` (or ``METRICS_ENABLED=false`` for no Kafka)
 plus ``OTEL_EXPORTER_OTLP_ENDPOINT`` (an OTLP/HTTP collector, e.g.
-``http://localhost:4318``) and ``OTEL_SERVICE_NAME``. With those set, run it
-as any ASGI app::
+``http://localhost:4318``) and ``OTEL_SERVICE_NAME``. From the repository
+root, with a local stack in another terminal printing those settings::
 
-    uvicorn fastapi_service:app
+    otel-kafka-events stack --otlp --application shop --env-file .env.local
+    set -a; . ./.env.local; set +a
+    uvicorn --app-dir examples fastapi_service:app
 
-``python examples/fastapi_service.py`` (from a checkout of the repository)
-runs `main` instead: a local broker, schema registry and OTLP receiver, one
-request, and checks that the event reached Kafka and OTLP in the same trace.
+then ``curl -X POST localhost:8000/checkout -H 'content-type: application/json'
+-d '{"items": 2, "total": "19.90"}'`` and ``otel-kafka-events tail
+lsst.square.metrics.events.shop`` shows the event.
+
+``python examples/fastapi_service.py`` runs `main` instead: a local broker,
+schema registry and OTLP receiver of its own, one request, and checks that
+the event reached Kafka and OTLP in the same trace.
 """
 
 from __future__ import annotations
@@ -67,21 +73,28 @@ if TYPE_CHECKING:
 # -- the event -----------------------------------------------------------------
 
 
+Amount = Annotated[Decimal, Field(max_digits=10, decimal_places=2)]
+"""Euros and cents: what the event's Avro decimal can hold."""
+
+
 class CheckoutCompleted(EventPayload):
     """A customer paid for an order."""
 
     order_id: str = Field(description="The order's id.")
     items: int = Field(description="Number of items bought.")
-    total: Annotated[Decimal, Field(max_digits=10, decimal_places=2)] = Field(
-        description="Amount paid, in euros."
-    )
+    total: Amount = Field(description="Amount paid, in euros.")
 
 
 class CheckoutRequest(BaseModel):
-    """Body of ``POST /checkout``."""
+    """Body of ``POST /checkout``.
 
-    items: int
-    total: Decimal
+    Its fields are validated as the event's are, so a request the event
+    could not carry (a total of 1.999) is refused with 422 before anything
+    is published, rather than failing inside the handler with a 500.
+    """
+
+    items: int = Field(ge=0)
+    total: Amount
 
 
 class CheckoutResponse(BaseModel):
@@ -285,6 +298,11 @@ async def main(stack: LocalKafkaStack | None = None) -> None:
                 json={"items": 2, "total": "19.90"},
                 headers={"traceparent": traceparent},
             )
+            # A total the event cannot carry is refused before publishing.
+            refused = await client.post(
+                "/checkout", json={"items": 1, "total": "1.999"}
+            )
+        assert refused.status_code == 422, refused.text
         # The lifespan has ended: events delivered, telemetry flushed.
         assert response.status_code == 201, response.text
         answer = CheckoutResponse.model_validate(response.json())
@@ -302,8 +320,9 @@ async def main(stack: LocalKafkaStack | None = None) -> None:
         assert log_record.span_id == event["span_id"]
         assert log_record.attributes["order_id"] == answer.order_id
 
-        spans = await asyncio.to_thread(receiver.wait_for_spans, 2)
-        by_name = {span.name: span for span in spans}
+        # Two server spans (the refused request has its own trace) and a send.
+        spans = await asyncio.to_thread(receiver.wait_for_spans, 3)
+        by_name = {span.name: span for span in spans if span.trace_id == caller_trace}
         server, send = by_name["POST /checkout"], by_name[f"send {topic}"]
         assert server.trace_id == send.trace_id == caller_trace
         # The event names the request's span; the Kafka header the send span.

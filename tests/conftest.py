@@ -15,6 +15,10 @@ from .broker_support import capabilities
 
 pytest_plugins = ["otel_kafka_events.testing.pytest_plugin"]
 
+# A separate project with its own pytest configuration, run in a subprocess
+# by test_sample_project.py.
+collect_ignore = ["sample_project"]
+
 TOPIC_PREFIX = "test.events"
 
 ManagerFactory = Callable[..., Awaitable[KafkaEventManager]]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from otel_kafka_events._transport import SendFailure
+from otel_kafka_events._transport import RecordBatch, SendFailure
 
 
 class RetriableSendError(ConnectionError):
@@ -82,8 +82,9 @@ class FakeTransport:
         return base
 
     async def send(
-        self, batch: FakeBatch, topic: str, partition: int
+        self, batch: RecordBatch, topic: str, partition: int
     ) -> asyncio.Future[int]:
+        assert isinstance(batch, FakeBatch)
         self.sends += 1
         result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         if self.failures:

@@ -31,6 +31,7 @@ __all__ = [
     "NotAcknowledgedError",
     "SchemaRegistryError",
     "UnsupportedAvroSchemaError",
+    "kafka_error_name",
 ]
 
 
@@ -121,11 +122,90 @@ class KafkaTopicError(EventManagerUsageError):
         The topic that was checked.
     detail
         What the broker said.
+    error_code
+        The broker's Kafka error code for the topic, when it gave one; the
+        message then names it (``UNKNOWN_TOPIC_OR_PARTITION``) rather than
+        showing a bare number, and says what to do about it.
+
+    Attributes
+    ----------
+    topic
+        The topic that was checked.
+    error_code
+        The broker's error code, or None.
+    error_name
+        The Kafka protocol name of ``error_code`` (such as
+        ``UNKNOWN_TOPIC_OR_PARTITION``), or None.
     """
 
-    def __init__(self, topic: str, detail: str) -> None:
-        super().__init__(f"Kafka topic {topic!r} is not usable: {detail}")
+    def __init__(
+        self, topic: str, detail: str, *, error_code: int | None = None
+    ) -> None:
         self.topic = topic
+        self.error_code = error_code
+        self.error_name = None if error_code is None else kafka_error_name(error_code)
+        super().__init__(f"Kafka topic {topic!r} is not usable: {detail}")
+
+    @classmethod
+    def from_error_code(cls, topic: str, error_code: int) -> KafkaTopicError:
+        """The error for a broker's per-topic error code, with what to do."""
+        name = kafka_error_name(error_code)
+        answer = name or "an unknown error"
+        detail = f"the broker answered {answer} (error code {error_code})"
+        if name == _UNKNOWN_TOPIC:
+            detail += f"; {_create_topic_hint(topic)}"
+        elif name == "TOPIC_AUTHORIZATION_FAILED":
+            detail += (
+                "; grant this client's principal Describe and Write on the topic,"
+                " or check KAFKA_SASL_USERNAME"
+            )
+        return cls(topic, detail, error_code=error_code)
+
+    @classmethod
+    def missing(cls, topic: str) -> KafkaTopicError:
+        """The error for a topic absent from the broker's metadata."""
+        code = 3  # UNKNOWN_TOPIC_OR_PARTITION: what the broker means here.
+        return cls(
+            topic,
+            f"the broker does not know it ({_UNKNOWN_TOPIC}); "
+            + _create_topic_hint(topic),
+            error_code=code,
+        )
+
+
+_UNKNOWN_TOPIC = "UNKNOWN_TOPIC_OR_PARTITION"
+
+
+def _create_topic_hint(topic: str) -> str:
+    """How to get ``topic`` created, for error messages."""
+    return (
+        f"create it (kafka-topics.sh --create --topic {topic}, or your cluster's"
+        " topic management, e.g. a Strimzi KafkaTopic), or check"
+        " METRICS_EVENTS_TOPIC_PREFIX and METRICS_APPLICATION; for a local"
+        f" broker: otel-kafka-events stack --topic {topic}"
+    )
+
+
+def kafka_error_name(code: int) -> str | None:
+    """The Kafka protocol name of a broker error code.
+
+    Parameters
+    ----------
+    code
+        The error code from a Kafka response, such as 3.
+
+    Returns
+    -------
+    str or None
+        The name the Kafka protocol gives it (``UNKNOWN_TOPIC_OR_PARTITION``
+        for 3), or None for a code aiokafka does not know.
+    """
+    from aiokafka.errors import UnknownError, for_code
+
+    error_class = for_code(code)
+    if error_class is UnknownError and code != -1:
+        return None
+    return str(getattr(error_class, "message", error_class.__name__))
 
 
 class IncompatibleSchemaError(EventManagerUsageError):

@@ -213,5 +213,5 @@ class Registrations:
                 code = topic.get("error_code", 0)
                 if code == 0 and topic.get("partitions"):
                     return
-                raise KafkaTopicError(self._topic, f"broker returned error code {code}")
-        raise KafkaTopicError(self._topic, "not in the broker's metadata")
+                raise KafkaTopicError.from_error_code(self._topic, code)
+        raise KafkaTopicError.missing(self._topic)

@@ -109,18 +109,21 @@ class SchemaRegistrar:
     async def _explain(
         self, subject: str, parsed: schema.AvroSchema, error: ClientError
     ) -> list[str]:
-        messages: list[str] = []
-        detail = error.server_traceback
-        if isinstance(detail, dict) and detail.get("message"):
-            messages.append(str(detail["message"]))
+        """The registry's reasons for refusing ``parsed``, each given once.
+
+        The refusal's own message repeats every reason inside one long
+        sentence, so the compatibility endpoint's list is preferred; the
+        refusal's message is the fallback when that endpoint says nothing.
+        """
         try:
             verdict = await self.client.test_compatibility(
                 subject, parsed, verbose=True
             )
         except (ClientError, httpx.HTTPError, OSError):
-            return messages
-        if isinstance(verdict, dict):
-            messages.extend(
-                str(m) for m in verdict.get("messages", []) if m not in messages
-            )
-        return messages
+            verdict = None
+        if isinstance(verdict, dict) and verdict.get("messages"):
+            return [str(message) for message in verdict["messages"]]
+        detail = error.server_traceback
+        if isinstance(detail, dict) and detail.get("message"):
+            return [str(detail["message"])]
+        return []

@@ -8,12 +8,15 @@ exporter sends. None of it is meant for production.
 
 Install with the ``testing`` extra. For pytest fixtures, add
 ``pytest_plugins = ["otel_kafka_events.testing.pytest_plugin"]`` to a
-``conftest.py``.
+``conftest.py``. `consume_events` reads back and decodes what a test
+published; `EventsTopic` names a topic by the settings a manager takes.
 """
 
 from typing import TYPE_CHECKING
 
 from ._broker_base import BrokerCapabilities, LocalBroker
+from ._environment import stack_environment
+from ._events import EventsTopic, consume_events
 from ._noida import NoidaBroker
 from ._registry import LocalSchemaRegistry
 from ._stack import BROKER_ENV_VAR, BROKER_KINDS, LocalKafkaStack, make_broker
@@ -28,13 +31,16 @@ __all__ = [
     "BROKER_KINDS",
     "ApacheKafkaBroker",
     "BrokerCapabilities",
+    "EventsTopic",
     "LocalBroker",
     "LocalKafkaStack",
     "LocalSchemaRegistry",
     "NoidaBroker",
     "OtlpReceiver",
     "TansuBroker",
+    "consume_events",
     "make_broker",
+    "stack_environment",
 ]
 
 

@@ -1,4 +1,4 @@
-"""Pytest fixtures for a local Kafka-protocol broker and schema registry.
+"""Pytest fixtures for a service's own tests: a local stack, no Docker.
 
 Enable in a ``conftest.py``::
 
@@ -10,25 +10,61 @@ local_kafka_stack
     Session scope: a started `LocalKafkaStack`. The broker kind comes from the
     ``OTEL_KAFKA_EVENTS_TEST_BROKER`` environment variable (``tansu`` by
     default, ``noida`` or ``kafka``).
+local_kafka_env
+    The stack's settings (``KAFKA_BOOTSTRAP_SERVERS``,
+    ``SCHEMA_MANAGER_REGISTRY_URL`` and, for Tansu,
+    ``METRICS_ENABLE_IDEMPOTENCE=false``) set in the environment for one
+    test; the fixture's value is that mapping.
+events_topic
+    Async: a new `EventsTopic` on the stack, with the ``topic_prefix`` and
+    ``application`` a manager needs; deleted after the test.
+metrics_env
+    `local_kafka_env` plus ``METRICS_APPLICATION`` and
+    ``METRICS_EVENTS_TOPIC_PREFIX`` of `events_topic`: a service that builds
+    its manager with `metrics_configuration_factory` publishes to that topic.
+mock_event_manager
+    Async: an initialized `MockEventManager`, closed after the test, for
+    unit tests that only check what was published.
+consume_events
+    Async helper: ``await consume_events(topic, count)`` reads and decodes
+    what was published (see `otel_kafka_events.testing.consume_events`).
 kafka_topic
-    Function scope, async: the name of a new one-partition topic, deleted
-    after the test.
+    Async: the name of a new one-partition topic, deleted after the test.
 
-The async fixture needs ``pytest-asyncio``; it is declared with
-``pytest_asyncio.fixture`` so it works in both strict and auto mode.
+The async fixtures need ``pytest-asyncio``; they are declared with
+``pytest_asyncio.fixture`` so they work in both strict and auto mode.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 import pytest_asyncio
 
+from .._manager import MockEventManager
+from .._records import DecodedRecord
+from ._environment import stack_environment
+from ._events import EventsTopic
+from ._events import consume_events as _consume_events
 from ._stack import LocalKafkaStack
 
-__all__ = ["kafka_topic", "local_kafka_stack"]
+__all__ = [
+    "consume_events",
+    "events_topic",
+    "kafka_topic",
+    "local_kafka_env",
+    "local_kafka_stack",
+    "metrics_env",
+    "mock_event_manager",
+]
+
+EVENTS_TOPIC_PREFIX = "test.events"
+"""``topic_prefix`` of the topics `events_topic` creates."""
+
+ConsumeEvents = Callable[..., Awaitable[list[DecodedRecord]]]
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +76,80 @@ def local_kafka_stack() -> Iterator[LocalKafkaStack]:
     """
     with LocalKafkaStack() as stack:
         yield stack
+
+
+@pytest.fixture
+def local_kafka_env(
+    local_kafka_stack: LocalKafkaStack, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """The stack's connection settings, set in the environment for one test."""
+    environment = stack_environment(
+        local_kafka_stack.bootstrap_servers,
+        local_kafka_stack.registry_url,
+        idempotent_producer=local_kafka_stack.broker.capabilities.idempotent_producer,
+    )
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    if "METRICS_ENABLE_IDEMPOTENCE" not in environment:
+        monkeypatch.delenv("METRICS_ENABLE_IDEMPOTENCE", raising=False)
+    return environment
+
+
+@pytest_asyncio.fixture
+async def events_topic(
+    local_kafka_stack: LocalKafkaStack,
+) -> AsyncIterator[EventsTopic]:
+    """A fresh one-partition events topic; deleted afterwards.
+
+    Its application name is unique, so the schemas a test registers do not
+    meet another test's.
+    """
+    topic = EventsTopic(EVENTS_TOPIC_PREFIX, f"app_{uuid.uuid4().hex[:12]}")
+    await local_kafka_stack.create_topic(topic.name, partitions=1)
+    yield topic
+    with contextlib.suppress(Exception):
+        await local_kafka_stack.delete_topic(topic.name)
+
+
+@pytest.fixture
+def metrics_env(
+    local_kafka_env: dict[str, str],
+    events_topic: EventsTopic,
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, str]:
+    """Everything a service configured from the environment needs."""
+    environment = {
+        **local_kafka_env,
+        "METRICS_APPLICATION": events_topic.application,
+        "METRICS_EVENTS_TOPIC_PREFIX": events_topic.topic_prefix,
+    }
+    for name in ("METRICS_APPLICATION", "METRICS_EVENTS_TOPIC_PREFIX"):
+        monkeypatch.setenv(name, environment[name])
+    for name in ("METRICS_ENABLED", "METRICS_MOCK"):
+        monkeypatch.delenv(name, raising=False)
+    return environment
+
+
+@pytest_asyncio.fixture
+async def mock_event_manager() -> AsyncIterator[MockEventManager]:
+    """An initialized `MockEventManager` (application ``test``)."""
+    manager = MockEventManager("test", EVENTS_TOPIC_PREFIX)
+    await manager.initialize()
+    yield manager
+    await manager.aclose()
+
+
+@pytest.fixture
+def consume_events(local_kafka_stack: LocalKafkaStack) -> ConsumeEvents:
+    """``await consume_events(topic, count, timeout=10.0)``: decoded records."""
+
+    async def consume(
+        topic: str | EventsTopic, count: int, *, timeout: float = 10.0
+    ) -> list[DecodedRecord]:
+        name = topic.name if isinstance(topic, EventsTopic) else topic
+        return await _consume_events(local_kafka_stack, name, count, timeout=timeout)
+
+    return consume
 
 
 @pytest_asyncio.fixture

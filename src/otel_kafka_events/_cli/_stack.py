@@ -1,0 +1,246 @@
+"""``otel-kafka-events stack``: a local broker and registry in the foreground.
+
+For developing a service: starts a broker (Tansu by default), the schema
+registry and, with ``--otlp``, an OTLP/HTTP receiver, all on 127.0.0.1;
+creates the service's topics; prints the environment lines the service
+needs (to stdout, and to ``--env-file``); then waits, echoing what reaches
+the OTLP receiver, until Ctrl-C or SIGTERM stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._console import err, out
+from ._errors import CliError
+from ._settings import EventSettings
+
+__all__ = ["stack"]
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM while the block runs.
+
+    Lets a start in progress finish (so nothing is left half-started) and
+    then stop in order, instead of `KeyboardInterrupt` landing anywhere.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signals only reach the main thread
+        return
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set())
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _write_env_file(path: Path, environment: dict[str, str]) -> None:
+    """Write ``NAME=value`` lines atomically: readers never see half a file."""
+    text = "".join(f"{name}={value}\n" for name, value in environment.items())
+    directory = path.parent if str(path.parent) else Path(".")
+    with tempfile.NamedTemporaryFile(
+        "w", dir=directory, prefix=f".{path.name}.", delete=False
+    ) as file:
+        file.write(text)
+    os.replace(file.name, path)
+
+
+class _OtlpEcho:
+    """Prints each log record and span the OTLP receiver gets, once."""
+
+    def __init__(self, receiver: Any) -> None:
+        self._receiver = receiver
+        self._logs = 0
+        self._spans = 0
+
+    def poll(self) -> None:
+        logs = self._receiver.logs
+        for record in logs[self._logs :]:
+            err.print(
+                f"OTLP log  {record.event_name or record.body!s}"
+                f" trace={record.trace_id or '-'}",
+                highlight=False,
+                markup=False,
+            )
+        self._logs = len(logs)
+        spans = self._receiver.spans
+        for span in spans[self._spans :]:
+            err.print(
+                f"OTLP span {span.name} trace={span.trace_id}",
+                highlight=False,
+                markup=False,
+            )
+        self._spans = len(spans)
+
+
+def _topics(
+    topics: tuple[str, ...], applications: tuple[str, ...], settings: EventSettings
+) -> list[str]:
+    wanted = [*topics, *(settings.topic(app) for app in applications)]
+    return list(dict.fromkeys(wanted))
+
+
+@click.command()
+@click.option(
+    "--broker",
+    type=click.Choice(["tansu", "noida", "kafka"]),
+    default="tansu",
+    show_default=True,
+    help="Broker to run (kafka needs Java 17 and Maven).",
+)
+@click.option(
+    "--topic", "topics", multiple=True, metavar="NAME", help="Create this topic."
+)
+@click.option(
+    "--application",
+    "applications",
+    multiple=True,
+    metavar="NAME",
+    help="Create the events topic of this application (default: METRICS_APPLICATION).",
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Partitions of each topic created.",
+)
+@click.option("--otlp", is_flag=True, help="Also run an OTLP/HTTP receiver.")
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the environment lines to this file (removed on exit).",
+)
+def stack(
+    broker: str,
+    topics: tuple[str, ...],
+    applications: tuple[str, ...],
+    partitions: int,
+    otlp: bool,
+    env_file: Path | None,
+) -> None:
+    """Run a local broker and schema registry until Ctrl-C.
+
+    Creates the topics given with --topic and --application (or
+    METRICS_APPLICATION), prints the environment lines a service needs to
+    publish to them, and stops everything on Ctrl-C or SIGTERM.
+    """
+    try:
+        from ..testing import LocalKafkaStack, stack_environment
+    except ImportError as exc:
+        raise CliError(
+            f"the local stack needs the testing extra ({exc})",
+            "pip install 'otel-kafka-events[testing]'",
+        ) from exc
+    settings = EventSettings()
+    if not applications and (from_env := os.environ.get("METRICS_APPLICATION")):
+        applications = (from_env,)
+    wanted_topics = _topics(topics, applications, settings)
+    with _stop_on_signals() as stop:
+        local = LocalKafkaStack(broker)
+        with err.status(f"Starting the {broker} broker and the schema registry..."):
+            try:
+                local.start()
+            except Exception as exc:
+                raise CliError(
+                    f"the {broker} broker or the schema registry did not start"
+                    f" ({type(exc).__name__}: {exc})",
+                    "try another --broker; the kafka broker needs Java 17 and Maven",
+                ) from exc
+        receiver: Any = None
+        try:
+            if otlp:
+                receiver = _start_receiver()
+            _create_topics(local, wanted_topics, partitions)
+            environment = stack_environment(
+                local.bootstrap_servers,
+                local.registry_url,
+                idempotent_producer=local.broker.capabilities.idempotent_producer,
+                application=applications[0] if len(applications) == 1 else None,
+                topic_prefix=settings.topic_prefix
+                if "METRICS_EVENTS_TOPIC_PREFIX" in os.environ
+                else None,
+                otlp_endpoint=receiver.endpoint if receiver is not None else None,
+            )
+            _announce(local, wanted_topics, environment, env_file)
+            echo = _OtlpEcho(receiver) if receiver is not None else None
+            while not stop.wait(0.25):
+                if echo is not None:
+                    echo.poll()
+        finally:
+            with err.status("Stopping..."):
+                if env_file is not None:
+                    env_file.unlink(missing_ok=True)
+                if receiver is not None:
+                    receiver.stop()
+                local.stop()
+            err.print("Stopped.")
+
+
+def _start_receiver() -> Any:
+    try:
+        from ..testing import OtlpReceiver
+    except ImportError as exc:
+        raise CliError(
+            f"--otlp needs the otel extra ({exc})",
+            "pip install 'otel-kafka-events[testing,otel]'",
+        ) from exc
+    receiver = OtlpReceiver()
+    receiver.start()
+    return receiver
+
+
+def _create_topics(local: Any, topics: list[str], partitions: int) -> None:
+    async def create() -> None:
+        for topic in topics:
+            await local.create_topic(topic, partitions, exist_ok=True)
+
+    if topics:
+        with err.status(f"Creating {len(topics)} topics..."):
+            asyncio.run(create())
+
+
+def _announce(
+    local: Any, topics: list[str], environment: dict[str, str], env_file: Path | None
+) -> None:
+    broker = local.broker
+    err.print(
+        f"[bold]{broker.name}[/] broker at {local.bootstrap_servers}, schema"
+        f" registry at {local.registry_url}",
+        highlight=False,
+    )
+    for topic in topics:
+        err.print(f"Topic {topic}", highlight=False, markup=False)
+    if not topics:
+        err.print(
+            "No topics created (give --topic or --application, or set"
+            " METRICS_APPLICATION).",
+            highlight=False,
+        )
+    err.print("Environment for a service:", highlight=False)
+    for name, value in environment.items():
+        out.print(f"{name}={value}", highlight=False, markup=False)
+    if env_file is not None:
+        _write_env_file(env_file, environment)
+        err.print(
+            f"(also in {env_file}: `set -a; . {env_file}; set +a`)",
+            highlight=False,
+            markup=False,
+        )
+    err.print("Press Ctrl-C to stop.", highlight=False)
