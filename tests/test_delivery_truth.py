@@ -494,3 +494,16 @@ async def test_required_idempotence_refused_names_the_setting(
     assert errors
     assert "enable_idempotence" in errors[0]["event"]
     assert not [e for e in logs if "unreachable" in str(e).lower()]
+
+
+@pytest.mark.parametrize("manager_class", [NoopEventManager, MockEventManager])
+async def test_noop_and_mock_publishers_accept_wait(
+    manager_class: type[NoopEventManager],
+) -> None:
+    # The README: the same service code runs with events disabled or mocked.
+    manager = manager_class("wait_app", "test.events")
+    await manager.initialize()
+    publisher = await manager.create_publisher("blob", Blob)
+    event = await publisher.publish(Blob(data=b"x"), wait=True)
+    assert event.data == b"x"  # type: ignore[attr-defined]
+    await manager.aclose()
