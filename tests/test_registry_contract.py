@@ -406,7 +406,8 @@ async def test_divergence_check_against_all_versions_of_empty_subject(
 ) -> None:
     subject = registry_peer.subject("empty")
 
-    reply = await http.post(f"compatibility/subjects/{subject}/versions", json=body(V_A))
+    path = f"compatibility/subjects/{subject}/versions"
+    reply = await http.post(path, json=body(V_A))
 
     if registry_peer.kind == "local":
         assert reply.json() == {"is_compatible": True}
