@@ -97,10 +97,15 @@ def registry_peer(request: pytest.FixtureRequest) -> RegistryPeer:
     return RegistryPeer(kind, local.url)
 
 
+def require_collector() -> None:
+    """Skip (fail under CI) unless a collector binary is found."""
+    if find_collector() is None:
+        missing_peer(f"no OpenTelemetry Collector: {BUILD_HINT}")
+
+
 @pytest.fixture
 def otel_collector() -> Iterator[OtelCollector]:
     """A collector of its own (configuration, ports, output) for one test."""
-    if find_collector() is None:
-        missing_peer(f"no OpenTelemetry Collector: {BUILD_HINT}")
+    require_collector()
     with OtelCollector() as collector:
         yield collector

@@ -97,12 +97,18 @@ class KafkaLogsSource:
         ``"otlp_json"``.
     group_id
         The consumer group; by default one of its own per collector.
+    protocol_version
+        The Kafka protocol version the receiver speaks. Left to itself, the
+        franz-go client asks for request versions newer than Tansu and
+        noida-db answer (they close the connection); 2.1.0 works with every
+        broker here.
     """
 
     bootstrap_servers: str
     topic: str
     encoding: str = "otlp_proto"
     group_id: str | None = None
+    protocol_version: str = "2.1.0"
 
 
 def _any_value(value: dict[str, Any]) -> Any:
@@ -324,6 +330,7 @@ class OtelCollector(ServerProcess):
         if self.kafka is not None:
             receivers["kafka"] = {
                 "brokers": [self.kafka.bootstrap_servers],
+                "protocol_version": self.kafka.protocol_version,
                 "group_id": self.kafka.group_id or f"otelcol-{self._http_port}",
                 "initial_offset": "earliest",
                 "logs": {
