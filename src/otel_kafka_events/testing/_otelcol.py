@@ -47,7 +47,7 @@ _BINARY_NAME = "otelcol-oke"
 _READY_MARKER = "Everything is ready. Begin running and processing data."
 BUILD_HINT = (
     "build it with 'bash scripts/build-collector' from a checkout of "
-    "otel-kafka-events (needs Go 1.25+ from https://go.dev/dl/ and access to "
+    "otel-kafka-events (needs Go 1.26+ from https://go.dev/dl/ and access to "
     f"the Go module proxy), or point {BINARY_ENV_VAR} at a collector with the "
     "otlp and kafka receivers and the file exporter"
 )
