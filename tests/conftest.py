@@ -13,7 +13,7 @@ from otel_kafka_events.testing import LocalKafkaStack
 
 from .broker_support import capabilities
 
-pytest_plugins = ["otel_kafka_events.testing.pytest_plugin"]
+pytest_plugins = ["otel_kafka_events.testing.pytest_plugin", "tests.peers"]
 
 # A separate project with its own pytest configuration, run in a subprocess
 # by test_sample_project.py.

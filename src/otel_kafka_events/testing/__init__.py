@@ -4,7 +4,10 @@ Everything here runs on 127.0.0.1 without Docker: a Kafka-protocol broker
 (Tansu or noida-db from PyPI, or Apache Kafka itself from Maven Central's
 jars), `LocalSchemaRegistry`, an in-memory server speaking the Confluent
 Schema Registry REST API, and `OtlpReceiver`, which records what an OTLP/HTTP
-exporter sends. None of it is meant for production.
+exporter sends. Two peers written by others judge the same things:
+`ApicurioRegistry` (Apicurio Registry from Maven Central, on Java 21+) and
+`OtelCollector` (an OpenTelemetry Collector built by
+``scripts/build-collector``). None of it is meant for production.
 
 Install with the ``testing`` extra. For pytest fixtures, add
 ``pytest_plugins = ["otel_kafka_events.testing.pytest_plugin"]`` to a
@@ -24,19 +27,25 @@ from ._tansu import TansuBroker
 
 if TYPE_CHECKING:
     from ._apache_kafka import ApacheKafkaBroker
-    from ._otlp import OtlpReceiver
+    from ._apicurio import ApicurioRegistry
+    from ._otelcol import KafkaLogsSource, OtelCollector
+    from ._otlp import OtlpReceiver, ReceivedLog
 
 __all__ = [
     "BROKER_ENV_VAR",
     "BROKER_KINDS",
     "ApacheKafkaBroker",
+    "ApicurioRegistry",
     "BrokerCapabilities",
     "EventsTopic",
+    "KafkaLogsSource",
     "LocalBroker",
     "LocalKafkaStack",
     "LocalSchemaRegistry",
     "NoidaBroker",
+    "OtelCollector",
     "OtlpReceiver",
+    "ReceivedLog",
     "TansuBroker",
     "consume_events",
     "make_broker",
@@ -51,9 +60,17 @@ def __getattr__(name: str) -> object:
         from ._apache_kafka import ApacheKafkaBroker
 
         return ApacheKafkaBroker
-    # Needs opentelemetry-proto (the ``otel`` extra).
-    if name == "OtlpReceiver":
-        from ._otlp import OtlpReceiver
+    if name == "ApicurioRegistry":
+        from ._apicurio import ApicurioRegistry
 
-        return OtlpReceiver
+        return ApicurioRegistry
+    # These need opentelemetry-proto (the ``otel`` extra).
+    if name in ("OtlpReceiver", "ReceivedLog"):
+        from . import _otlp
+
+        return getattr(_otlp, name)
+    if name in ("OtelCollector", "KafkaLogsSource"):
+        from . import _otelcol
+
+        return getattr(_otelcol, name)
     raise AttributeError(name)
