@@ -401,10 +401,11 @@ class KafkaEventManager(EventManager):
         Returns
         -------
         int
-            How many events pending at the call were not delivered; each was
-            also reported to the failure callback, with reason ``shutdown``
-            if still pending at the deadline (``failed`` if its delivery
-            timeout ran out first).
+            How many events failed during the close: those still pending at
+            its deadline and publishes still waiting for room (reason
+            ``shutdown``), and those whose delivery timeout ran out meanwhile
+            (reason ``failed``). Each was also reported to the failure
+            callback.
         """
         if self._close_task is None:
             self._close_task = asyncio.create_task(
@@ -498,8 +499,9 @@ class KafkaEventManager(EventManager):
         -------
         bool
             True if the event was accepted after waiting for room; False if
-            it was dropped, or given up because the manager closed while it
-            waited (either way reported, counted, and its waiter resolved).
+            it was dropped, or given up because the manager closed or its
+            event type failed to register while it waited (reported,
+            counted, and its waiter resolved either way).
 
         Raises
         ------
@@ -528,6 +530,13 @@ class KafkaEventManager(EventManager):
                             ),
                         )
                     ]
+                )
+                return False
+            failure = self._registrations.failure(event_type.name)
+            if failure is not None:
+                # Registration failed for good during the wait.
+                self._sender.settle(
+                    [self._ledger.refuse(event, Settled.REJECTED, failure)]
                 )
                 return False
             if event_type.schema_id is not None:
