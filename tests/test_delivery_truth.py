@@ -31,6 +31,7 @@ from otel_kafka_events import (
     EventDeliveryAbortedError,
     EventDroppedError,
     EventPayload,
+    EventRejectedError,
     IncompatibleSchemaError,
     MockEventManager,
     NoopEventManager,
@@ -507,3 +508,34 @@ async def test_noop_and_mock_publishers_accept_wait(
     event = await publisher.publish(Blob(data=b"x"), wait=True)
     assert event.data == b"x"  # type: ignore[attr-defined]
     await manager.aclose()
+
+
+async def test_a_publish_waiting_for_room_is_refused_when_its_type_fails(
+    managers: Managers, local_kafka_stack: LocalKafkaStack
+) -> None:
+    first = await connected_manager(managers, local_kafka_stack)
+    await first.create_publisher("colour", Colour)
+    registry_port = int(local_kafka_stack.registry_url.rsplit(":", 1)[1].strip("/"))
+    async with TcpProxy(registry_port) as proxy:
+        second = managers.new(
+            local_kafka_stack.bootstrap_servers,
+            proxy.url,
+            application=first.application,
+            buffer=BufferOptions(max_events=1, block_timeout=30),
+        )
+        await second.initialize()
+        proxy.switch_off()
+        publisher = await second.create_publisher("colour", Shade)
+        await publisher.publish(Shade(colour="red", shade=0))  # fills the buffer
+        blocked = asyncio.create_task(
+            publisher.publish(Shade(colour="red", shade=1), wait=True)
+        )
+        await asyncio.sleep(0.1)
+        assert not blocked.done()
+        proxy.switch_on()  # the background registration finds the conflict
+        with pytest.raises(EventRejectedError) as caught:
+            async with asyncio.timeout(10):
+                await blocked
+    assert isinstance(caught.value.__cause__, IncompatibleSchemaError)
+    stats = second.stats
+    assert (stats.published, stats.failed, stats.buffered) == (2, 2, 0)
