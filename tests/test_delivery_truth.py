@@ -301,6 +301,13 @@ async def test_initialize_twice_starts_one_producer(
     await manager.initialize()
     assert producers_alive() == before + 1
     assert len(sender_tasks()) == 1
+    # aiokafka starts one sender routine per started producer.
+    routines = [
+        t
+        for t in asyncio.all_tasks()
+        if getattr(t.get_coro(), "__name__", "") == "_sender_routine"
+    ]
+    assert len(routines) == 1
     await manager.aclose(timeout=2)
     assert sender_tasks() == []
 

@@ -20,11 +20,7 @@ from structlog.stdlib import BoundLogger
 
 from ._backoff import Backoff
 from ._exceptions import BrokerUnavailableError, IdempotenceUnsupportedError
-from ._kafka_transport import (
-    AiokafkaTransport,
-    drop_unsent_batches,
-    is_connection_error,
-)
+from ._kafka_transport import AiokafkaTransport, is_connection_error, stop_producer
 from ._ratelimit import RateLimitedLog
 
 __all__ = ["KafkaConnection", "describe_kafka_error"]
@@ -185,9 +181,8 @@ class KafkaConnection:
         self._spawn(self._restart(old))
 
     async def _restart(self, old: AIOKafkaProducer) -> None:
-        await drop_unsent_batches(old)
-        with contextlib.suppress(Exception):
-            await old.stop()
+        # Its batches were requeued for the new producer: give them up here.
+        await stop_producer(old, 0.0, abandoned=True)
         await self._reconnect()
 
     async def _reconnect(self) -> None:
@@ -309,13 +304,11 @@ class KafkaConnection:
         self._transport = None
         producer, admin = self._producer, self._admin
         self._producer = self._admin = None
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(timeout, 0.1)):
-                if producer is not None and self._manages(self._owns_producer):
-                    if abandoned:
-                        await drop_unsent_batches(producer)
-                    with contextlib.suppress(Exception):
-                        await producer.stop()
-                if admin is not None and self._manages(self._owns_admin):
-                    with contextlib.suppress(Exception):
-                        await admin.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.1)
+        if producer is not None and self._manages(self._owns_producer):
+            await stop_producer(producer, timeout, abandoned=abandoned)
+        if admin is not None and self._manages(self._owns_admin):
+            with contextlib.suppress(TimeoutError, Exception):
+                async with asyncio.timeout(max(deadline - loop.time(), 0.1)):
+                    await admin.close()

@@ -542,6 +542,9 @@ class KafkaEventManager(EventManager):
             if event_type.schema_id is not None:
                 # Encoded before registration finished, during the wait.
                 set_schema_id(event.value, event_type.schema_id)
+            # The delivery timeout counts from when the buffer takes the
+            # event; the wait for room had a bound of its own.
+            event = event._replace(deadline=time.monotonic() + self.delivery_timeout)
             if self._ledger.accept(event):
                 self._sender.wake()
                 return True

@@ -24,9 +24,9 @@ from ._transport import SendFailure
 __all__ = [
     "DEFAULT_MAX_REQUEST_SIZE",
     "AiokafkaTransport",
-    "drop_unsent_batches",
     "is_connection_error",
     "kafka_partition",
+    "stop_producer",
 ]
 
 DEFAULT_MAX_REQUEST_SIZE = 1_048_576
@@ -172,26 +172,95 @@ def producer_max_request_size(producer: Any) -> int:
     return int(size) if size else DEFAULT_MAX_REQUEST_SIZE
 
 
-async def drop_unsent_batches(producer: AIOKafkaProducer) -> None:
-    """Fail the batches aiokafka still holds, so that stopping is quick.
+async def stop_producer(
+    producer: AIOKafkaProducer, timeout: float, *, abandoned: bool
+) -> None:
+    """Stop an aiokafka producer within about ``timeout`` seconds.
 
-    ``AIOKafkaProducer.stop`` waits for every batch it holds: without a
-    broker that takes ``request_timeout_ms``, and forever with the
-    idempotent producer. The events in them were already settled (failed at
-    their deadline, or at shutdown), so they must not be sent later either.
-    This reaches into aiokafka 0.14's internals; with other versions it does
-    nothing.
+    ``AIOKafkaProducer.stop`` waits for every batch it holds and every
+    request in flight: when the broker does not answer (down, paused, a
+    broken network) that takes ``request_timeout_ms``, and forever for the
+    batches of an idempotent producer. Here, once the batches are given up
+    (``abandoned``: their events were already settled) or the time is up,
+    aiokafka's sender is stopped while its connections are aborted (as often
+    as it opens new ones), then the batches it still holds are failed, and
+    the stop goes on from there. Nothing given up is written later, and the
+    producer ends closed, so no ResourceWarning follows. This reaches into
+    aiokafka 0.14's internals; with other versions it only calls ``stop``.
+
+    Parameters
+    ----------
+    producer
+        A started producer.
+    timeout
+        Seconds a graceful stop may take when nothing was given up.
+    abandoned
+        Whether batches were given up that the producer may still hold.
     """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(timeout, 0.0)
+    if abandoned:
+        await _give_up_sends(producer, deadline + 1.0)
+    stopping = asyncio.ensure_future(producer.stop())
+    await asyncio.wait({stopping}, timeout=max(deadline - loop.time(), 0.0))
+    if not stopping.done():
+        # Out of time: what the producer still holds is given up now.
+        await _give_up_sends(producer, loop.time() + 1.0)
+        await asyncio.wait({stopping}, timeout=1.0)
+        stopping.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await stopping
+    # A stop that failed half-way leaves the client open: close it on its own.
+    with contextlib.suppress(TimeoutError, Exception):
+        async with asyncio.timeout(1.0):
+            await producer.client.close()
+
+
+async def _give_up_sends(producer: AIOKafkaProducer, until: float) -> None:
+    """Stop aiokafka's sender, then fail the batches it held.
+
+    Its requests in flight end when their connections are aborted, which
+    is done as often as it opens new ones, until the sender has stopped or
+    ``until`` (loop time) has passed. The batches are failed only then: the
+    sender must not be handling them at the same time.
+    """
+    loop = asyncio.get_running_loop()
     sender = getattr(producer, "_sender", None)
+    if sender is not None:
+        closing = asyncio.ensure_future(sender.close())
+        while not closing.done() and loop.time() < until:
+            _abort_connections(producer)
+            await asyncio.wait({closing}, timeout=0.02)
+        closing.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await closing
+    _abort_connections(producer)
     accumulator = getattr(producer, "_message_accumulator", None)
     queued = getattr(accumulator, "_batches", None)
     pending = getattr(accumulator, "_pending_batches", None)
-    if sender is None or accumulator is None or queued is None or pending is None:
-        return
-    # The sender goes first, so that it cannot requeue a batch failed here.
-    with contextlib.suppress(Exception):
-        await sender.close()
-    # A batch that was sent and requeued removes itself from the pending set
-    # when it completes; put it back there so that its callback finds it.
-    pending.update(batch for batches in queued.values() for batch in batches)
-    accumulator.fail_all(KafkaError("the event manager was closed"))
+    if accumulator is not None and queued is not None and pending is not None:
+        # A batch that was sent and requeued removes itself from the pending
+        # set when it completes; put it back there so that its callback
+        # finds it.
+        pending.update(batch for batches in queued.values() for batch in batches)
+        with contextlib.suppress(Exception):
+            accumulator.fail_all(KafkaError("the event manager was closed"))
+        # Failing a batch also fails its drain waiter, which only aiokafka's
+        # sender would have read; read it here, or asyncio reports it.
+        for batch in pending:
+            waiter = getattr(batch, "_drain_waiter", None)
+            if waiter is not None and waiter.done() and not waiter.cancelled():
+                waiter.exception()
+
+
+def _abort_connections(producer: AIOKafkaProducer) -> None:
+    """Abort the producer's connections: their requests fail at once."""
+    connections = getattr(producer.client, "_conns", None) or {}
+    for connection in list(connections.values()):
+        writer = getattr(connection, "_writer", None)
+        with contextlib.suppress(Exception):
+            if writer is not None:
+                # Unsent bytes are dropped: a graceful close would wait for
+                # a broker that does not read them.
+                writer.transport.abort()
+            connection.close()
