@@ -89,9 +89,20 @@ class EventPublisher(abc.ABC, Generic[P]):
         return self._event_type.event_model
 
     @property
+    def topic(self) -> str:
+        """The Kafka topic events of this type go to."""
+        return self._event_type.topic
+
+    @property
     def _event_class(self) -> type[P]:
         # Safir's name for `event_class`, which code written for it reads.
         return self.event_class
+
+    @property
+    def _publisher(self) -> EventPublisher[P]:
+        # Code written for Safir reads the topic from its FastStream
+        # publisher, kept here; ours answers for itself.
+        return self
 
     @property
     def avro_schema(self) -> dict[str, Any]:
