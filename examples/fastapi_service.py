@@ -10,6 +10,9 @@ one trace id:
   ``{topic}.checkout_completed`` (``METRICS_OTEL_LOGS``, forced on here);
 * the service's own structlog lines, through `add_trace_context`.
 
+Handlers get their publishers from an `EventDependency` (Safir's pattern:
+declare them in an `EventMaker`, create them in the lifespan).
+
 Configuration is Safir's: ``METRICS_APPLICATION``,
 ``METRICS_EVENTS_TOPIC_PREFIX``, ``KAFKA_BOOTSTRAP_SERVERS``,
 ``SCHEMA_MANAGER_REGISTRY_URL`` (or ``METRICS_ENABLED=false`` for no Kafka)
@@ -43,7 +46,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from opentelemetry import propagate, trace
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -65,6 +68,7 @@ from otel_kafka_events import (
     metrics_configuration_factory,
 )
 from otel_kafka_events.config import KafkaConnectionSettings, SchemaManagerSettings
+from otel_kafka_events.fastapi import EventDependency, EventMaker
 from otel_kafka_events.otel import add_trace_context
 
 if TYPE_CHECKING:
@@ -83,6 +87,18 @@ class CheckoutCompleted(EventPayload):
     order_id: str = Field(description="The order's id.")
     items: int = Field(description="Number of items bought.")
     total: Amount = Field(description="Amount paid, in euros.")
+
+
+class ShopEvents(EventMaker):
+    """The service's event publishers, handed to handlers by `EventDependency`."""
+
+    checkout_completed: EventPublisher[CheckoutCompleted]
+
+    async def initialize(self, manager: EventManager) -> None:
+        """Create the publishers (at startup, once the manager is ready)."""
+        self.checkout_completed = await manager.create_publisher(
+            "checkout_completed", CheckoutCompleted
+        )
 
 
 class CheckoutRequest(BaseModel):
@@ -125,7 +141,6 @@ class Services:
     tracer_provider: TracerProvider
     logger_provider: LoggerProvider
     events: EventManager
-    checkout_completed: EventPublisher[CheckoutCompleted]
 
 
 def setup_telemetry(endpoint: str) -> tuple[TracerProvider, LoggerProvider]:
@@ -170,6 +185,8 @@ def create_app(
     manager_options
         Extra keyword arguments for the event manager.
     """
+    # One per application: its publishers belong to this app's manager.
+    shop_events = EventDependency(ShopEvents())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -187,12 +204,8 @@ def create_app(
         )
         events = config.make_manager(telemetry=telemetry, **(manager_options or {}))
         await events.initialize()
-        publisher = await events.create_publisher(
-            "checkout_completed", CheckoutCompleted
-        )
-        app.state.services = Services(
-            tracer_provider, logger_provider, events, publisher
-        )
+        await shop_events.initialize(events)
+        app.state.services = Services(tracer_provider, logger_provider, events)
         try:
             yield
         finally:
@@ -222,12 +235,16 @@ def create_app(
             return response
 
     @app.post("/checkout", status_code=201)
-    async def checkout(body: CheckoutRequest, request: Request) -> CheckoutResponse:
-        services: Services = request.app.state.services
+    async def checkout(
+        body: CheckoutRequest,
+        # Not Annotated[...]: FastAPI reads string annotations (this module
+        # has postponed evaluation) in module scope, where shop_events is not.
+        publishers: ShopEvents = Depends(shop_events),  # noqa: B008
+    ) -> CheckoutResponse:
         order_id = f"order-{uuid.uuid4().hex[:8]}"
         # Publishing captures the current span: the event, its Kafka header
         # and its log record all point at this request's trace.
-        event = await services.checkout_completed.publish(
+        event = await publishers.checkout_completed.publish(
             CheckoutCompleted(order_id=order_id, items=body.items, total=body.total)
         )
         log.info("checkout completed", order_id=order_id, event_id=str(event.id))

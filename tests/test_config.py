@@ -227,7 +227,7 @@ def test_unknown_sasl_mechanism(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_unknown_security_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
     kafka_env(monkeypatch, KAFKA_SECURITY_PROTOCOL="CARRIER_PIGEON")
-    with pytest.raises(ValidationError, match="security_protocol"):
+    with pytest.raises(ValidationError, match="KAFKA_SECURITY_PROTOCOL"):
         metrics_configuration_factory()
 
 

@@ -34,6 +34,7 @@ from ._ledger import DeliveredEvent, DeliveryFailure, DeliveryStats
 from ._manager import (
     EventManager,
     EventPublisher,
+    FailedEventPublisher,
     MockEventManager,
     MockEventPublisher,
     NoopEventManager,
@@ -51,13 +52,18 @@ from ._mock import (
 )
 from ._models import EventMetadata, EventPayload, TracedEventMetadata
 from ._options import BufferOptions, OverflowPolicy, TelemetryOptions
+from ._registry_client import SchemaRegistrar
 from ._version import __version__
 from .config import (
     BaseMetricsConfiguration,
     DisabledMetricsConfiguration,
+    EventsConfiguration,
+    KafkaConnectionSettings,
     KafkaMetricsConfiguration,
+    KafkaSecurityProtocol,
     MetricsConfiguration,
     MockMetricsConfiguration,
+    SchemaManagerSettings,
     metrics_configuration_factory,
 )
 
@@ -91,12 +97,16 @@ __all__ = [
     "EventPublisher",
     "EventRejectedError",
     "EventTooLargeError",
+    "EventsConfiguration",
+    "FailedEventPublisher",
     "IdempotenceUnsupportedError",
     "IncompatibleSchemaError",
     "InvalidEventNameError",
+    "KafkaConnectionSettings",
     "KafkaEventManager",
     "KafkaEventPublisher",
     "KafkaMetricsConfiguration",
+    "KafkaSecurityProtocol",
     "KafkaTopicError",
     "MetricsConfiguration",
     "MockEventManager",
@@ -111,6 +121,8 @@ __all__ = [
     "PublishedCountError",
     "PublishedList",
     "PublishedTooFewError",
+    "SchemaManagerSettings",
+    "SchemaRegistrar",
     "SchemaRegistryError",
     "TelemetryOptions",
     "TracedEventMetadata",

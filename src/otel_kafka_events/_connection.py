@@ -72,6 +72,8 @@ class KafkaConnection:
         For connection messages.
     on_connected
         Called each time the clients are ready.
+    max_backoff
+        Longest delay between connection attempts.
     """
 
     def __init__(
@@ -86,7 +88,9 @@ class KafkaConnection:
         retry_backoff: float,
         logger: BoundLogger,
         on_connected: Callable[[], None],
+        max_backoff: float = 5.0,
     ) -> None:
+        self._max_backoff = max_backoff
         self._bootstrap_servers = bootstrap_servers
         self._options = dict(kafka_options)
         self._requested_idempotence = enable_idempotence
@@ -186,7 +190,7 @@ class KafkaConnection:
         await self._reconnect()
 
     async def _reconnect(self) -> None:
-        backoff = Backoff(self._retry_backoff)
+        backoff = Backoff(self._retry_backoff, self._max_backoff)
         while not self._stopping and self._transport is None:
             await asyncio.sleep(backoff.next())
             try:

@@ -8,6 +8,8 @@ a full buffer) are raised only when the caller asked for it.
 
 from __future__ import annotations
 
+from aiokafka.errors import KafkaConnectionError
+
 __all__ = [
     "BrokerUnavailableError",
     "DuplicateEventError",
@@ -56,8 +58,13 @@ class EventManagerUninitializedError(EventManagerUsageError):
 EventManagerUnintializedError = EventManagerUninitializedError
 
 
-class EventManagerClosedError(EventManagerUsageError):
-    """The manager was used after `EventManager.aclose`."""
+class EventManagerClosedError(EventManagerUninitializedError):
+    """The manager was used after `EventManager.aclose`.
+
+    A closed manager is uninitialized again (call `EventManager.initialize`
+    to use it anew), so this is an `EventManagerUninitializedError`, the
+    error Safir raises in that case.
+    """
 
 
 class DuplicateEventError(EventManagerUsageError):
@@ -347,5 +354,14 @@ class SchemaRegistryError(EventManagerError):
     """The schema registry could not be reached or answered with an error."""
 
 
-class BrokerUnavailableError(EventManagerError):
-    """The Kafka cluster could not be reached."""
+class BrokerUnavailableError(EventManagerError, KafkaConnectionError):  # type: ignore[misc]
+    """The Kafka cluster could not be reached.
+
+    Also an ``aiokafka.errors.KafkaConnectionError``, the error Safir lets
+    through with ``raise_on_error``, so that ``except KafkaConnectionError``
+    clauses written for Safir still catch it.
+    """
+
+    def __str__(self) -> str:
+        # aiokafka's errors prefix their class name; ours read as sentences.
+        return Exception.__str__(self)

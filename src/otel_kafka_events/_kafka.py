@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 from aiokafka import AIOKafkaProducer
@@ -35,6 +36,7 @@ from ._exceptions import (
     NotAcknowledgedError,
     SchemaRegistryError,
 )
+from ._faststream import producer_of, start_broker, stop_broker
 from ._kafka_transport import DEFAULT_MAX_REQUEST_SIZE, producer_max_request_size
 from ._ledger import DeliveryStats, Ledger, PendingEvent, Settled, record_size
 from ._manager import DEFAULT_CLOSE_TIMEOUT, EventManager, EventPublisher
@@ -226,6 +228,25 @@ class KafkaEventManager(EventManager):
         OpenTelemetry options.
     flat_payloads
         Accept only scalar payload fields, as Safir does.
+    kafka_broker
+        Safir's way to give the Kafka connection: a FastStream
+        ``KafkaBroker``, whose aiokafka producer then carries the events
+        (instead of ``producer`` or ``bootstrap_servers``). Topic checks need
+        ``kafka_admin_client`` or ``bootstrap_servers`` besides.
+    kafka_admin_client
+        Safir's name for ``admin_client``.
+    schema_manager
+        Safir's way to give the registry: what
+        `SchemaManagerSettings.make_manager` returns (registry client,
+        subject suffix and compatibility), instead of ``registry_url`` or
+        ``registry``.
+    backoff_interval
+        Longest wait between two attempts to reconnect or to register a
+        schema (5 s by default). Safir pauses publishing for this long after
+        a failure; we keep buffering and retrying, at most this far apart.
+    manage_kafka_broker
+        Start ``kafka_broker`` in `initialize` and stop it in `aclose`
+        (default False: the caller does, as in Safir).
     """
 
     def __init__(
@@ -252,6 +273,11 @@ class KafkaEventManager(EventManager):
         logger: BoundLogger | None = None,
         telemetry: TelemetryOptions | None = None,
         flat_payloads: bool = False,
+        kafka_broker: Any = None,
+        kafka_admin_client: AIOKafkaAdminClient | None = None,
+        schema_manager: SchemaRegistrar | None = None,
+        backoff_interval: timedelta | float | None = None,
+        manage_kafka_broker: bool = False,
     ) -> None:
         super().__init__(
             f"{topic_prefix}.{application}",
@@ -260,14 +286,39 @@ class KafkaEventManager(EventManager):
             telemetry=telemetry,
             flat_payloads=flat_payloads,
         )
-        if producer is None and bootstrap_servers is None:
+        if kafka_admin_client is not None:
+            if admin_client is not None:
+                raise EventManagerUsageError(
+                    "Give admin_client or kafka_admin_client, not both"
+                )
+            admin_client = kafka_admin_client
+        if kafka_broker is not None and producer is not None:
+            raise EventManagerUsageError("Give producer or kafka_broker, not both")
+        if producer is None and bootstrap_servers is None and kafka_broker is None:
             raise EventManagerUsageError(
-                "KafkaEventManager needs bootstrap_servers or a producer"
+                "KafkaEventManager needs bootstrap_servers, a producer or a"
+                " kafka_broker"
             )
-        if registry is None and registry_url is None:
+        if kafka_broker is not None and admin_client is None and not bootstrap_servers:
             raise EventManagerUsageError(
-                "KafkaEventManager needs registry_url or a registry client"
+                "With kafka_broker, give kafka_admin_client or bootstrap_servers"
+                " too (to check the topic)"
             )
+        if schema_manager is not None and (
+            registry is not None or registry_url is not None
+        ):
+            raise EventManagerUsageError(
+                "Give schema_manager, registry or registry_url: only one"
+            )
+        if registry is None and registry_url is None and schema_manager is None:
+            raise EventManagerUsageError(
+                "KafkaEventManager needs registry_url, a registry client or a"
+                " schema_manager"
+            )
+        if isinstance(backoff_interval, timedelta):
+            backoff_interval = backoff_interval.total_seconds()
+        if backoff_interval is not None and backoff_interval <= 0:
+            raise EventManagerUsageError("backoff_interval must be positive")
         if delivery_timeout <= 0:
             raise EventManagerUsageError("delivery_timeout must be positive")
         if close_timeout <= 0:
@@ -279,43 +330,73 @@ class KafkaEventManager(EventManager):
         """Seconds an event may take to be acknowledged."""
         self.close_timeout = close_timeout
         """Seconds `aclose` takes at most by default."""
+        self._broker = kafka_broker
+        self._manage_broker = manage_kafka_broker
+        self._buffer = buffer or BufferOptions()
+        self._raise_on_error = raise_on_error
+        self._registrar = schema_manager or SchemaRegistrar(
+            registry or make_registry_client(str(registry_url)),
+            suffix=schema_suffix,
+            compatibility=schema_compatibility,
+        )
+        # What each (re)build of the delivery parts needs; see _build.
+        self._settings: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers,
+            "producer": producer,
+            "admin_client": admin_client,
+            "kafka_options": options,
+            "enable_idempotence": enable_idempotence,
+            "manage_clients": manage_clients,
+            "retry_backoff": retry_backoff,
+            "max_backoff": 5.0 if backoff_interval is None else backoff_interval,
+            "on_delivery_error": on_delivery_error,
+        }
+        self._init_lock = asyncio.Lock()
+        self._build(producer)
+        register_delivery_metrics(
+            self, self.topic, self.telemetry_options.meter_provider
+        )
+
+    def _build(self, producer: AIOKafkaProducer | None) -> None:
+        """Make the delivery parts: connection, ledger, sender, registrations.
+
+        Called once by the constructor, and again when a closed manager is
+        initialized anew, or when a FastStream broker's producer becomes
+        known.
+        """
+        settings = self._settings
+        options = settings["kafka_options"]
+        retry_backoff = settings["retry_backoff"]
         self._max_request_size = (
             producer_max_request_size(producer)
             if producer is not None
             else int(options.get("max_request_size", DEFAULT_MAX_REQUEST_SIZE))
         )
-        self._buffer = buffer or BufferOptions()
-        self._raise_on_error = raise_on_error
         self._since_yield = 0
         self._closing = False
         self._close_task: asyncio.Task[int] | None = None
-        self._init_lock = asyncio.Lock()
         log = RateLimitedLog(self.logger, 10.0)
         self._ledger = Ledger(self._buffer)
         self._connection = KafkaConnection(
-            bootstrap_servers=bootstrap_servers,
+            bootstrap_servers=settings["bootstrap_servers"],
             producer=producer,
-            admin_client=admin_client,
+            admin_client=settings["admin_client"],
             kafka_options=options,
-            enable_idempotence=enable_idempotence,
-            manage_clients=manage_clients,
+            enable_idempotence=settings["enable_idempotence"],
+            manage_clients=settings["manage_clients"],
             retry_backoff=retry_backoff,
+            max_backoff=settings["max_backoff"],
             logger=self.logger,
             on_connected=self._connected,
         )
         self._sender = Sender(
             self._ledger,
-            Reporter(self.topic, on_delivery_error, log),
+            Reporter(self.topic, settings["on_delivery_error"], log),
             topic=self.topic,
             transport=lambda: self._connection.transport,
             replace_transport=self._connection.replace,
             retry_backoff=retry_backoff,
-            delivery_timeout=delivery_timeout,
-        )
-        self._registrar = SchemaRegistrar(
-            registry or make_registry_client(str(registry_url)),
-            suffix=schema_suffix,
-            compatibility=schema_compatibility,
+            delivery_timeout=self.delivery_timeout,
         )
         self._registrations = Registrations(
             topic=self.topic,
@@ -325,10 +406,8 @@ class KafkaEventManager(EventManager):
             settle=self._sender.settle,
             on_registered=self._sender.wake,
             retry_backoff=retry_backoff,
+            max_backoff=settings["max_backoff"],
             logger=self.logger,
-        )
-        register_delivery_metrics(
-            self, self.topic, self.telemetry_options.meter_provider
         )
 
     # Properties -----------------------------------------------------------
@@ -362,13 +441,21 @@ class KafkaEventManager(EventManager):
         are buffered. If ``enable_idempotence=True`` and the broker refuses
         idempotent producers, it raises `IdempotenceUnsupportedError` with
         ``raise_on_error`` and otherwise logs that error.
+
+        After `aclose`, this starts the manager anew, as Safir allows: new
+        clients (when the manager creates its own), an empty buffer, zeroed
+        `stats` and no publishers.
         """
         async with self._init_lock:
             if self._closing:
-                raise EventManagerClosedError("This event manager was closed")
+                if self._close_task is not None:
+                    await asyncio.shield(self._close_task)
+                self._build(self._settings["producer"])
             if self._sender.running:
                 return
             try:
+                if self._broker is not None:
+                    await self._use_broker()
                 await self._connection.connect()
             except (BrokerUnavailableError, IdempotenceUnsupportedError) as exc:
                 if self._raise_on_error:
@@ -384,6 +471,21 @@ class KafkaEventManager(EventManager):
                     self._connection.connect_in_background()
             self._sender.start()
             await super().initialize()
+
+    async def _use_broker(self) -> None:
+        """Publish through the FastStream broker's producer (started here if
+        the manager manages the broker)."""
+        if self._manage_broker:
+            try:
+                await start_broker(self._broker)
+            except Exception as exc:
+                raise BrokerUnavailableError(
+                    f"Cannot start the FastStream Kafka broker:"
+                    f" {describe_kafka_error(exc)}"
+                ) from exc
+        producer = producer_of(self._broker)
+        if self._connection.transport is None:
+            self._build(producer)
 
     async def aclose(self, timeout: float | None = None) -> int:
         """Deliver pending events, then close every client.
@@ -435,6 +537,8 @@ class KafkaEventManager(EventManager):
         await self._connection.close(
             deadline - time.monotonic(), abandoned=self._sender.abandoned
         )
+        if self._broker is not None and self._manage_broker:
+            await stop_broker(self._broker)
         await super().aclose(max(deadline - time.monotonic(), 0.0))
         undelivered = self._ledger.stats.failed - failed_before
         if undelivered:

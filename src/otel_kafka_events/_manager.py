@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import abc
 import enum
+import time
+from datetime import timedelta
 from typing import Any, Generic, TypeVar, cast
 
 import structlog
@@ -23,7 +25,7 @@ from ._exceptions import (
     EventManagerUsageError,
 )
 from ._mock import PublishedList
-from ._models import EventMetadata, EventPayload, json_dump
+from ._models import EventMetadata, EventPayload, json_dump, remember_schema
 from ._options import TelemetryOptions
 from ._telemetry import Telemetry, flush_telemetry
 
@@ -31,6 +33,7 @@ __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
     "EventManager",
     "EventPublisher",
+    "FailedEventPublisher",
     "MockEventManager",
     "MockEventPublisher",
     "NoopEventManager",
@@ -86,9 +89,49 @@ class EventPublisher(abc.ABC, Generic[P]):
         return self._event_type.event_model
 
     @property
+    def topic(self) -> str:
+        """The Kafka topic events of this type go to."""
+        return self._event_type.topic
+
+    @property
+    def _event_class(self) -> type[P]:
+        # Safir's name for `event_class`, which code written for it reads.
+        return self.event_class
+
+    @property
+    def _publisher(self) -> EventPublisher[P]:
+        # Code written for Safir reads the topic from its FastStream
+        # publisher, kept here; ours answers for itself.
+        return self
+
+    @property
     def avro_schema(self) -> dict[str, Any]:
         """The Avro schema events of this type are written with."""
         return self._event_type.schema
+
+    def construct_event(self, payload: P) -> P:
+        """Build the event `publish` would publish, without publishing it.
+
+        The metadata (id, timestamps, trace context) is filled in as for a
+        real publish.
+
+        Parameters
+        ----------
+        payload
+            An instance of the payload model.
+
+        Returns
+        -------
+        EventPayload
+            An instance of `event_class`.
+
+        Raises
+        ------
+        EventPayloadError
+            If the payload cannot be encoded (naming the field).
+        """
+        event: P = self._event_type.enrich(payload).event
+        return event
 
     @abc.abstractmethod
     async def publish(self, payload: P, *, wait: bool | None = None) -> EventMetadata:
@@ -159,6 +202,54 @@ class NoopEventPublisher(EventPublisher[P]):
             metrics_event=json_dump(enriched.event),
         )
         event: EventMetadata = enriched.event
+        return event
+
+
+class FailedEventPublisher(EventPublisher[P]):
+    """Builds events and discards them, logging an error now and then.
+
+    Safir hands one out when an event type cannot be registered. Our
+    managers never do: they keep retrying the registration in the
+    background and buffer the events meanwhile. The class exists for code
+    that names it, and for a service that wants to disable one event type
+    loudly.
+
+    Parameters
+    ----------
+    event_type
+        The compiled event type.
+    telemetry
+        The manager's OTel parts (no log record is emitted).
+    logger
+        Where the error goes.
+    backoff_interval
+        The error is logged at most once per interval.
+    """
+
+    def __init__(
+        self,
+        event_type: EventType[P],
+        telemetry: Telemetry,
+        logger: BoundLogger,
+        backoff_interval: timedelta = timedelta(minutes=5),
+    ) -> None:
+        super().__init__(event_type, telemetry)
+        self._logger = logger
+        self._interval = backoff_interval.total_seconds()
+        self._logged_at: float | None = None
+
+    async def publish(self, payload: P, *, wait: bool | None = None) -> EventMetadata:
+        """Build the event, discard it, and log an error if none was logged
+        within the backoff interval."""
+        event: EventMetadata = self._event_type.enrich(payload).event
+        now = time.monotonic()
+        if self._logged_at is None or now - self._logged_at >= self._interval:
+            self._logged_at = now
+            self._logger.error(
+                "Event not published: this event type is disabled",
+                event_name=self.name,
+                attempted_operation="publish",
+            )
         return event
 
 
@@ -242,9 +333,11 @@ class EventManager(abc.ABC):
         self._state = _State.UNINITIALIZED
 
     async def initialize(self) -> None:
-        """Prepare the manager; call before `create_publisher`."""
-        if self._state is _State.CLOSED:
-            raise EventManagerClosedError("This event manager was closed")
+        """Prepare the manager; call before `create_publisher`.
+
+        A closed manager can be initialized again, as in Safir; it starts
+        with no publishers.
+        """
         self._state = _State.READY
 
     async def aclose(self, timeout: float | None = None) -> int:
@@ -260,6 +353,11 @@ class EventManager(abc.ABC):
         -------
         int
             How many events could not be delivered (always 0 here).
+
+        Notes
+        -----
+        Afterwards `create_publisher` raises `EventManagerClosedError` (an
+        `EventManagerUninitializedError`) until `initialize` is called again.
         """
         # Log records (and producer spans) may sit in SDK batch processors;
         # every manager flushes them, including the Kafka-free ones.
@@ -333,6 +431,7 @@ class EventManager(abc.ABC):
             trace_context=self.telemetry_options.trace_context,
             flat_payloads=self.flat_payloads,
         )
+        remember_schema(event_type.event_model, event_type.schema)
         self._event_types[event_type.event_model] = event_type
         self._pending_severity[event_type.event_model] = log_severity
         try:

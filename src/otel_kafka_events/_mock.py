@@ -51,24 +51,51 @@ Dumped = list[dict[str, Any]]
 class BaseAssertionError(AssertionError):
     """A published-events assertion failed; shows expected and actual.
 
-    Attributes
+    Parameters
     ----------
     expected
         The expected payload dicts.
     actual
         ``model_dump(mode="json")`` of every recorded payload.
+    actual_models
+        The recorded payloads themselves.
+    detail
+        More about the mismatch, appended to `errormsg`.
+
+    Attributes
+    ----------
+    expected
+        The expected payload dicts.
+    actual
+        The recorded payloads, dumped as they were compared.
+    actual_models
+        The recorded payload models (as in Safir).
     """
 
     summary = "Published events do not match"
 
-    def __init__(self, expected: Dumped, actual: Dumped, *, detail: str = "") -> None:
+    def __init__(
+        self,
+        expected: Dumped,
+        actual: Dumped,
+        actual_models: list[Any] | None = None,
+        *,
+        detail: str = "",
+    ) -> None:
         self.expected = expected
         self.actual = actual
-        extra = f"\n{detail}" if detail else ""
+        self.actual_models: list[Any] = list(actual_models or [])
+        self._detail = detail
         super().__init__(
-            f"{self.summary}{extra}\nExpected:\n{pformat(expected)}\n"
-            f"Actual:\n{pformat(actual)}"
+            f"{self.errormsg()}\nExpected:\n{pformat(expected)}\n"
+            f"Actual:\n{pformat(actual)}\n"
+            f"Actual models: {pformat(self.actual_models)}"
         )
+
+    def errormsg(self) -> str:
+        """What went wrong, in one line (plus detail); the start of the
+        message."""
+        return f"{self.summary}\n{self._detail}" if self._detail else self.summary
 
 
 class PublishedTooFewError(BaseAssertionError):
@@ -100,9 +127,21 @@ class NotPublishedError(BaseAssertionError):
 
     summary = "Some expected events were not published"
 
-    def __init__(self, expected: Dumped, actual: Dumped, not_found: Dumped) -> None:
+    def __init__(
+        self,
+        expected: Dumped,
+        actual: Dumped,
+        not_found: Dumped,
+        *,
+        actual_models: list[Any] | None = None,
+    ) -> None:
         self.not_found = not_found
-        super().__init__(expected, actual, detail=f"Missing:\n{pformat(not_found)}")
+        super().__init__(
+            expected,
+            actual,
+            actual_models,
+            detail=f"Missing:\n{pformat(not_found)}",
+        )
 
 
 class PublishedList(list[P]):
@@ -134,7 +173,7 @@ class PublishedList(list[P]):
         """
         actual = self._dumped()
         if len(expected) > len(actual):
-            raise PublishedTooFewError(expected, actual)
+            raise PublishedTooFewError(expected, actual, list(self))
         remaining = list(actual)
         missing = []
         for item in expected:
@@ -145,14 +184,14 @@ class PublishedList(list[P]):
             else:
                 missing.append(item)
         if missing:
-            raise NotPublishedError(expected, actual, missing)
+            raise NotPublishedError(expected, actual, missing, actual_models=list(self))
         if any_order:
             return
         width = len(expected)
         for start in range(len(actual) - width + 1):
             if actual[start : start + width] == expected:
                 return
-        raise NotPublishedConsecutivelyError(expected, actual)
+        raise NotPublishedConsecutivelyError(expected, actual, list(self))
 
     def assert_published_all(
         self, expected: Dumped, *, any_order: bool = False
@@ -165,5 +204,5 @@ class PublishedList(list[P]):
             If the counts differ; otherwise as `assert_published`.
         """
         if len(expected) != len(self):
-            raise PublishedCountError(expected, self._dumped())
+            raise PublishedCountError(expected, self._dumped(), list(self))
         self.assert_published(expected, any_order=any_order)

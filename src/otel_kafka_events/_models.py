@@ -7,7 +7,10 @@ at registration, so publishing never builds models.
 
 from __future__ import annotations
 
+import copy
+import json
 from typing import Any, TypeVar, cast
+from weakref import WeakKeyDictionary
 
 from pydantic import UUID4, AwareDatetime, BaseModel, ConfigDict, Field, create_model
 from pydantic_core import PydanticSerializationError, to_jsonable_python
@@ -19,12 +22,87 @@ __all__ = [
     "build_event_model",
     "construct_event",
     "json_dump",
+    "remember_schema",
 ]
 
 P = TypeVar("P", bound="EventPayload")
 
 
-class EventPayload(BaseModel):
+# The schema each enriched event model was registered with, so that the
+# events `publish` returns can give it back (Safir's events can: their
+# models come from dataclasses-avroschema).
+_REGISTERED_SCHEMAS: WeakKeyDictionary[type, dict[str, Any]] = WeakKeyDictionary()
+
+
+def remember_schema(model: type[BaseModel], schema: dict[str, Any]) -> None:
+    """Record the Avro schema an enriched event model is published with."""
+    _REGISTERED_SCHEMAS[model] = schema
+
+
+def _derive_schema(model: type[BaseModel], *, flat: bool = False) -> dict[str, Any]:
+    """The Avro record schema of a model that was never registered.
+
+    Named after the class, in the namespace of its module; every problem
+    (unsupported field types, fields named like metadata fields) is reported
+    at once by `UnsupportedAvroSchemaError`.
+    """
+    from ._exceptions import UnsupportedAvroSchemaError
+    from ._schema import compile_record
+
+    problems: list[str] = []
+    if issubclass(model, EventPayload) and not issubclass(model, EventMetadata):
+        reserved = set(TracedEventMetadata.model_fields) & set(model.model_fields)
+        problems = [
+            f"{name}: payload field collides with the metadata field"
+            for name in sorted(reserved)
+        ]
+    try:
+        compiled = compile_record(
+            model,
+            name=model.__name__,
+            namespace=model.__module__,
+            event=model.__name__,
+            flat=flat,
+        )
+    except UnsupportedAvroSchemaError as exc:
+        raise UnsupportedAvroSchemaError(
+            model.__name__, problems + exc.problems
+        ) from None
+    if problems:
+        raise UnsupportedAvroSchemaError(model.__name__, problems)
+    return compiled.schema
+
+
+class _AvroSchemaMethods:
+    """``avro_schema()`` and ``avro_schema_to_python()``, as Safir's models
+    (dataclasses-avroschema's ``AvroBaseModel``) have them."""
+
+    @classmethod
+    def avro_schema_to_python(cls) -> dict[str, Any]:
+        """The Avro schema of this model, as a dict.
+
+        For the event class of a publisher (the type of what ``publish``
+        returns), the schema registered for it; for any other model, one
+        derived from its fields and named after the class.
+
+        Raises
+        ------
+        UnsupportedAvroSchemaError
+            If the model has no Avro representation.
+        """
+        schema = _REGISTERED_SCHEMAS.get(cls)
+        if schema is None:
+            schema = _derive_schema(cast("type[BaseModel]", cls))
+        return copy.deepcopy(schema)
+
+    @classmethod
+    def avro_schema(cls) -> str:
+        """The Avro schema of this model, as JSON text; see
+        `avro_schema_to_python`."""
+        return json.dumps(cls.avro_schema_to_python())
+
+
+class EventPayload(_AvroSchemaMethods, BaseModel):
     """Base class for the payload of an application event.
 
     Subclass it with the fields that describe what happened. The field names
@@ -39,8 +117,28 @@ class EventPayload(BaseModel):
     ...     duration_ms: float
     """
 
+    @classmethod
+    def validate_structure(cls, *, flat: bool = False) -> None:
+        """Check that this payload model can be published.
 
-class EventMetadata(BaseModel):
+        `EventManager.create_publisher` runs the same checks; call this to
+        catch a bad model in a unit test without a manager.
+
+        Parameters
+        ----------
+        flat
+            Accept only scalar fields, Safir's rule (``flat_payloads``).
+
+        Raises
+        ------
+        UnsupportedAvroSchemaError
+            Listing every field that has no Avro representation or is named
+            like a metadata field.
+        """
+        _derive_schema(cls, flat=flat)
+
+
+class EventMetadata(_AvroSchemaMethods, BaseModel):
     """Fields added to every published event, ahead of the payload fields.
 
     ``publish`` returns an instance of the enriched event type, which derives

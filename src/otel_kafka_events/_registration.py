@@ -78,6 +78,8 @@ class Registrations:
         First delay between background attempts.
     logger
         For registration messages.
+    max_backoff
+        Longest delay between background attempts.
     """
 
     def __init__(
@@ -91,8 +93,10 @@ class Registrations:
         on_registered: Callable[[], None],
         retry_backoff: float,
         logger: BoundLogger,
+        max_backoff: float = 5.0,
     ) -> None:
         self._topic = topic
+        self._max_backoff = max_backoff
         self._registrar = registrar
         self._connection = connection
         self._ledger = ledger
@@ -165,7 +169,7 @@ class Registrations:
 
     async def _keep_registering(self, event_type: EventType[Any]) -> None:
         wakeup = self._wakeups[event_type.name]
-        backoff = Backoff(self._retry_backoff)
+        backoff = Backoff(self._retry_backoff, self._max_backoff)
         try:
             while True:
                 with contextlib.suppress(TimeoutError):

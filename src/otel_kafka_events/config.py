@@ -20,14 +20,19 @@ from __future__ import annotations
 
 import abc
 import enum
+import re
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     AfterValidator,
     AliasChoices,
+    BeforeValidator,
     Field,
+    SecretStr,
     ValidationError,
+    field_serializer,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,10 +46,16 @@ from ._manager import (
     NoopEventManager,
 )
 from ._options import BufferOptions, OverflowPolicy, TelemetryOptions
+from ._registry_client import SchemaRegistrar, make_registry_client
+from ._secrets import mask_url, split_credentials
+
+if TYPE_CHECKING:
+    from schema_registry.client import AsyncSchemaRegistryClient
 
 __all__ = [
     "BaseMetricsConfiguration",
     "DisabledMetricsConfiguration",
+    "EventsConfiguration",
     "KafkaConnectionSettings",
     "KafkaMetricsConfiguration",
     "KafkaSecurityProtocol",
@@ -66,6 +77,36 @@ def _must_be(wanted: bool) -> Any:
     return AfterValidator(check)
 
 
+def _url_text(value: Any) -> Any:
+    """Accept pydantic URL objects (``HttpUrl``, ``AnyUrl``) as text."""
+    if value is not None and not isinstance(value, str | bytes):
+        return str(value)
+    return value
+
+
+_HUMAN_INTERVAL = re.compile(r"^\s*(?:\d+\s*[wdhms]\s*)+$", re.IGNORECASE)
+_UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def _interval(value: Any) -> Any:
+    """Read ``5m``, ``1h30m`` (as Safir's ``HumanTimedelta`` does) as well as
+    seconds and what pydantic reads as a ``timedelta``."""
+    if isinstance(value, str) and _HUMAN_INTERVAL.match(value):
+        return timedelta(
+            seconds=sum(
+                int(number) * _UNIT_SECONDS[unit.lower()]
+                for number, unit in re.findall(r"(\d+)\s*([wdhms])", value, re.I)
+            )
+        )
+    return value
+
+
+def _positive(value: timedelta | None) -> timedelta | None:
+    if value is not None and value.total_seconds() <= 0:
+        raise ValueError("Input should be a positive interval")
+    return value
+
+
 class KafkaSecurityProtocol(enum.StrEnum):
     """How to talk to the Kafka brokers."""
 
@@ -82,19 +123,48 @@ class KafkaConnectionSettings(BaseSettings):
         env_prefix="KAFKA_", extra="ignore", populate_by_name=True
     )
 
-    # The alias makes a validation error name the environment variable.
+    # The environment variable comes first among the aliases, so that a
+    # validation error names it.
     bootstrap_servers: str = Field(
         ...,
         description="Comma-separated host:port list of Kafka brokers.",
-        validation_alias="KAFKA_BOOTSTRAP_SERVERS",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "bootstrapServers"),
     )
-    security_protocol: KafkaSecurityProtocol = KafkaSecurityProtocol.PLAINTEXT
-    cluster_ca_path: Path | None = Field(None, description="CA certificate (PEM).")
-    client_cert_path: Path | None = Field(None, description="Client certificate.")
-    client_key_path: Path | None = Field(None, description="Client private key.")
-    sasl_mechanism: str = Field("SCRAM-SHA-512", description="SASL mechanism.")
-    sasl_username: str | None = None
-    sasl_password: str | None = None
+    security_protocol: KafkaSecurityProtocol = Field(
+        KafkaSecurityProtocol.PLAINTEXT,
+        description="How to talk to the brokers.",
+        validation_alias=AliasChoices("KAFKA_SECURITY_PROTOCOL", "securityProtocol"),
+    )
+    cluster_ca_path: Path | None = Field(
+        None,
+        description="CA certificate (PEM).",
+        validation_alias=AliasChoices("KAFKA_CLUSTER_CA_PATH", "clusterCaPath"),
+    )
+    client_cert_path: Path | None = Field(
+        None,
+        description="Client certificate.",
+        validation_alias=AliasChoices("KAFKA_CLIENT_CERT_PATH", "clientCertPath"),
+    )
+    client_key_path: Path | None = Field(
+        None,
+        description="Client private key.",
+        validation_alias=AliasChoices("KAFKA_CLIENT_KEY_PATH", "clientKeyPath"),
+    )
+    sasl_mechanism: str = Field(
+        "SCRAM-SHA-512",
+        description="SASL mechanism.",
+        validation_alias=AliasChoices("KAFKA_SASL_MECHANISM", "saslMechanism"),
+    )
+    sasl_username: str | None = Field(
+        None,
+        description="SASL username.",
+        validation_alias=AliasChoices("KAFKA_SASL_USERNAME", "saslUsername"),
+    )
+    sasl_password: SecretStr | None = Field(
+        None,
+        description="SASL password; never shown (repr, str, JSON dumps).",
+        validation_alias=AliasChoices("KAFKA_SASL_PASSWORD", "saslPassword"),
+    )
 
     @model_validator(mode="after")
     def _check_security(self) -> KafkaConnectionSettings:
@@ -144,31 +214,110 @@ class KafkaConnectionSettings(BaseSettings):
         ):
             options["sasl_mechanism"] = self.sasl_mechanism
             options["sasl_plain_username"] = self.sasl_username
-            options["sasl_plain_password"] = self.sasl_password
+            options["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
         return options
 
 
 class SchemaManagerSettings(BaseSettings):
-    """Schema registry settings (``SCHEMA_MANAGER_*``), as in Safir."""
+    """Schema registry settings (``SCHEMA_MANAGER_*``), as in Safir, plus
+    basic authentication and a request timeout.
+
+    Credentials in ``registry_url`` (``https://user:pass@host``) work too;
+    either way the password is never shown: ``repr()``, ``str()`` and JSON
+    dumps of these settings hide it, and the registry client receives it
+    separately from the URL.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="SCHEMA_MANAGER_", extra="ignore", populate_by_name=True
     )
 
-    registry_url: str = Field(
+    registry_url: Annotated[str, BeforeValidator(_url_text)] = Field(
         ...,
         description="URL of the schema registry.",
-        validation_alias="SCHEMA_MANAGER_REGISTRY_URL",
+        validation_alias=AliasChoices("SCHEMA_MANAGER_REGISTRY_URL", "registryUrl"),
     )
-    suffix: str = Field("", description="Appended to every subject name.")
+    suffix: str = Field(
+        "",
+        description="Appended to every subject name.",
+        validation_alias=AliasChoices("SCHEMA_MANAGER_SUFFIX", "suffix"),
+    )
     compatibility: str | None = Field(
         None,
         description="Compatibility level for each subject (registry default if unset).",
+        validation_alias=AliasChoices("SCHEMA_MANAGER_COMPATIBILITY", "compatibility"),
     )
+    registry_username: str | None = Field(
+        None,
+        description="Username for the registry's HTTP basic authentication.",
+        validation_alias=AliasChoices(
+            "SCHEMA_MANAGER_REGISTRY_USERNAME", "registryUsername"
+        ),
+    )
+    registry_password: SecretStr | None = Field(
+        None,
+        description="Password for the registry's HTTP basic authentication.",
+        validation_alias=AliasChoices(
+            "SCHEMA_MANAGER_REGISTRY_PASSWORD", "registryPassword"
+        ),
+    )
+    registry_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds each request to the registry may take.",
+        validation_alias=AliasChoices(
+            "SCHEMA_MANAGER_REGISTRY_TIMEOUT", "registryTimeout"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check_credentials(self) -> SchemaManagerSettings:
+        given = (self.registry_username is not None, self.registry_password is not None)
+        if given[0] != given[1]:
+            raise ValueError(
+                "SCHEMA_MANAGER_REGISTRY_USERNAME and SCHEMA_MANAGER_REGISTRY_PASSWORD"
+                " must be set together"
+            )
+        if given[0] and split_credentials(self.registry_url)[1] is not None:
+            raise ValueError(
+                "Schema registry credentials given twice: in"
+                " SCHEMA_MANAGER_REGISTRY_URL and as SCHEMA_MANAGER_REGISTRY_USERNAME"
+                " and _PASSWORD; give them once"
+            )
+        return self
+
+    @field_serializer("registry_url")
+    def _hide_url_password(self, url: str) -> str:
+        return mask_url(url)
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, mask_url(value) if name == "registry_url" else value
+
+    def make_registry_client(self) -> AsyncSchemaRegistryClient:
+        """A registry client with these settings' credentials and timeout."""
+        auth = None
+        if self.registry_username is not None and self.registry_password is not None:
+            auth = (self.registry_username, self.registry_password.get_secret_value())
+        return make_registry_client(self.registry_url, self.registry_timeout, auth=auth)
+
+    def make_manager(self) -> SchemaRegistrar:
+        """The schema manager `KafkaEventManager` takes as ``schema_manager``.
+
+        Safir's method of the same name returns its own schema manager; this
+        one registers schemas as our managers do.
+        """
+        return SchemaRegistrar(
+            self.make_registry_client(),
+            suffix=self.suffix,
+            compatibility=self.compatibility,
+        )
 
 
 class EventsConfiguration(BaseSettings):
-    """Settings of the events topic."""
+    """Settings of the events topic (``METRICS_EVENTS_TOPIC_PREFIX``)."""
 
     model_config = SettingsConfigDict(env_prefix="METRICS_", populate_by_name=True)
 
@@ -221,7 +370,11 @@ class BaseMetricsConfiguration(BaseSettings, abc.ABC):
 
     @abc.abstractmethod
     def make_manager(
-        self, logger: BoundLogger | None = None, **kwargs: Any
+        self,
+        logger: BoundLogger | None = None,
+        *,
+        kafka_broker: Any = None,
+        **kwargs: Any,
     ) -> EventManager:
         """Build the event manager these settings describe.
 
@@ -229,6 +382,11 @@ class BaseMetricsConfiguration(BaseSettings, abc.ABC):
         ----------
         logger
             Logger for the manager.
+        kafka_broker
+            A FastStream ``KafkaBroker`` the service already has, as in
+            Safir: the Kafka manager publishes through its producer, and
+            the no-op and mock managers ignore it, so that the same call
+            works in every configuration.
         **kwargs
             Extra keyword arguments for the manager's constructor; a
             ``telemetry`` given here replaces the one from the settings.
@@ -243,9 +401,13 @@ class DisabledMetricsConfiguration(BaseMetricsConfiguration):
     )
 
     def make_manager(
-        self, logger: BoundLogger | None = None, **kwargs: Any
+        self,
+        logger: BoundLogger | None = None,
+        *,
+        kafka_broker: Any = None,
+        **kwargs: Any,
     ) -> NoopEventManager:
-        """Build a `NoopEventManager`."""
+        """Build a `NoopEventManager` (``kafka_broker`` is ignored)."""
         kwargs.setdefault("telemetry", self.telemetry_options())
         return NoopEventManager(
             self.application, self.events.topic_prefix, logger, **kwargs
@@ -263,9 +425,13 @@ class MockMetricsConfiguration(BaseMetricsConfiguration):
     )
 
     def make_manager(
-        self, logger: BoundLogger | None = None, **kwargs: Any
+        self,
+        logger: BoundLogger | None = None,
+        *,
+        kafka_broker: Any = None,
+        **kwargs: Any,
     ) -> MockEventManager:
-        """Build a `MockEventManager`."""
+        """Build a `MockEventManager` (``kafka_broker`` is ignored)."""
         kwargs.setdefault("telemetry", self.telemetry_options())
         return MockEventManager(
             self.application, self.events.topic_prefix, logger, **kwargs
@@ -273,13 +439,38 @@ class MockMetricsConfiguration(BaseMetricsConfiguration):
 
 
 class KafkaMetricsConfiguration(BaseMetricsConfiguration):
-    """Events published to Kafka (the default when enabled)."""
+    """Events published to Kafka (the default when enabled).
+
+    Unknown settings are refused, as Safir refuses them, so that a
+    misspelled option fails at startup instead of being ignored.
+    """
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="forbid")
 
     enabled: Annotated[bool, _must_be(True)] = Field(
         True, validation_alias=AliasChoices("enabled", "METRICS_ENABLED")
     )
     kafka: KafkaConnectionSettings = Field(default_factory=KafkaConnectionSettings)
-    schema_manager: SchemaManagerSettings = Field(default_factory=SchemaManagerSettings)
+    schema_manager: SchemaManagerSettings = Field(
+        default_factory=SchemaManagerSettings,
+        validation_alias=AliasChoices("schemaManager", "schema_manager"),
+    )
+    backoff_interval: Annotated[
+        timedelta | None, BeforeValidator(_interval), AfterValidator(_positive)
+    ] = Field(
+        None,
+        description=(
+            "Longest wait between two attempts to reconnect to Kafka or to"
+            " register a schema after a failure (5 s if unset). Safir's"
+            " setting of this name: there it is a pause in publishing."
+        ),
+        validation_alias=AliasChoices(
+            "backoffInterval",
+            "backoff_interval",
+            "METRICS_BACKOFF_INTERVAL",
+            "BACKOFF_INTERVAL",
+        ),
+    )
     raise_on_error: bool = Field(
         False,
         description="Raise broker and registry errors instead of logging them.",
@@ -339,14 +530,29 @@ class KafkaMetricsConfiguration(BaseMetricsConfiguration):
     )
 
     def make_manager(
-        self, logger: BoundLogger | None = None, **kwargs: Any
+        self,
+        logger: BoundLogger | None = None,
+        *,
+        kafka_broker: Any = None,
+        **kwargs: Any,
     ) -> KafkaEventManager:
-        """Build a `KafkaEventManager` that creates and owns its clients."""
+        """Build a `KafkaEventManager` that creates and owns its clients.
+
+        With ``kafka_broker`` (a FastStream ``KafkaBroker``), events go
+        through that broker's producer instead; the caller starts and stops
+        the broker, as with Safir.
+        """
         kwargs.setdefault("telemetry", self.telemetry_options())
         kwargs.setdefault("bootstrap_servers", self.kafka.bootstrap_servers)
-        kwargs.setdefault("registry_url", self.schema_manager.registry_url)
-        kwargs.setdefault("schema_suffix", self.schema_manager.suffix)
-        kwargs.setdefault("schema_compatibility", self.schema_manager.compatibility)
+        if "registry" not in kwargs and "registry_url" not in kwargs:
+            kwargs.setdefault("schema_manager", self.schema_manager.make_manager())
+        else:
+            kwargs.setdefault("schema_suffix", self.schema_manager.suffix)
+            kwargs.setdefault("schema_compatibility", self.schema_manager.compatibility)
+        if kafka_broker is not None:
+            kwargs["kafka_broker"] = kafka_broker
+        if self.backoff_interval is not None:
+            kwargs.setdefault("backoff_interval", self.backoff_interval)
         kwargs.setdefault("raise_on_error", self.raise_on_error)
         kwargs.setdefault("delivery_timeout", self.delivery_timeout)
         kwargs.setdefault("close_timeout", self.close_timeout)

@@ -21,6 +21,7 @@ from .._exceptions import (
     EventManagerUsageError,
     SchemaRegistryError,
 )
+from .._secrets import mask_url
 
 __all__ = ["CliError", "explain"]
 
@@ -83,8 +84,8 @@ def explain(exc: BaseException, context: dict[str, Any]) -> CliError | None:
         return _registry_refusal(exc, registry)
     if isinstance(exc, httpx.HTTPError | SchemaRegistryError):
         return CliError(
-            f"cannot reach the schema registry at {registry} ({type(exc).__name__}:"
-            f" {exc})",
+            f"cannot reach the schema registry at {mask_url(registry)}"
+            f" ({type(exc).__name__}: {exc})",
             f"check SCHEMA_MANAGER_REGISTRY_URL, {_START_STACK}",
         )
     if isinstance(exc, EventManagerUsageError):
@@ -98,14 +99,16 @@ def _registry_refusal(exc: ClientError, registry: str) -> CliError:
     code = exc.http_code
     if code in (401, 403):
         return CliError(
-            f"the schema registry at {registry} refused our credentials (HTTP {code})",
-            "put the user and password in SCHEMA_MANAGER_REGISTRY_URL"
-            " (https://USER:PASSWORD@host) and check they may read subjects",
+            f"the schema registry at {mask_url(registry)} refused our credentials"
+            f" (HTTP {code})",
+            "set SCHEMA_MANAGER_REGISTRY_USERNAME and SCHEMA_MANAGER_REGISTRY_PASSWORD"
+            " (or put them in SCHEMA_MANAGER_REGISTRY_URL, https://USER:PASSWORD@host)"
+            " and check they may read subjects",
         )
     detail = exc.server_traceback
     message = detail.get("message") if isinstance(detail, dict) else None
     return CliError(
-        f"the schema registry at {registry} answered HTTP {code}:"
+        f"the schema registry at {mask_url(registry)} answered HTTP {code}:"
         f" {message or exc.message}",
         "check SCHEMA_MANAGER_REGISTRY_URL points at a Confluent-compatible registry",
     )

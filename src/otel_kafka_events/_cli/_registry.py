@@ -21,7 +21,7 @@ from schema_registry.client.schema import AvroSchema
 
 from .._event_type import EventType
 from .._models import EventPayload
-from .._registry_client import SchemaRegistrar, make_registry_client
+from .._registry_client import SchemaRegistrar
 from ._console import err, out
 from ._errors import CliError
 from ._loading import declared_events, import_target
@@ -29,6 +29,7 @@ from ._running import run
 from ._settings import (
     EventSettings,
     application_option,
+    registry_client,
     registry_option,
     remember,
     require,
@@ -67,7 +68,7 @@ def declared_schemas(
     topic = settings.topic(app)
     # Names subjects as the service's manager does; makes no request.
     registrar = SchemaRegistrar(
-        make_registry_client(registry_url or "http://localhost"),
+        registry_client(registry_url or "http://localhost"),
         suffix=settings.schema_suffix,
     )
     events = []
@@ -151,7 +152,7 @@ def schema(
 
 
 async def _registered_schema(url: str, subject: str, version: str) -> dict[str, Any]:
-    client = make_registry_client(url)
+    client = registry_client(url)
     versions = await client.get_versions(subject)
     if not versions:
         subjects = await client.get_subjects()
@@ -207,7 +208,7 @@ def subjects(registry_url: str | None) -> None:
 
 
 async def _subject_rows(url: str) -> list[tuple[str, str, str, str]]:
-    client = make_registry_client(url)
+    client = registry_client(url)
     rows = []
     with err.status(f"Reading subjects from {url}..."):
         for subject in sorted(await client.get_subjects()):
@@ -270,7 +271,7 @@ async def _level(client: AsyncSchemaRegistryClient, subject: str) -> str | None:
 
 
 async def _check_all(url: str, events: list[DeclaredEvent]) -> list[Verdict]:
-    client = make_registry_client(url)
+    client = registry_client(url)
     verdicts = []
     for index, event in enumerate(events, 1):
         with err.status(f"Checking {event.subject} ({index}/{len(events)})..."):

@@ -15,7 +15,9 @@ from typing import Any, TypeVar
 import click
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from schema_registry.client import AsyncSchemaRegistryClient
 
+from .._registry_client import make_registry_client
 from ..config import DEFAULT_TOPIC_PREFIX, KafkaConnectionSettings
 from ._errors import CliError
 
@@ -117,3 +119,16 @@ def remember(**values: str | None) -> None:
     context = click.get_current_context()
     shared = context.find_root().ensure_object(dict)
     shared.update({key: value for key, value in values.items() if value})
+
+
+def registry_client(url: str) -> AsyncSchemaRegistryClient:
+    """A registry client for ``url`` with the service's registry credentials
+    and timeout (``SCHEMA_MANAGER_REGISTRY_USERNAME``, ``_PASSWORD``,
+    ``_TIMEOUT``) from the environment."""
+    import os
+
+    username = os.environ.get("SCHEMA_MANAGER_REGISTRY_USERNAME")
+    password = os.environ.get("SCHEMA_MANAGER_REGISTRY_PASSWORD")
+    auth = (username, password) if username and password is not None else None
+    timeout = float(os.environ.get("SCHEMA_MANAGER_REGISTRY_TIMEOUT") or 10.0)
+    return make_registry_client(url, timeout, auth=auth)

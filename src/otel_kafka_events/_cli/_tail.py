@@ -26,13 +26,13 @@ from rich.table import Table
 
 from .._models import METADATA_FIELDS, TRACE_FIELDS
 from .._records import DecodedRecord, RecordDecoder
-from .._registry_client import make_registry_client
 from ._console import err, out
 from ._errors import CliError
 from ._running import run
 from ._settings import (
     bootstrap_option,
     kafka_client_options,
+    registry_client,
     registry_option,
     remember,
     require,
@@ -129,7 +129,7 @@ async def run_tail(
         starts, ends = await _start_offsets(consumer, assigned, options)
         for tp, offset in starts.items():
             consumer.seek(tp, offset)
-        show = _Shower(options, RecordDecoder(make_registry_client(registry_url)))
+        show = _Shower(options, RecordDecoder(registry_client(registry_url)))
         with err.status(f"Reading {options.topic} ({len(assigned)} partitions)..."):
             await _catch_up(consumer, assigned, ends, options, show)
         if options.follow:

@@ -21,6 +21,7 @@ from ._broker_base import BrokerCapabilities, LocalBroker
 from ._environment import stack_environment
 from ._events import EventsTopic, consume_events
 from ._noida import NoidaBroker
+from ._redis import RedisServer
 from ._registry import LocalSchemaRegistry
 from ._stack import BROKER_ENV_VAR, BROKER_KINDS, LocalKafkaStack, make_broker
 from ._tansu import TansuBroker
@@ -46,6 +47,7 @@ __all__ = [
     "OtelCollector",
     "OtlpReceiver",
     "ReceivedLog",
+    "RedisServer",
     "TansuBroker",
     "consume_events",
     "make_broker",

@@ -9,6 +9,7 @@ a real registry would say for the usual schema evolutions.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import socketserver
@@ -559,8 +560,15 @@ class _RegistryHTTPServer(ThreadingHTTPServer):
     # connection per call).
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], state: _RegistryState) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        state: _RegistryState,
+        authorization: str | None = None,
+    ) -> None:
         self.state = state
+        # The Authorization header every request must carry, or None.
+        self.authorization = authorization
         super().__init__(address, _RegistryRequestHandler)
 
     def server_bind(self) -> None:
@@ -603,10 +611,16 @@ class _RegistryRequestHandler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
     def _dispatch(self, method: str) -> None:
-        state = cast(_RegistryHTTPServer, self.server).state
+        server = cast(_RegistryHTTPServer, self.server)
+        state = server.state
         split = urlsplit(self.path)
         try:
             body = self._read_body()
+            if (
+                server.authorization is not None
+                and self.headers.get("Authorization") != server.authorization
+            ):
+                raise _ApiError(401, 40101, "Unauthorized")
             reply = _route(state, method, split.path, parse_qs(split.query), body)
         except _ApiError as error:
             reply = _json_reply(
@@ -650,8 +664,9 @@ class LocalSchemaRegistry(StartStop):
     supported; compatibility follows Apache Avro's reader/writer rules.
 
     This is not a production registry: state lives in memory only, there is
-    no authentication, TLS, clustering, schema references, modes or contexts,
-    and deleting a subject or version is always permanent.
+    no TLS, clustering, schema references, modes or contexts, authentication
+    is HTTP basic with one user (to test clients against a registry that
+    requires it), and deleting a subject or version is always permanent.
 
     Parameters
     ----------
@@ -664,6 +679,9 @@ class LocalSchemaRegistry(StartStop):
     default_compatibility
         The initial global compatibility level, and the one `reset` and
         ``DELETE /config`` restore.
+    basic_auth
+        A username and password that every request must present with HTTP
+        basic authentication (401 otherwise); None accepts any request.
 
     Raises
     ------
@@ -683,7 +701,12 @@ class LocalSchemaRegistry(StartStop):
         port: int = 0,
         *,
         default_compatibility: str = "BACKWARD",
+        basic_auth: tuple[str, str] | None = None,
     ) -> None:
+        self._authorization = None
+        if basic_auth is not None:
+            token = base64.b64encode(":".join(basic_auth).encode()).decode()
+            self._authorization = f"Basic {token}"
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
@@ -741,7 +764,9 @@ class LocalSchemaRegistry(StartStop):
         with self._lifecycle_lock:
             if self._server is not None:
                 return
-            server = _RegistryHTTPServer((self._host, self._port), self._state)
+            server = _RegistryHTTPServer(
+                (self._host, self._port), self._state, self._authorization
+            )
             self._port = int(server.server_address[1])
             # A short poll interval keeps stop() fast; shutdown() waits for
             # the serving loop to notice the request.
