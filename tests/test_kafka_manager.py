@@ -527,6 +527,14 @@ async def test_initialize_after_aclose_starts_anew(
     publisher = await manager.create_publisher("opened", Opened)
     await publisher.publish(Opened(seq=2, door="y"), wait=True)
     assert manager.stats.delivered == 1
+    # A publisher of an event type the new session does not have is refused
+    # rather than left to time out.
+    other = await manager.create_publisher("closed_door", Opened)
+    assert await manager.aclose() == 0
+    await manager.initialize()
+    with pytest.raises(EventManagerUninitializedError, match="create_publisher"):
+        await other.publish(Opened(seq=3, door="z"))
+    assert manager.stats.published == 0
     assert await manager.aclose() == 0
 
 

@@ -24,6 +24,7 @@ from ._connection import KafkaConnection
 from ._event_type import EventType
 from ._exceptions import (
     BrokerUnavailableError,
+    EventManagerUninitializedError,
     EventManagerUsageError,
     KafkaTopicError,
     SchemaRegistryError,
@@ -105,13 +106,28 @@ class Registrations:
         self._retry_backoff = retry_backoff
         self._logger = logger
         self._log = RateLimitedLog(logger, 10.0)
-        self._failures: dict[str, EventManagerUsageError] = {}
+        # Each event type of this session: None, or why it can never be
+        # registered.
+        self._status: dict[str, EventManagerUsageError | None] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def failure(self, event_name: str) -> BaseException | None:
-        """Why an event type can never be registered (None if it may be)."""
-        failure = self._failures.get(event_name)
+        """Why events of a type cannot be accepted (None if they can).
+
+        A type that cannot be registered answers with a new copy of its
+        registration error; a type this object never saw (a publisher made
+        before its manager was closed and initialized again) answers with
+        `EventManagerUninitializedError`.
+        """
+        try:
+            failure = self._status[event_name]
+        except KeyError:
+            return EventManagerUninitializedError(
+                f"The publisher of event {event_name!r} was created before its"
+                " event manager was closed; create it again with"
+                " create_publisher"
+            )
         return None if failure is None else fresh_copy(failure)
 
     async def register(self, event_type: EventType[Any]) -> None:
@@ -126,6 +142,7 @@ class Registrations:
         BrokerUnavailableError, SchemaRegistryError, KafkaError
             If Kafka or the registry cannot be reached (worth a retry).
         """
+        self._status.setdefault(event_type.name, None)
         transport = self._connection.transport
         admin = self._connection.admin
         if transport is None or admin is None:
@@ -197,7 +214,7 @@ class Registrations:
     def _give_up(
         self, event_type: EventType[Any], error: EventManagerUsageError
     ) -> None:
-        self._failures[event_type.name] = error
+        self._status[event_type.name] = error
         self._logger.error(
             "Event type cannot be registered; its events fail",
             event_name=event_type.name,
