@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -503,3 +505,43 @@ def test_check_errors(
         1,
         "cannot reach the schema registry",
     )
+
+
+def test_tail_follow_prints_new_events_until_ctrl_c(
+    local_kafka_stack: LocalKafkaStack, published: tuple[EventsTopic, str]
+) -> None:
+    topic, _ = published
+    env = {**os.environ, **stack_env(local_kafka_stack)}
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "otel_kafka_events", "tail", topic.name, "--follow"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert tail.stdout is not None
+        # The three records already there come first.
+        seen = [json.loads(tail.stdout.readline()) for _ in range(3)]
+        assert [r["offset"] for r in seen] == [0, 1, 2]
+
+        async def publish_one() -> None:
+            manager = manager_for(local_kafka_stack, topic)
+            await manager.initialize()
+            opened = await manager.create_publisher("opened", Opened)
+            await opened.publish(Opened(door="late"), wait=True)
+            assert await manager.aclose() == 0
+
+        asyncio.run(publish_one())
+        late = json.loads(tail.stdout.readline())
+        assert (late["event"], late["value"]["door"], late["offset"]) == (
+            "opened",
+            "late",
+            3,
+        )
+    finally:
+        tail.send_signal(signal.SIGINT)
+        _, stderr = tail.communicate(timeout=30)
+    # Ctrl-C is how --follow ends: no failure, no traceback.
+    assert tail.returncode == 0, stderr
+    assert "Traceback" not in stderr
