@@ -97,7 +97,7 @@ INTENTIONAL_DIFFERENCES: dict[str, str] = {
     ),
     "test_bad_schema_manager_mid_registration": (
         f"{_ROW} 'After an outage': with the registry down, create_publisher"
-        " returns the publisher and logs the failed registration once (retried"
+        " returns the publisher and logs the failed registration (retried"
         " in the background while its events buffer); the test expects a"
         " FailedEventPublisher whose publish logs an error"
     ),
