@@ -211,6 +211,11 @@ def test_sasl_options(monkeypatch: pytest.MonkeyPatch) -> None:
         "sasl_plain_username": "user",
         "sasl_plain_password": "secret",
     }
+    # Safir's name for the same options, with the brokers.
+    assert config.kafka.to_aiokafka_params() == {
+        "bootstrap_servers": "127.0.0.1:9092",
+        **config.kafka.to_client_options(),
+    }
 
 
 def test_unknown_sasl_mechanism(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,5 +1,11 @@
 """Our stand-in for Safir's ``tests/support/kafka.py``: the same two
-dataclasses, on a local broker and registry instead of Docker containers."""
+dataclasses, on a local broker and registry instead of Docker containers.
+
+Safir's outage tests stop and start its containers through
+``KafkaStack.kafka_container`` and ``KafkaStack.schema_registry_container``;
+`BrokerContainer` and `RegistryContainer` do the same to the local servers,
+on the same ports, keeping their data.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +24,49 @@ from otel_kafka_events.config import (
     KafkaSecurityProtocol,
     SchemaManagerSettings,
 )
-from otel_kafka_events.testing import LocalKafkaStack
+from otel_kafka_events.testing import LocalBroker, LocalKafkaStack, LocalSchemaRegistry
 
-__all__ = ["KafkaClients", "KafkaStack", "make_kafka_clients"]
+__all__ = [
+    "BrokerContainer",
+    "KafkaClients",
+    "KafkaStack",
+    "RegistryContainer",
+    "make_kafka_clients",
+]
+
+
+@dataclass
+class BrokerContainer:
+    """The two methods of Safir's Kafka container its outage test calls."""
+
+    broker: LocalBroker
+
+    def stop_container(self) -> None:
+        """Stop the broker, keeping its port and its data (topics, records).
+
+        ``kill`` rather than ``stop``: a broker's ``stop`` also deletes its
+        work directory, as removing a container would, while Docker's
+        ``container.stop()`` keeps the container's data for a restart.
+        """
+        self.broker.kill()
+
+    def start_container_again(self) -> None:
+        """Start the broker again on the same port, with its data."""
+        self.broker.start()
+
+
+@dataclass
+class RegistryContainer:
+    """Safir's schema registry container: ``stop`` takes it away."""
+
+    registry: LocalSchemaRegistry
+
+    def stop(self) -> None:
+        """Stop serving; the port and the schemas are kept for `start`."""
+        self.registry.stop()
+
+    def start(self) -> None:
+        self.registry.start()
 
 
 @dataclass
@@ -30,6 +76,8 @@ class KafkaStack:
     local: LocalKafkaStack
     kafka_connection_settings: KafkaConnectionSettings
     schema_manager_settings: SchemaManagerSettings
+    kafka_container: BrokerContainer
+    schema_registry_container: RegistryContainer
 
     @classmethod
     def for_local_stack(cls, local: LocalKafkaStack) -> KafkaStack:
@@ -42,7 +90,14 @@ class KafkaStack:
             schema_manager_settings=SchemaManagerSettings(
                 registry_url=local.registry_url
             ),
+            kafka_container=BrokerContainer(local.broker),
+            schema_registry_container=RegistryContainer(local.registry),
         )
+
+    def bring_back(self) -> None:
+        """Start whatever a test stopped (no-op for what is running)."""
+        self.local.broker.start()
+        self.local.registry.start()
 
 
 @dataclass

@@ -1,4 +1,11 @@
-"""Our stand-in for Safir's ``tests/support/metrics.py``."""
+"""Our stand-in for Safir's ``tests/support/metrics.py``.
+
+Safir's manager always publishes through a FastStream broker it manages
+(``manager._broker``), which Safir's outage test flushes; this stack's
+manager is given one too (``kafka_broker=``, ``manage_kafka_broker=True``),
+with the batch size the test asks for, so that the test reaches its
+assertions about the outage.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+
+from faststream.kafka import KafkaBroker
 
 from otel_kafka_events import (
     EventsConfiguration,
@@ -45,9 +54,10 @@ async def make_metrics_stack(
         backoff_interval=timedelta(hours=1),
         raise_on_error=False,
     )
-    manager = config.make_manager(
-        kafka_options={"max_batch_size": kafka_max_batch_size}
+    broker = KafkaBroker(
+        kafka_stack.local.bootstrap_servers, max_batch_size=kafka_max_batch_size
     )
+    manager = config.make_manager(kafka_broker=broker, manage_kafka_broker=True)
     try:
         await kafka_stack.local.create_topic("what.ever.testapp")
         await manager.initialize()

@@ -219,6 +219,11 @@ class KafkaConnectionSettings(BaseSettings):
             )
         return options
 
+    def to_aiokafka_params(self) -> dict[str, Any]:
+        """Keyword arguments for an aiokafka client, ``bootstrap_servers``
+        included, as Safir's method of the same name returns them."""
+        return {"bootstrap_servers": self.bootstrap_servers, **self.to_client_options()}
+
 
 class SchemaManagerSettings(BaseSettings):
     """Schema registry settings (``SCHEMA_MANAGER_*``), as in Safir, plus
