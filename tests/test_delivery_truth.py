@@ -8,11 +8,12 @@ crash on input the Kafka path accepts. See ``docs/reliability.md``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import gc
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -33,6 +34,7 @@ from otel_kafka_events import (
     EventPayload,
     EventRejectedError,
     IncompatibleSchemaError,
+    KafkaEventManager,
     MockEventManager,
     NoopEventManager,
     OverflowPolicy,
@@ -226,23 +228,40 @@ class Shade(EventPayload):
     shade: int
 
 
-async def test_a_stored_registration_failure_is_raised_fresh_each_time(
-    managers: Managers, local_kafka_stack: LocalKafkaStack
-) -> None:
-    first = await connected_manager(managers, local_kafka_stack)
+@contextlib.asynccontextmanager
+async def conflicting_publisher(
+    managers: Managers, stack: LocalKafkaStack, **options: Any
+) -> AsyncIterator[tuple[KafkaEventManager, Any, TcpProxy]]:
+    """A publisher of `Shade` whose registration waits in the background.
+
+    A first manager registers `Colour` under the subject; a second one, whose
+    registry is behind a switched-off proxy, creates the `Shade` publisher,
+    so the conflict is found only once the proxy is switched on again.
+    """
+    first = await connected_manager(managers, stack)
     await first.create_publisher("colour", Colour)
-    # The same topic and subject; the registry is away at create_publisher,
-    # so the incompatibility is found by the background registration.
-    registry_port = int(local_kafka_stack.registry_url.rsplit(":", 1)[1].strip("/"))
+    registry_port = int(stack.registry_url.rsplit(":", 1)[1].strip("/"))
     async with TcpProxy(registry_port) as proxy:
         second = managers.new(
-            local_kafka_stack.bootstrap_servers,
+            stack.bootstrap_servers,
             proxy.url,
             application=first.application,
+            **options,
         )
         await second.initialize()
         proxy.switch_off()
         publisher = await second.create_publisher("colour", Shade)
+        yield second, publisher, proxy
+
+
+async def test_a_stored_registration_failure_is_raised_fresh_each_time(
+    managers: Managers, local_kafka_stack: LocalKafkaStack
+) -> None:
+    async with conflicting_publisher(managers, local_kafka_stack) as (
+        second,
+        publisher,
+        proxy,
+    ):
         proxy.switch_on()
         pending = await publisher.publish(Shade(colour="red", shade=1))
         await wait_until(lambda: second.stats.failed == 1)
@@ -520,19 +539,11 @@ async def test_noop_and_mock_publishers_accept_wait(
 async def test_a_publish_waiting_for_room_is_refused_when_its_type_fails(
     managers: Managers, local_kafka_stack: LocalKafkaStack
 ) -> None:
-    first = await connected_manager(managers, local_kafka_stack)
-    await first.create_publisher("colour", Colour)
-    registry_port = int(local_kafka_stack.registry_url.rsplit(":", 1)[1].strip("/"))
-    async with TcpProxy(registry_port) as proxy:
-        second = managers.new(
-            local_kafka_stack.bootstrap_servers,
-            proxy.url,
-            application=first.application,
-            buffer=BufferOptions(max_events=1, block_timeout=30),
-        )
-        await second.initialize()
-        proxy.switch_off()
-        publisher = await second.create_publisher("colour", Shade)
+    async with conflicting_publisher(
+        managers,
+        local_kafka_stack,
+        buffer=BufferOptions(max_events=1, block_timeout=30),
+    ) as (second, publisher, proxy):
         await publisher.publish(Shade(colour="red", shade=0))  # fills the buffer
         blocked = asyncio.create_task(
             publisher.publish(Shade(colour="red", shade=1), wait=True)
