@@ -50,7 +50,7 @@ from ._mock import (
     PublishedTooFewError,
 )
 from ._models import EventMetadata, EventPayload, TracedEventMetadata
-from ._options import BufferOptions, OverflowPolicy, TelemetryOptions
+from ._options import BufferOptions, LogExport, OverflowPolicy, TelemetryOptions
 from ._version import __version__
 from .config import (
     BaseMetricsConfiguration,
@@ -60,6 +60,7 @@ from .config import (
     MockMetricsConfiguration,
     metrics_configuration_factory,
 )
+from .otel._log_export import LogExportStats
 
 __all__ = [
     "ANY",
@@ -98,6 +99,8 @@ __all__ = [
     "KafkaEventPublisher",
     "KafkaMetricsConfiguration",
     "KafkaTopicError",
+    "LogExport",
+    "LogExportStats",
     "MetricsConfiguration",
     "MockEventManager",
     "MockEventPublisher",

@@ -303,9 +303,17 @@ class KafkaEventManager(EventManager):
             logger=self.logger,
             on_connected=self._connected,
         )
+        log_export = self._telemetry.bind_log_export(
+            bootstrap_servers=bootstrap_servers, kafka_options=options, log=log
+        )
         self._sender = Sender(
             self._ledger,
-            Reporter(self.topic, on_delivery_error, log),
+            Reporter(
+                self.topic,
+                on_delivery_error,
+                log,
+                settled_events=log_export.direct if log_export else None,
+            ),
             topic=self.topic,
             transport=lambda: self._connection.transport,
             replace_transport=self._connection.replace,
