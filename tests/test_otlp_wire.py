@@ -48,7 +48,9 @@ class _Event:
         self.event_id = event_id
 
 
-def events() -> list[tuple[str, dict[str, Any], str, SpanContext | None, int]]:
+def events() -> list[
+    tuple[str, dict[str, Any], str, SpanContext | None, SeverityNumber]
+]:
     base = {"application": "shop", "timestamp": "2026", "timestamp_ns": 0}
     return [
         (
