@@ -304,7 +304,10 @@ class KafkaEventManager(EventManager):
             on_connected=self._connected,
         )
         log_export = self._telemetry.bind_log_export(
-            bootstrap_servers=bootstrap_servers, kafka_options=options, log=log
+            bootstrap_servers=bootstrap_servers,
+            kafka_options=options,
+            transport=lambda: self._connection.transport,
+            log=log,
         )
         self._sender = Sender(
             self._ledger,

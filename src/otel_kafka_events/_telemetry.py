@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._options import TelemetryOptions
@@ -63,11 +63,13 @@ class Telemetry:
         *,
         bootstrap_servers: str | list[str] | None,
         kafka_options: Mapping[str, Any],
+        transport: Callable[[], Any],
         log: RateLimitedLog,
     ) -> LogExportPipeline | None:
         """Build the Kafka manager's own log export, if
         `TelemetryOptions.log_export` asks for one, with the manager's Kafka
-        connection; its emitter becomes `log_emitter`."""
+        connection (``transport`` returns its current transport); its
+        emitter becomes `log_emitter`."""
         export = self.options.log_export
         if export is None:
             return None
@@ -84,6 +86,7 @@ class Telemetry:
             logger_provider=self.options.logger_provider,
             bootstrap_servers=bootstrap_servers,
             kafka_options=kafka_options,
+            transport=transport,
             log=log,
         )
         self.log_emitter = self.log_export.emitter

@@ -18,6 +18,7 @@ logged, and nothing they do touches Kafka delivery of the events.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import queue
@@ -34,8 +35,9 @@ from opentelemetry.trace import SpanContext
 from .._options import LogExport
 from .._ratelimit import RateLimitedLog
 from . import _otlp_wire as wire
-from ._logs import SCOPE, EventLogEmitter, record_fields
+from ._logs import SCOPE, EventLogEmitter, not_copied, record_fields
 from ._producer_thread import Message, ProducerThread
+from ._values import PLAIN_TYPES, otel_value
 
 __all__ = ["DirectLogRecords", "LogExportPipeline", "LogExportStats"]
 
@@ -191,6 +193,57 @@ def _kafka_destination(
     return _Destination(_Counts("kafka"), producer.send, producer.close)
 
 
+def _manager_producer_destination(
+    export: LogExport, transport: Callable[[], Any]
+) -> _Destination:
+    """Kafka through the event manager's own producer, on its event loop.
+
+    The direct path runs on that loop already (the reporter calls it), so
+    its records take the manager's connection without a thread or a client
+    of their own. ``transport`` returns the manager's current transport
+    (None while it is not connected: the export then fails).
+    """
+    from ._otlp_kafka import encoder
+
+    encode = encoder(export.encoding)
+    topic, timeout = export.topic, export.timeout
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def produce(
+        messages: list[Message], future: concurrent.futures.Future[None]
+    ) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                producer = getattr(transport(), "producer", None)
+                if producer is None:
+                    raise ConnectionError("the event manager is not connected")
+                acks = [
+                    await producer.send(
+                        topic, value=encode(value) if encode else value, key=key
+                    )
+                    for key, value in messages
+                ]
+                await asyncio.gather(*acks)
+        except Exception as exc:
+            future.set_exception(exc)
+        except BaseException as exc:  # cancelled: the loop is going away
+            future.set_exception(exc)
+            raise
+        else:
+            future.set_result(None)
+
+    def send(messages: list[Message]) -> concurrent.futures.Future[None]:
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+        task = asyncio.get_running_loop().create_task(produce(messages, future))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return future
+
+    # The manager stops its producer itself.
+    return _Destination(_Counts("kafka"), send, lambda timeout: None)
+
+
 def _http_destination(export: LogExport) -> _Destination:
     assert export.otlp_endpoint is not None
     sender = _HttpSender(export.otlp_endpoint, export.timeout)
@@ -207,10 +260,13 @@ def _http_destination(export: LogExport) -> _Destination:
 class DirectLogRecords:
     """Turns the events Kafka acknowledged into OTLP log records.
 
-    Stands in for `EventLogEmitter` on the publish path: `emit` only keeps
-    the event's values, under its id, until the manager's reporter calls
-    `delivered` (the records are built and exported) or `failed` (they are
-    forgotten) for it.
+    Stands in for `EventLogEmitter` on the publish path. `emit` writes the
+    event's record in the OTLP wire format at once, all but its observed
+    time, and keeps those bytes under the event id until the manager's
+    reporter calls `delivered` (the records are completed and exported) or
+    `failed` (they are forgotten). Keeping bytes rather than the event's
+    values means the garbage collector has nothing more to walk while
+    events wait for Kafka.
 
     Parameters
     ----------
@@ -246,12 +302,16 @@ class DirectLogRecords:
         self._log = log
         self._max_bytes = max_message_bytes
         self._by_trace = export.partition_by_trace_id
-        self._pending: dict[str, tuple[Any, ...]] = {}
+        # Event id -> (record up to its trace fields, its event name field,
+        # its Kafka key): plain values only.
+        self._pending: dict[str, tuple[bytes, bytes, bytes | None]] = {}
         self._prefix = wire.resource_logs_prefix(
             resource.attributes, resource.schema_url or "", SCOPE, __version__
         )
-        self._severities: dict[SeverityNumber, bytes] = {}
+        self._heads: dict[SeverityNumber, bytes] = {}
         self._names: dict[str, bytes] = {}
+        self._skip = (not_copied(False), not_copied(True))
+        # (span context, its trace fields, its key), as one tuple.
         self._last_trace: tuple[SpanContext | None, bytes, bytes | None] = (
             None,
             b"",
@@ -270,14 +330,74 @@ class DirectLogRecords:
         *,
         trace_fields: bool = True,
     ) -> None:
-        """Keep an accepted event's values until Kafka settles it."""
-        self._pending[event_id] = (
-            full_name,
-            values,
-            span_context,
-            severity,
-            trace_fields,
+        """Write an accepted event's record and keep it until Kafka settles
+        the event.
+
+        The parameters are those of `EventLogEmitter.emit`. A record that
+        cannot be written is counted as failed and reported; ``publish``
+        goes on.
+        """
+        try:
+            record = self._encode(
+                full_name, values, event_id, span_context, severity, trace_fields
+            )
+        except Exception as exc:
+            for destination in self._destinations:
+                destination.counts.add(failed=1)
+                self._report(destination, 1, f"{type(exc).__name__}: {exc}")
+            return
+        self._pending[event_id] = record
+
+    def _encode(
+        self,
+        full_name: str,
+        values: dict[str, Any],
+        event_id: str,
+        span_context: SpanContext | None,
+        severity: SeverityNumber,
+        trace_fields: bool,
+    ) -> tuple[bytes, bytes, bytes | None]:
+        last_context, trace, key = self._last_trace
+        if span_context is not last_context:
+            # Events of one request share its span: once per span.
+            trace = wire.trace_fields(span_context)
+            key = (
+                f"{span_context.trace_id:032x}".encode()
+                if span_context is not None and self._by_trace
+                else None
+            )
+            self._last_trace = (span_context, trace, key)
+        head = self._heads.get(severity)
+        if head is None:
+            head = self._heads[severity] = wire.severity_fields(severity)
+        name = self._names.get(full_name)
+        if name is None:
+            name = self._names[full_name] = wire.event_name_field(full_name)
+        if self._body_mode:
+            attributes, body = record_fields(
+                full_name, values, event_id, body_mode=True, trace_fields=trace_fields
+            )
+            middle = wire.body_field(body) + wire.attributes_field(
+                wire.ATTRIBUTE, attributes
+            )
+        else:
+            middle = b"".join(
+                wire.event_attributes(
+                    event_id,
+                    values,
+                    self._skip[trace_fields],
+                    otel_value,
+                    PLAIN_TYPES,
+                )
+            )
+            middle = wire.EMPTY_BODY + middle
+        start = b"%b%b%b%b" % (
+            wire.time_field(values["timestamp_ns"]),
+            head,
+            middle,
+            trace,
         )
+        return start, name, key
 
     def failed(self, events: Iterable[Any]) -> None:
         """Forget events that were not delivered: they get no record."""
@@ -286,87 +406,55 @@ class DirectLogRecords:
             pop(event.event_id, None)
 
     def delivered(self, events: Iterable[Any]) -> None:
-        """Build the records of events Kafka acknowledged and export them."""
-        records = self._records(events)
-        if not records:
+        """Complete the records of events Kafka acknowledged and export them."""
+        groups = self._records(events)
+        count = sum(len(group) for group in groups.values())
+        if not count:
             return
-        messages = self._messages(records)
+        messages = self._messages(groups)
         for destination in self._destinations:
-            self._send(destination, messages, len(records))
+            self._send(destination, messages, count)
 
-    def _records(self, events: Iterable[Any]) -> list[tuple[bytes | None, bytes]]:
+    def _records(self, events: Iterable[Any]) -> dict[bytes | None, list[bytes]]:
+        """The records of the events still pending, by Kafka key (the trace
+        id with `LogExport.partition_by_trace_id`, else None)."""
         pop = self._pending.pop
-        body_mode = self._body_mode
-        observed = time.time_ns()
-        severities, names = self._severities, self._names
-        last_context, trace, key = self._last_trace
-        records: list[tuple[bytes | None, bytes]] = []
-        append = records.append
-        log_record = wire.log_record
+        observed = wire.observed_field(time.time_ns())
+        varint = wire.varint
+        groups: dict[bytes | None, list[bytes]] = {}
+        last_key: Any = groups  # no key is this
+        records: list[bytes] = []
         for event in events:
             entry = pop(event.event_id, None)
             if entry is None:
                 continue
-            full_name, values, span_context, severity, trace_fields = entry
-            if span_context is not last_context:
-                last_context = span_context
-                trace = wire.trace_fields(span_context)
-                key = (
-                    f"{span_context.trace_id:032x}".encode()
-                    if span_context is not None and self._by_trace
-                    else None
-                )
-                self._last_trace = (span_context, trace, key)
-            severity_bytes = severities.get(severity)
-            if severity_bytes is None:
-                severity_bytes = severities[severity] = wire.severity_fields(severity)
-            name = names.get(full_name)
-            if name is None:
-                name = names[full_name] = wire.event_name_field(full_name)
-            attributes, body = record_fields(
-                full_name,
-                values,
-                event.event_id,
-                body_mode=body_mode,
-                trace_fields=trace_fields,
+            start, name, key = entry
+            if key is not last_key:
+                last_key = key
+                records = groups.setdefault(key, [])
+            # ``observed`` is 9 bytes.
+            records.append(
+                b"\x12%b%b%b%b"
+                % (varint(len(start) + 9 + len(name)), start, observed, name)
             )
-            append(
-                (
-                    key,
-                    log_record(
-                        values["timestamp_ns"],
-                        observed,
-                        severity_bytes,
-                        attributes,
-                        body,
-                        trace,
-                        name,
-                    ),
-                )
-            )
-        return records
+        return groups
 
-    def _messages(self, records: list[tuple[bytes | None, bytes]]) -> list[Message]:
-        """Group records by key (trace id, or none) into requests of at most
-        ``max_message_bytes``."""
-        groups: dict[bytes | None, list[bytes]] = {}
-        for key, record in records:
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = []
-            group.append(record)
+    def _messages(self, groups: dict[bytes | None, list[bytes]]) -> list[Message]:
+        """Requests of at most ``max_message_bytes`` from the records."""
         messages: list[Message] = []
         limit = self._max_bytes
+        prefix = self._prefix
         for key, group in groups.items():
             part: list[bytes] = []
             size = 0
             for record in group:
                 if part and size + len(record) > limit:
-                    messages.append((key, wire.logs_request(self._prefix, part)))
+                    messages.append((key, wire.logs_request(prefix, part)))
                     part, size = [], 0
                 part.append(record)
                 size += len(record)
-            messages.append((key, wire.logs_request(self._prefix, part)))
+            if part:
+                messages.append((key, wire.logs_request(prefix, part)))
         return messages
 
     def _send(
@@ -444,7 +532,11 @@ class LogExportPipeline:
         The application's LoggerProvider (or None: the global one), whose
         resource the records carry.
     bootstrap_servers, kafka_options
-        The event manager's Kafka connection.
+        The event manager's Kafka connection: the SDK path's exporter makes
+        a client of its own with them.
+    transport
+        Returns the event manager's transport (or None while it is not
+        connected): the direct path produces with its producer.
     log
         Where export failures are reported.
     """
@@ -457,6 +549,7 @@ class LogExportPipeline:
         logger_provider: Any,
         bootstrap_servers: str | list[str] | None,
         kafka_options: Mapping[str, Any],
+        transport: Callable[[], Any] | None = None,
         log: RateLimitedLog | None = None,
     ) -> None:
         self.export = export
@@ -465,14 +558,13 @@ class LogExportPipeline:
         self.direct: DirectLogRecords | None = None
         self._provider: Any = None
         self._counts: list[_Counts] = []
-        if export.kafka and bootstrap_servers is None:
-            raise ValueError(
-                "LogExport(kafka=True) needs the manager's bootstrap_servers"
-            )
         if export.direct:
             destinations = []
-            if export.kafka:
-                assert bootstrap_servers is not None
+            if export.kafka and transport is not None:
+                destinations.append(_manager_producer_destination(export, transport))
+            elif export.kafka:
+                if bootstrap_servers is None:
+                    raise ValueError("LogExport(kafka=True) needs bootstrap_servers")
                 destinations.append(
                     _kafka_destination(export, bootstrap_servers, options)
                 )
@@ -480,11 +572,24 @@ class LogExportPipeline:
                 destinations.append(_http_destination(export))
             self._destinations = destinations
             self._counts = [d.counts for d in destinations]
+            # Half the producer's request limit leaves room for the request's
+            # own framing.
+            limit = int(kafka_options.get("max_request_size", 1024 * 1024)) // 2
             self.direct = DirectLogRecords(
-                export, destinations, resource, body_mode=log_mode == "body", log=log
+                export,
+                destinations,
+                resource,
+                body_mode=log_mode == "body",
+                log=log,
+                max_message_bytes=min(limit, 512 * 1024),
             )
             self.emitter: Any = self.direct
         else:
+            if export.kafka and bootstrap_servers is None:
+                raise ValueError(
+                    "LogExport(kafka=True, direct=False) needs the manager's"
+                    " bootstrap_servers (it connects a client of its own)"
+                )
             self._destinations = []
             self._provider = self._sdk_provider(
                 export, resource, bootstrap_servers, options

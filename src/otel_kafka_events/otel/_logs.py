@@ -11,7 +11,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext
 
 from ._values import PLAIN_TYPES, otel_value
 
-__all__ = ["SCOPE", "EventLogEmitter", "record_fields"]
+__all__ = ["SCOPE", "EventLogEmitter", "not_copied", "record_fields"]
 
 SCOPE = "otel_kafka_events"
 """The instrumentation scope of every record."""
@@ -26,6 +26,12 @@ _NOT_COPIED_WITH_TRACE = _NOT_COPIED | {"trace_id", "span_id", "trace_flags"}
 # An empty Context is falsy and the SDK would fall back to the current
 # context; an explicit invalid span says "no trace" instead.
 _NO_TRACE = trace.set_span_in_context(NonRecordingSpan(trace.INVALID_SPAN_CONTEXT))
+
+
+def not_copied(trace_fields: bool) -> frozenset[str]:
+    """The event values that do not become attributes (metadata the record
+    holds in its own fields)."""
+    return _NOT_COPIED_WITH_TRACE if trace_fields else _NOT_COPIED
 
 
 def record_fields(

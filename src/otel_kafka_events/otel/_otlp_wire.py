@@ -22,18 +22,24 @@ from opentelemetry._logs import SeverityNumber
 from opentelemetry.trace import SpanContext
 
 __all__ = [
+    "ATTRIBUTE",
+    "EMPTY_BODY",
     "any_value",
     "attributes_field",
+    "body_field",
+    "event_attributes",
     "event_name_field",
     "logs_request",
+    "observed_field",
     "resource_logs_prefix",
     "severity_fields",
+    "time_field",
     "trace_fields",
     "varint",
 ]
 
 _SMALL = [bytes((i,)) for i in range(128)]
-_FIXED64 = struct.Struct("<Q").pack
+_TAGGED_FIXED64 = struct.Struct("<BQ").pack
 _FIXED32 = struct.Struct("<I").pack
 _DOUBLE = struct.Struct("<d").pack
 _INT64_MASK = (1 << 64) - 1
@@ -50,11 +56,9 @@ _BYTES_VALUE = b"\x3a"  # AnyValue.bytes_value = 7
 _VALUES = b"\x0a"  # ArrayValue.values = 1, KeyValueList.values = 1
 _KEY_VALUE_VALUE = b"\x12"  # KeyValue.value = 2
 
-_TIME = b"\x09"  # LogRecord.time_unix_nano = 1 (fixed64)
-_EMPTY_BODY = b"\x2a\x00"  # LogRecord.body = 5, an empty AnyValue
+EMPTY_BODY = _EMPTY_BODY = b"\x2a\x00"  # LogRecord.body = 5, an empty AnyValue
 _BODY = b"\x2a"
-_ATTRIBUTE = b"\x32"  # LogRecord.attributes = 6
-_OBSERVED = b"\x59"  # LogRecord.observed_time_unix_nano = 11 (fixed64)
+ATTRIBUTE = _ATTRIBUTE = b"\x32"  # LogRecord.attributes = 6
 _LOG_RECORD = b"\x12"  # ScopeLogs.log_records = 2
 _SCOPE_LOGS = b"\x12"  # ResourceLogs.scope_logs = 2
 _RESOURCE_LOGS = b"\x0a"  # ExportLogsServiceRequest.resource_logs = 1
@@ -131,6 +135,91 @@ def any_value(value: Any) -> bytes:
     raise TypeError(f"Invalid type {kind} of value {value!r}")
 
 
+_attribute_keys: dict[str, tuple[bytes, int]] = {}
+_INT64_SIGN = 1 << 63
+# The ``id`` attribute of a 36-character event id, up to the id's text.
+_ID_36 = b"\x32\x2c\x0a\x02id\x12\x26\x0a\x24"
+
+
+def _attribute_key(key: str) -> tuple[bytes, int]:
+    """The ``KeyValue.key`` field of ``key`` and its length."""
+    field = _sized(b"\x0a", key.encode())
+    if len(_attribute_keys) < 4096:
+        _attribute_keys[key] = (field, len(field))
+    return field, len(field)
+
+
+def event_attributes(
+    event_id: str,
+    values: Mapping[str, Any],
+    skipped: frozenset[str],
+    convert: Any,
+    plain: tuple[type, ...],
+) -> list[bytes]:
+    """The attribute fields of an event's record in ``"attributes"`` mode:
+    what `record_fields` builds, encoded as it goes.
+
+    The common small cases (text, integers, floats and booleans whose
+    fields are shorter than 128 bytes, so that every length is one byte)
+    are written in one formatting step each; anything else goes through
+    `any_value`.
+
+    Parameters
+    ----------
+    event_id
+        The ``id`` attribute, first.
+    values
+        The event's values; None values and ``skipped`` keys are left out.
+    skipped
+        Keys not copied (metadata the record holds in its own fields).
+    convert
+        Converts values whose type is not in ``plain`` (`otel_value`).
+    plain
+        Types carried as they are.
+    """
+    keys = _attribute_keys
+    data = event_id.encode()
+    fields = [
+        _ID_36 + data
+        if len(data) == 36
+        else _sized(_ATTRIBUTE, _key_value("id", event_id))
+    ]
+    append = fields.append
+    for key, value in values.items():
+        if value is None or key in skipped:
+            continue
+        known = keys.get(key)
+        field, size = known if known is not None else _attribute_key(key)
+        kind = type(value)
+        if kind is str:
+            data = value.encode()
+            length = len(data)
+            # Key, value tag, value length, string tag, string length: all
+            # lengths below 128 are one byte.
+            total = size + length + 4
+            if total < 128:
+                append(b"2%c%b\x12%c\n%c%b" % (total, field, length + 2, length, data))
+                continue
+        elif kind is int:
+            if 0 <= value < _INT64_SIGN:
+                encoded = _INT_VALUE + varint(value)
+                total = size + 2 + len(encoded)
+                if total < 128:
+                    append(b"2%c%b\x12%c%b" % (total, field, len(encoded), encoded))
+                    continue
+        elif kind is float:
+            if size + 11 < 128:
+                append(b"2%c%b\x12\x09!%b" % (size + 11, field, _DOUBLE(value)))
+                continue
+        elif kind is bool:
+            append(b"2%c%b\x12\x02\x10%c" % (size + 4, field, value))
+            continue
+        if kind not in plain:
+            value = convert(value)
+        append(_sized(_ATTRIBUTE, _key_value(key, value)))
+    return fields
+
+
 def attributes_field(tag: bytes, attributes: Mapping[str, Any]) -> bytes:
     """A repeated ``KeyValue`` field (``tag`` says which) holding ``attributes``."""
     return b"".join(
@@ -164,47 +253,20 @@ def trace_fields(span_context: SpanContext | None) -> bytes:
     )
 
 
-def log_record(
-    time_ns: int,
-    observed_ns: int,
-    severity: bytes,
-    attributes: Mapping[str, Any],
-    body: Any,
-    trace: bytes,
-    event_name: bytes,
-) -> bytes:
-    """One ``LogRecord`` as a ``ScopeLogs.log_records`` field.
+def time_field(time_ns: int) -> bytes:
+    """``time_unix_nano`` of a record."""
+    return _TAGGED_FIXED64(0x09, time_ns)  # field 1, fixed64
 
-    Parameters
-    ----------
-    time_ns, observed_ns
-        ``time_unix_nano`` and ``observed_time_unix_nano``.
-    severity
-        From `severity_fields`.
-    attributes
-        The record's attributes.
-    body
-        The body, or None: the SDK's encoder always writes a body, empty
-        for None.
-    trace
-        From `trace_fields`.
-    event_name
-        From `event_name_field`.
-    """
-    record = b"".join(
-        [
-            _TIME,
-            _FIXED64(time_ns),
-            severity,
-            _EMPTY_BODY if body is None else _sized(_BODY, any_value(body)),
-            attributes_field(_ATTRIBUTE, attributes),
-            trace,
-            _OBSERVED,
-            _FIXED64(observed_ns),
-            event_name,
-        ]
-    )
-    return _sized(_LOG_RECORD, record)
+
+def body_field(body: Any) -> bytes:
+    """``body`` of a record: always written, empty for None, as the SDK's
+    encoder does."""
+    return _EMPTY_BODY if body is None else _sized(_BODY, any_value(body))
+
+
+def observed_field(observed_ns: int) -> bytes:
+    """``observed_time_unix_nano`` of a record."""
+    return _TAGGED_FIXED64(0x59, observed_ns)  # field 11, fixed64
 
 
 def resource_logs_prefix(
@@ -233,7 +295,8 @@ def resource_logs_prefix(
 
 def logs_request(prefix: tuple[bytes, bytes, bytes], records: Iterable[bytes]) -> bytes:
     """An ``ExportLogsServiceRequest`` (which is also a ``LogsData``) holding
-    ``records`` (from `log_record`) under one resource and scope."""
+    ``records`` (``ScopeLogs.log_records`` fields) under one resource and
+    scope."""
     resource, scope, schema = prefix
     scope_logs = _sized(_SCOPE_LOGS, scope + b"".join(records))
     return _sized(_RESOURCE_LOGS, resource + scope_logs + schema)
