@@ -38,6 +38,9 @@ from otel_kafka_events.otel._otlp_kafka import encode_message
 from otel_kafka_events.otel._producer_thread import Message
 
 RESOURCE = Resource.create({"service.name": "wire-test"})
+# A real event id is 36 characters, which the direct path writes by a
+# shortcut; the other id takes the general way.
+FIRST_ID = "3f2c1d4e-5b6a-4789-8abc-def012345678"
 SPAN = SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(3))
 
 
@@ -72,7 +75,7 @@ def events() -> list[
                 "nested": {"k": [1, "two", {"z": None}], "e": []},
                 "empty": "",
             },
-            "id-1",
+            FIRST_ID,
             SPAN,
             SeverityNumber.WARN,
         ),
@@ -123,7 +126,7 @@ def direct_requests(
         direct.emit(
             name, values, event_id, span, severity, trace_fields=name.endswith("a")
         )
-    direct.delivered([_Event("id-1"), _Event("unknown"), _Event("id-2")])
+    direct.delivered([_Event(FIRST_ID), _Event("unknown"), _Event("id-2")])
     assert destination.counts.snapshot().exported == 2
     return [(key, ExportLogsServiceRequest.FromString(value)) for key, value in sent]
 

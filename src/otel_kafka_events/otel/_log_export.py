@@ -308,9 +308,11 @@ class DirectLogRecords:
         self._prefix = wire.resource_logs_prefix(
             resource.attributes, resource.schema_url or "", SCOPE, __version__
         )
-        self._heads: dict[SeverityNumber, bytes] = {}
-        self._names: dict[str, bytes] = {}
-        self._skip = (not_copied(False), not_copied(True))
+        # Full name -> (severity, number of values, severity and empty body
+        # fields, event name field, attribute plan).
+        self._types: dict[
+            str, tuple[SeverityNumber, int, bytes, bytes, wire.AttributePlan]
+        ] = {}
         # (span context, its trace fields, its key), as one tuple.
         self._last_trace: tuple[SpanContext | None, bytes, bytes | None] = (
             None,
@@ -367,12 +369,18 @@ class DirectLogRecords:
                 else None
             )
             self._last_trace = (span_context, trace, key)
-        head = self._heads.get(severity)
-        if head is None:
-            head = self._heads[severity] = wire.severity_fields(severity)
-        name = self._names.get(full_name)
-        if name is None:
-            name = self._names[full_name] = wire.event_name_field(full_name)
+        # What an event type's records share: severity, event name and the
+        # attribute plan (its values always have its model's keys, in order).
+        shared = self._types.get(full_name)
+        if shared is None or shared[0] is not severity or shared[1] != len(values):
+            shared = self._types[full_name] = (
+                severity,
+                len(values),
+                wire.severity_fields(severity) + wire.EMPTY_BODY,
+                wire.event_name_field(full_name),
+                wire.attribute_plan(values, not_copied(trace_fields)),
+            )
+        _, _, head, name, plan = shared
         if self._body_mode:
             attributes, body = record_fields(
                 full_name, values, event_id, body_mode=True, trace_fields=trace_fields
@@ -380,17 +388,11 @@ class DirectLogRecords:
             middle = wire.body_field(body) + wire.attributes_field(
                 wire.ATTRIBUTE, attributes
             )
+            head = head[: -len(wire.EMPTY_BODY)]
         else:
-            middle = b"".join(
-                wire.event_attributes(
-                    event_id,
-                    values,
-                    self._skip[trace_fields],
-                    otel_value,
-                    PLAIN_TYPES,
-                )
+            middle = wire.event_attributes(
+                event_id, values, plan, otel_value, PLAIN_TYPES
             )
-            middle = wire.EMPTY_BODY + middle
         start = b"%b%b%b%b" % (
             wire.time_field(values["timestamp_ns"]),
             head,

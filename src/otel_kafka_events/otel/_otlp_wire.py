@@ -24,7 +24,9 @@ from opentelemetry.trace import SpanContext
 __all__ = [
     "ATTRIBUTE",
     "EMPTY_BODY",
+    "AttributePlan",
     "any_value",
+    "attribute_plan",
     "attributes_field",
     "body_field",
     "event_attributes",
@@ -135,27 +137,32 @@ def any_value(value: Any) -> bytes:
     raise TypeError(f"Invalid type {kind} of value {value!r}")
 
 
-_attribute_keys: dict[str, tuple[bytes, int]] = {}
 _INT64_SIGN = 1 << 63
 # The ``id`` attribute of a 36-character event id, up to the id's text.
 _ID_36 = b"\x32\x2c\x0a\x02id\x12\x26\x0a\x24"
 
+AttributePlan = tuple[tuple[str, bytes, int], ...]
+"""The keys an event type's values become attributes under, each with its
+encoded ``KeyValue.key`` field and that field's length, in order."""
 
-def _attribute_key(key: str) -> tuple[bytes, int]:
-    """The ``KeyValue.key`` field of ``key`` and its length."""
-    field = _sized(b"\x0a", key.encode())
-    if len(_attribute_keys) < 4096:
-        _attribute_keys[key] = (field, len(field))
-    return field, len(field)
+
+def attribute_plan(keys: Iterable[str], skipped: frozenset[str]) -> AttributePlan:
+    """The `AttributePlan` of values with ``keys``, leaving out ``skipped``."""
+    plan = []
+    for key in keys:
+        if key not in skipped:
+            field = _sized(b"\x0a", key.encode())
+            plan.append((key, field, len(field)))
+    return tuple(plan)
 
 
 def event_attributes(
     event_id: str,
     values: Mapping[str, Any],
-    skipped: frozenset[str],
+    plan: AttributePlan,
     convert: Any,
     plain: tuple[type, ...],
-) -> list[bytes]:
+) -> bytes:
     """The attribute fields of an event's record in ``"attributes"`` mode:
     what `record_fields` builds, encoded as it goes.
 
@@ -169,15 +176,14 @@ def event_attributes(
     event_id
         The ``id`` attribute, first.
     values
-        The event's values; None values and ``skipped`` keys are left out.
-    skipped
-        Keys not copied (metadata the record holds in its own fields).
+        The event's values; None values are left out.
+    plan
+        Which values, in which order (`attribute_plan`).
     convert
         Converts values whose type is not in ``plain`` (`otel_value`).
     plain
         Types carried as they are.
     """
-    keys = _attribute_keys
     data = event_id.encode()
     fields = [
         _ID_36 + data
@@ -185,11 +191,10 @@ def event_attributes(
         else _sized(_ATTRIBUTE, _key_value("id", event_id))
     ]
     append = fields.append
-    for key, value in values.items():
-        if value is None or key in skipped:
+    for key, field, size in plan:
+        value = values[key]
+        if value is None:
             continue
-        known = keys.get(key)
-        field, size = known if known is not None else _attribute_key(key)
         kind = type(value)
         if kind is str:
             data = value.encode()
@@ -202,7 +207,7 @@ def event_attributes(
                 continue
         elif kind is int:
             if 0 <= value < _INT64_SIGN:
-                encoded = _INT_VALUE + varint(value)
+                encoded = _INT_VALUE + (_SMALL[value] if value < 128 else varint(value))
                 total = size + 2 + len(encoded)
                 if total < 128:
                     append(b"2%c%b\x12%c%b" % (total, field, len(encoded), encoded))
@@ -217,7 +222,7 @@ def event_attributes(
         if kind not in plain:
             value = convert(value)
         append(_sized(_ATTRIBUTE, _key_value(key, value)))
-    return fields
+    return b"".join(fields)
 
 
 def attributes_field(tag: bytes, attributes: Mapping[str, Any]) -> bytes:
