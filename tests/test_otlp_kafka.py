@@ -36,11 +36,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from otel_kafka_events import (
+    EventManagerUsageError,
     EventMetadata,
     KafkaEventManager,
     LogExport,
+    NoopEventManager,
     TelemetryOptions,
 )
+from otel_kafka_events.config import KafkaConnectionSettings, KafkaSecurityProtocol
 from otel_kafka_events.otel import KafkaLogRecordExporter
 from otel_kafka_events.otel._logs import EventLogEmitter
 from otel_kafka_events.testing import OtlpReceiver, TansuBroker
@@ -196,7 +199,7 @@ def flatten(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
                             "record": record,
                         }
                     )
-    return sorted(flat, key=lambda r: (r["record"]["eventName"]))
+    return sorted(flat, key=lambda r: r["record"]["eventName"])
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
@@ -436,3 +439,43 @@ async def test_direct_path_sends_records_only_for_delivered_events(
         assert receiver.logs == []
         [stats] = manager.log_export_stats.values()
         assert (stats.exported, stats.failed, stats.dropped) == (0, 0, 0)
+
+
+def test_exporter_takes_the_managers_connection_settings() -> None:
+    settings = KafkaConnectionSettings(
+        bootstrap_servers="kafka-1:9092,kafka-2:9092",
+        security_protocol=KafkaSecurityProtocol.SASL_PLAINTEXT,
+        sasl_mechanism="SCRAM-SHA-256",
+        sasl_username="otel",
+        sasl_password="secret",
+    )
+
+    exporter = KafkaLogRecordExporter.from_settings(settings, encoding="otlp_json")
+
+    options = exporter._producer._options
+    assert exporter._producer._bootstrap_servers == "kafka-1:9092,kafka-2:9092"
+    assert (options["security_protocol"], options["sasl_mechanism"]) == (
+        "SASL_PLAINTEXT",
+        "SCRAM-SHA-256",
+    )
+    assert (options["sasl_plain_username"], options["sasl_plain_password"]) == (
+        "otel",
+        "secret",
+    )
+    assert exporter.encoding == "otlp_json"
+    exporter.shutdown()
+
+
+def test_log_export_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="kafka=True or an otlp_endpoint"):
+        LogExport(kafka=False)
+    with pytest.raises(ValueError, match="encoding"):
+        LogExport(encoding="raw")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="needs logs=True"):
+        TelemetryOptions(log_export=LogExport())
+    with pytest.raises(EventManagerUsageError, match="KafkaEventManager"):
+        NoopEventManager(
+            "shop",
+            PREFIX,
+            telemetry=TelemetryOptions(logs=True, log_export=LogExport()),
+        )

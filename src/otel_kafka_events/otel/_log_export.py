@@ -393,12 +393,7 @@ class DirectLogRecords:
             middle = wire.event_attributes(
                 event_id, values, plan, otel_value, PLAIN_TYPES
             )
-        start = b"%b%b%b%b" % (
-            wire.time_field(values["timestamp_ns"]),
-            head,
-            middle,
-            trace,
-        )
+        start = b"".join((wire.time_field(values["timestamp_ns"]), head, middle, trace))
         return start, name, key
 
     def failed(self, events: Iterable[Any]) -> None:
@@ -435,10 +430,8 @@ class DirectLogRecords:
                 last_key = key
                 records = groups.setdefault(key, [])
             # ``observed`` is 9 bytes.
-            records.append(
-                b"\x12%b%b%b%b"
-                % (varint(len(start) + 9 + len(name)), start, observed, name)
-            )
+            size = len(start) + 9 + len(name)
+            records.append(b"".join((b"\x12", varint(size), start, observed, name)))
         return groups
 
     def _messages(self, groups: dict[bytes | None, list[bytes]]) -> list[Message]:
