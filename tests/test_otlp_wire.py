@@ -28,11 +28,8 @@ from opentelemetry.trace import SpanContext, TraceFlags
 
 from otel_kafka_events import LogExport
 from otel_kafka_events.otel import _otlp_wire as wire
-from otel_kafka_events.otel._log_export import (
-    DirectLogRecords,
-    _Counts,
-    _Destination,
-)
+from otel_kafka_events.otel._direct_logs import DirectLogRecords
+from otel_kafka_events.otel._log_destinations import Counts, Destination
 from otel_kafka_events.otel._logs import EventLogEmitter
 from otel_kafka_events.otel._otlp_kafka import encode_message
 from otel_kafka_events.otel._producer_thread import Message
@@ -114,7 +111,7 @@ def direct_requests(
         future.set_result(None)
         return future
 
-    destination = _Destination(_Counts("kafka"), send, lambda timeout: None)
+    destination = Destination(Counts("kafka"), send, lambda timeout: None)
     direct = DirectLogRecords(
         LogExport(**export),
         [destination],

@@ -60,7 +60,7 @@ from .config import (
     MockMetricsConfiguration,
     metrics_configuration_factory,
 )
-from .otel._log_export import LogExportStats
+from .otel._log_destinations import LogExportStats
 
 __all__ = [
     "ANY",

@@ -28,7 +28,7 @@ from ._options import TelemetryOptions
 from ._telemetry import Telemetry, flush_telemetry
 
 if TYPE_CHECKING:
-    from .otel._log_export import LogExportStats
+    from .otel._log_destinations import LogExportStats
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
