@@ -45,6 +45,7 @@ from ._registration import RETRIABLE_REGISTRATION_ERRORS, Registrations
 from ._registry_client import SchemaRegistrar, make_registry_client
 from ._sender import Sender
 from ._settle import FailureCallback, Reporter
+from ._telemetry import log_export_drained
 from .otel._metrics import register_delivery_metrics
 from .otel._spans import end_producer_span
 
@@ -442,6 +443,8 @@ class KafkaEventManager(EventManager):
             ),
             TimeoutError("still pending when the event manager was closed"),
         )
+        # Log records of delivered events ride on the producer: out first.
+        await log_export_drained(self._telemetry, deadline - reserve - time.monotonic())
         await self._connection.close(
             deadline - time.monotonic(), abandoned=self._sender.abandoned
         )

@@ -17,7 +17,7 @@ from .otel._spans import ProducerSpans
 if TYPE_CHECKING:
     from .otel._log_export import LogExportPipeline
 
-__all__ = ["Telemetry", "flush_telemetry"]
+__all__ = ["Telemetry", "flush_telemetry", "log_export_drained"]
 
 
 class Telemetry:
@@ -91,6 +91,14 @@ class Telemetry:
         )
         self.log_emitter = self.log_export.emitter
         return self.log_export
+
+
+async def log_export_drained(telemetry: Telemetry, timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for the direct log export's records in
+    flight: before the Kafka manager stops the producer that carries them."""
+    export = telemetry.log_export
+    if export is not None and export.direct is not None:
+        await export.direct.drained(timeout)
 
 
 async def flush_telemetry(telemetry: Telemetry, timeout: float) -> None:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import threading
@@ -260,6 +261,19 @@ class DirectLogRecords:
                 error=reason,
             )
 
+    async def drained(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds, on the event loop, for the exports
+        in flight (the manager calls it before it stops its producer, which
+        carries the Kafka exports)."""
+        with self._lock:
+            futures = [asyncio.wrap_future(f) for f in self._in_flight]
+        for future in futures:
+            # Failures are counted and reported by `_send`; these copies
+            # must not warn that nobody read them.
+            future.add_done_callback(_retrieve)
+        if futures:
+            await asyncio.wait(futures, timeout=max(timeout, 0.0))
+
     def wait(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the exports in flight."""
         with self._lock:
@@ -269,3 +283,8 @@ class DirectLogRecords:
 
 
 # The pipeline -------------------------------------------------------------------
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
