@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import statistics
 import time
 import uuid
@@ -254,6 +255,9 @@ class PublishSpec:
     """Publish to every registered type in turn; else only to the first."""
     in_span: bool = False
     """Publish inside an active SDK span."""
+    log_topic: bool = False
+    """Give ``telemetry.log_export`` a fresh topic of its own (one
+    partition), deleted afterwards."""
 
 
 @contextlib.asynccontextmanager
@@ -300,6 +304,30 @@ async def wait_settled(manager: KafkaEventManager, expected: int) -> None:
         await asyncio.sleep(_POLL)
     if stats.failed or stats.dropped:
         raise RuntimeError(f"events were lost during the benchmark: {stats}")
+    if manager.telemetry_options.log_export is not None:
+        await wait_logs_exported(manager, expected, deadline)
+
+
+async def wait_logs_exported(
+    manager: KafkaEventManager, expected: int, deadline: float
+) -> None:
+    """Wait until the manager's own log export (`LogExport`) has had
+    ``expected`` records in total acknowledged by every destination.
+
+    Raises
+    ------
+    RuntimeError
+        If a record failed or was dropped.
+    """
+    while True:
+        stats = list(manager.log_export_stats.values())
+        if all(s.exported + s.failed + s.dropped >= expected for s in stats):
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"log records not exported in time: {stats}")
+        await asyncio.sleep(_POLL)
+    if any(s.failed or s.dropped for s in stats):
+        raise RuntimeError(f"log records were lost during the benchmark: {stats}")
 
 
 async def register_publishers(
@@ -367,7 +395,7 @@ class _PublishLoop:
             await body()
         # Untimed: hand the telemetry pipelines their work and forget it,
         # so memory does not pile up across runs.
-        if spec.telemetry.logs:
+        if spec.telemetry.logs and spec.telemetry.log_export is None:
             self.logs_exported += otel.drain_logs()
         if spec.in_span or spec.telemetry.producer_spans:
             self.spans_exported += otel.drain_spans()
@@ -383,11 +411,29 @@ async def _open_loop(
     extra: dict[str, Any],
     wrap: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]] | None = None,
 ) -> AsyncIterator[_PublishLoop]:
-    async with open_manager(target, f"s{spec.id}", telemetry=spec.telemetry) as manager:
-        started = time.perf_counter()
-        publishers = await register_publishers(manager, spec.event_types)
-        extra["registration_s"] = time.perf_counter() - started
-        yield _PublishLoop(manager, publishers, spec, otel, wrap)
+    telemetry = spec.telemetry
+    log_topic = None
+    if spec.log_topic and telemetry.log_export is not None:
+        log_topic = f"{TOPIC_PREFIX}.{target.new_application('otlp')}"
+        await target.create_topic(log_topic)
+        telemetry = dataclasses.replace(
+            telemetry,
+            log_export=dataclasses.replace(telemetry.log_export, topic=log_topic),
+        )
+    try:
+        async with open_manager(target, f"s{spec.id}", telemetry=telemetry) as manager:
+            started = time.perf_counter()
+            publishers = await register_publishers(manager, spec.event_types)
+            extra["registration_s"] = time.perf_counter() - started
+            yield _PublishLoop(manager, publishers, spec, otel, wrap)
+            if telemetry.log_export is not None:
+                extra["log_export"] = {
+                    name: dataclasses.asdict(stats)
+                    for name, stats in manager.log_export_stats.items()
+                }
+    finally:
+        if log_topic is not None:
+            await target.delete_topic(log_topic)
 
 
 async def publish_throughput(
@@ -432,7 +478,8 @@ async def publish_throughput(
             reference_runs = timed[-1]
     logs_exported, spans_exported = ours.logs_exported, ours.spans_exported
     total = settings.warmup + settings.repeats * settings.events
-    if spec.telemetry.logs:
+    sdk_logs = spec.telemetry.logs and spec.telemetry.log_export is None
+    if sdk_logs:
         extra["log_records_exported"] = logs_exported
         extra["log_records_expected"] = total
     if spec.telemetry.producer_spans:
@@ -455,7 +502,7 @@ async def publish_throughput(
             for mine, theirs in zip(runs, reference_runs, strict=True)
         )
     # The SDK's batch processors drop records when their queue is full.
-    if spec.telemetry.logs and logs_exported < total:
+    if sdk_logs and logs_exported < total:
         result.detail += f"; {total - logs_exported:,} log records dropped by SDK"
     if spec.telemetry.producer_spans:
         # One producer span per event, plus the request span of each run.

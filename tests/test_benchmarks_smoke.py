@@ -22,6 +22,7 @@ ROWS = {
     "2x200one",
     "3",
     "4",
+    "4d",
     "4b",
     "4s",
     "5",
@@ -31,7 +32,7 @@ ROWS = {
     "8",
 }
 # Rows whose ratio is to raw runs taken next to their own runs.
-PAIRED = {"2", "2x200", "2x200one", "3", "4", "4b", "4s"}
+PAIRED = {"2", "2x200", "2x200one", "3", "4", "4d", "4b", "4s"}
 
 
 def test_smoke_run_prints_a_ratio_for_every_scenario(tmp_path: Path) -> None:
@@ -69,6 +70,11 @@ def test_smoke_run_prints_a_ratio_for_every_scenario(tmp_path: Path) -> None:
         extra = results[row_id]["extra"]
         assert len(extra["reference_runs"]) == settings["repeats"], row_id
         assert extra["relative_to_reference"] > 0, row_id
+
+    # The direct log path's run waited for every record's acknowledgement.
+    total = settings["warmup"] + settings["repeats"] * settings["events"]
+    [log_export] = results["4d"]["extra"]["log_export"].values()
+    assert (log_export["exported"], log_export["failed"]) == (total, 0)
 
     memory = results["8"]
     assert memory["target_met"] is True

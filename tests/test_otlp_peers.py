@@ -194,8 +194,22 @@ async def test_peer_receives_every_value_kind(
     shipped, logged, span = await publish_two(
         make_kafka_manager, peer, mode, application
     )
-    name = f"{PREFIX}.{application}"
     received = await asyncio.to_thread(peer.wait_for_logs, 2, 10.0)
+
+    check_two_records(received, application, shipped, logged, span, mode=mode)
+
+
+def check_two_records(
+    received: list[ReceivedLog],
+    application: str,
+    shipped: EventMetadata,
+    logged: EventMetadata,
+    span: trace.SpanContext,
+    *,
+    mode: str,
+) -> None:
+    """What `publish_two` must have produced, as a peer decoded it."""
+    name = f"{PREFIX}.{application}"
 
     by_name = {r.event_name: r for r in received}
     assert sorted(by_name) == [f"{name}.{n}" for n in ("login", "shipment")]

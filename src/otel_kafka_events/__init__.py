@@ -51,7 +51,7 @@ from ._mock import (
     PublishedTooFewError,
 )
 from ._models import EventMetadata, EventPayload, TracedEventMetadata
-from ._options import BufferOptions, OverflowPolicy, TelemetryOptions
+from ._options import BufferOptions, LogExport, OverflowPolicy, TelemetryOptions
 from ._registry_client import SchemaRegistrar
 from ._version import __version__
 from .config import (
@@ -66,6 +66,7 @@ from .config import (
     SchemaManagerSettings,
     metrics_configuration_factory,
 )
+from .otel._log_destinations import LogExportStats
 
 __all__ = [
     "ANY",
@@ -108,6 +109,8 @@ __all__ = [
     "KafkaMetricsConfiguration",
     "KafkaSecurityProtocol",
     "KafkaTopicError",
+    "LogExport",
+    "LogExportStats",
     "MetricsConfiguration",
     "MockEventManager",
     "MockEventPublisher",

@@ -47,6 +47,7 @@ from ._registration import RETRIABLE_REGISTRATION_ERRORS, Registrations
 from ._registry_client import SchemaRegistrar, make_registry_client
 from ._sender import Sender
 from ._settle import FailureCallback, Reporter
+from ._telemetry import log_export_drained
 from .otel._metrics import register_delivery_metrics
 from .otel._spans import end_producer_span
 
@@ -389,9 +390,20 @@ class KafkaEventManager(EventManager):
             logger=self.logger,
             on_connected=self._connected,
         )
+        log_export = self._telemetry.bind_log_export(
+            bootstrap_servers=settings["bootstrap_servers"],
+            kafka_options=options,
+            transport=lambda: self._connection.transport,
+            log=log,
+        )
         self._sender = Sender(
             self._ledger,
-            Reporter(self.topic, settings["on_delivery_error"], log),
+            Reporter(
+                self.topic,
+                settings["on_delivery_error"],
+                log,
+                settled_events=log_export.direct if log_export else None,
+            ),
             topic=self.topic,
             transport=lambda: self._connection.transport,
             replace_transport=self._connection.replace,
@@ -534,6 +546,8 @@ class KafkaEventManager(EventManager):
             ),
             TimeoutError("still pending when the event manager was closed"),
         )
+        # Log records of delivered events ride on the producer: out first.
+        await log_export_drained(self._telemetry, deadline - reserve - time.monotonic())
         await self._connection.close(
             deadline - time.monotonic(), abandoned=self._sender.abandoned
         )

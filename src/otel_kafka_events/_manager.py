@@ -11,7 +11,7 @@ import abc
 import enum
 import time
 from datetime import timedelta
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import structlog
 from opentelemetry._logs import SeverityNumber
@@ -28,6 +28,9 @@ from ._mock import PublishedList
 from ._models import EventMetadata, EventPayload, json_dump, remember_schema
 from ._options import TelemetryOptions
 from ._telemetry import Telemetry, flush_telemetry
+
+if TYPE_CHECKING:
+    from .otel._log_destinations import LogExportStats
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
@@ -332,6 +335,13 @@ class EventManager(abc.ABC):
         self._pending_severity: dict[type[Any], SeverityNumber] = {}
         self._state = _State.UNINITIALIZED
 
+    @property
+    def log_export_stats(self) -> dict[str, LogExportStats]:
+        """Log records exported by `TelemetryOptions.log_export`, by
+        destination (``"kafka"``, ``"otlp"``); empty without it."""
+        export = self._telemetry.log_export
+        return export.stats if export is not None else {}
+
     async def initialize(self) -> None:
         """Prepare the manager; call before `create_publisher`.
 
@@ -362,7 +372,7 @@ class EventManager(abc.ABC):
         # Log records (and producer spans) may sit in SDK batch processors;
         # every manager flushes them, including the Kafka-free ones.
         await flush_telemetry(
-            self.telemetry_options,
+            self._telemetry,
             DEFAULT_CLOSE_TIMEOUT if timeout is None else timeout,
         )
         self._publishers = {}
@@ -496,6 +506,12 @@ class NoopEventManager(EventManager):
         super().__init__(
             f"{topic_prefix}.{application}", logger, application=application, **options
         )
+        if self.telemetry_options.log_export is not None:
+            raise EventManagerUsageError(
+                "TelemetryOptions.log_export needs a KafkaEventManager; here,"
+                " give logger_provider= a LoggerProvider with the exporters"
+                " instead (e.g. KafkaLogRecordExporter)"
+            )
 
     # Mock publishers are no-op publishers that also record payloads.
     _publisher_class: type[NoopEventPublisher[Any]] = NoopEventPublisher

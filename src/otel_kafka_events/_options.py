@@ -7,7 +7,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["BufferOptions", "OverflowPolicy", "TelemetryOptions"]
+__all__ = ["BufferOptions", "LogExport", "OverflowPolicy", "TelemetryOptions"]
 
 
 class OverflowPolicy(enum.StrEnum):
@@ -58,6 +58,67 @@ class BufferOptions:
 
 
 @dataclass(frozen=True)
+class LogExport:
+    """Where a Kafka event manager sends its events' log records itself.
+
+    With `TelemetryOptions.log_export` set, the manager exports the log
+    records of its events (`TelemetryOptions.logs`) to OTLP on a Kafka
+    topic of its own broker, to an OTLP/HTTP endpoint, or both, instead of
+    handing them to an application's LoggerProvider.
+
+    Attributes
+    ----------
+    kafka
+        Write the records to ``topic`` on the event manager's broker, with
+        its connection settings (security included), for the Collector's
+        ``kafka`` receiver. Needs the ``otlp-kafka`` extra.
+    topic
+        The topic; ``otlp_logs``, the receiver's default.
+    encoding
+        ``"otlp_proto"`` or ``"otlp_json"``, as the receiver's ``encoding``.
+    partition_by_trace_id
+        One Kafka record per trace, keyed by the trace id in hex.
+    otlp_endpoint
+        Also (or only, with ``kafka=False``) send them to this OTLP/HTTP
+        logs URL, e.g. ``http://collector:4318/v1/logs``.
+    direct
+        Build the OTLP records from each batch of events Kafka acknowledged,
+        without the OpenTelemetry SDK's per-record objects (several times
+        cheaper per event). A record then goes out for every *delivered*
+        event, once Kafka acknowledged it; see docs/opentelemetry.md. When
+        False, records go through an SDK LoggerProvider of the manager's own
+        with a batch processor per destination, emitted at ``publish``.
+    timeout
+        Seconds one export to a destination may take before it counts as
+        failed.
+    max_pending
+        With ``direct``: most records exported but not yet acknowledged by
+        the destinations; records beyond it are dropped and counted.
+    """
+
+    kafka: bool = True
+    topic: str = "otlp_logs"
+    encoding: Literal["otlp_proto", "otlp_json"] = "otlp_proto"
+    partition_by_trace_id: bool = False
+    otlp_endpoint: str | None = None
+    direct: bool = False
+    timeout: float = 10.0
+    max_pending: int = 100_000
+
+    def __post_init__(self) -> None:
+        if not self.kafka and not self.otlp_endpoint:
+            raise ValueError("LogExport needs kafka=True or an otlp_endpoint")
+        if self.encoding not in ("otlp_proto", "otlp_json"):
+            raise ValueError(
+                f"encoding must be 'otlp_proto' or 'otlp_json', got {self.encoding!r}"
+            )
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout}")
+        if self.max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, got {self.max_pending}")
+
+
+@dataclass(frozen=True)
 class TelemetryOptions:
     """How published events connect to OpenTelemetry.
 
@@ -80,11 +141,16 @@ class TelemetryOptions:
     logs
         Emit every event as an OTel log record through the Logs API.
     logger_provider
-        The LoggerProvider for `logs`; the global one when None.
+        The LoggerProvider for `logs`; the global one when None. With
+        `log_export`, only its resource is used (the records' resource).
     log_mode
         ``"attributes"``: payload and metadata in the record's attributes
         (current event conventions); ``"body"``: all of it as a map in the
         body, for backends that ignore complex attributes.
+    log_export
+        With `logs`: the Kafka manager exports the records itself, to OTLP
+        on Kafka and/or an OTLP/HTTP endpoint (see `LogExport`), instead of
+        through ``logger_provider``. Kafka managers only.
     tracer_provider
         The TracerProvider for producer spans; the global one when None.
     meter_provider
@@ -101,6 +167,7 @@ class TelemetryOptions:
     log_mode: Literal["attributes", "body"] = "attributes"
     tracer_provider: Any = None
     meter_provider: Any = None
+    log_export: LogExport | None = None
     _baggage_keys: frozenset[str] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -110,5 +177,7 @@ class TelemetryOptions:
             raise ValueError(
                 f"log_mode must be 'attributes' or 'body', got {self.log_mode!r}"
             )
+        if self.log_export is not None and not self.logs:
+            raise ValueError("log_export needs logs=True")
         if not isinstance(self.baggage, bool):
             object.__setattr__(self, "_baggage_keys", frozenset(self.baggage))

@@ -2,7 +2,9 @@
 
 The ledger has already counted a `Settlement` when it reaches `Reporter`;
 here its waiters are resolved, its producer spans ended, the failure
-callback called and a log line written. Each of these runs on its own, in
+callback called and a log line written; with the direct log export
+(`LogExport.direct`), delivered events become log records here and failed
+ones are forgotten. Each of these runs on its own, in
 that order, so a span processor, callback or log handler that raises cannot
 leave a waiter hanging or skip the others.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from ._exceptions import (
     EventDeliveryAbortedError,
@@ -35,6 +37,18 @@ from .otel._spans import end_producer_span
 __all__ = ["FailureCallback", "Reporter", "delivery_error"]
 
 FailureCallback = Callable[[DeliveryFailure], None]
+
+
+class SettledEventsHook(Protocol):
+    """Told which events were delivered and which failed (the direct log
+    export, `DirectLogRecords`)."""
+
+    def delivered(self, events: list[PendingEvent]) -> None:
+        """Events Kafka acknowledged, in their queue order."""
+
+    def failed(self, events: list[PendingEvent]) -> None:
+        """Events that will never be delivered."""
+
 
 _WAITING_FOR = {
     Settled.TIMED_OUT_REGISTRY: "registry",
@@ -79,14 +93,22 @@ class Reporter:
         Called once per event that was not delivered.
     log
         Rate-limited error log for failures.
+    settled_events
+        Also told about every settlement's events, last.
     """
 
     def __init__(
-        self, topic: str, on_failure: FailureCallback | None, log: RateLimitedLog
+        self,
+        topic: str,
+        on_failure: FailureCallback | None,
+        log: RateLimitedLog,
+        *,
+        settled_events: SettledEventsHook | None = None,
     ) -> None:
         self._topic = topic
         self._on_failure = on_failure
         self._log = log
+        self._settled_events = settled_events
 
     def report(self, settlements: Iterable[Settlement]) -> None:
         """Notify everyone concerned by ``settlements``."""
@@ -127,6 +149,8 @@ class Reporter:
                     partition=partition,
                     offset=base + index,
                 )
+        if self._settled_events is not None:
+            self._guard("log export", self._settled_events.delivered, settlement.events)
 
     def _failed(self, settlement: Settlement) -> None:
         outcome = settlement.outcome
@@ -160,6 +184,8 @@ class Reporter:
                 cause=outcome.value,
                 error=f"{type(error).__name__}: {error}",
             )
+        if self._settled_events is not None:
+            self._guard("log export", self._settled_events.failed, events)
 
     @staticmethod
     def _resolve(waiter: asyncio.Future[Any], outcome: Any) -> None:

@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ._options import TelemetryOptions
+from ._ratelimit import RateLimitedLog
 from .otel._logs import EventLogEmitter
 from .otel._propagation import HeaderInjector
 from .otel._spans import ProducerSpans
 
-__all__ = ["Telemetry", "flush_telemetry"]
+if TYPE_CHECKING:
+    from .otel._log_export import LogExportPipeline
+
+__all__ = ["Telemetry", "flush_telemetry", "log_export_drained"]
 
 
 class Telemetry:
@@ -31,11 +36,14 @@ class Telemetry:
 
     def __init__(self, options: TelemetryOptions, topic: str) -> None:
         self.options = options
-        self.log_emitter = (
+        # With `TelemetryOptions.log_export`, the Kafka manager's own export
+        # (`bind_log_export`) provides the emitter.
+        self.log_emitter: Any = (
             EventLogEmitter(options.logger_provider, options.log_mode)
-            if options.logs
+            if options.logs and options.log_export is None
             else None
         )
+        self.log_export: LogExportPipeline | None = None
         self.injector = (
             HeaderInjector(
                 allow_baggage=bool(options.baggage),
@@ -50,21 +58,65 @@ class Telemetry:
             else None
         )
 
+    def bind_log_export(
+        self,
+        *,
+        bootstrap_servers: str | list[str] | None,
+        kafka_options: Mapping[str, Any],
+        transport: Callable[[], Any],
+        log: RateLimitedLog,
+    ) -> LogExportPipeline | None:
+        """Build the Kafka manager's own log export, if
+        `TelemetryOptions.log_export` asks for one, with the manager's Kafka
+        connection (``transport`` returns its current transport); its
+        emitter becomes `log_emitter`."""
+        export = self.options.log_export
+        if export is None:
+            return None
+        try:
+            from .otel._log_export import LogExportPipeline
+        except ImportError as exc:  # pragma: no cover - depends on extras
+            raise ImportError(
+                "TelemetryOptions.log_export needs the OpenTelemetry SDK and"
+                " OTLP packages: install otel-kafka-events[otlp-kafka]"
+            ) from exc
+        self.log_export = LogExportPipeline(
+            export,
+            log_mode=self.options.log_mode,
+            logger_provider=self.options.logger_provider,
+            bootstrap_servers=bootstrap_servers,
+            kafka_options=kafka_options,
+            transport=transport,
+            log=log,
+        )
+        self.log_emitter = self.log_export.emitter
+        return self.log_export
 
-async def flush_telemetry(options: TelemetryOptions, timeout: float) -> None:
+
+async def log_export_drained(telemetry: Telemetry, timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for the direct log export's records in
+    flight: before the Kafka manager stops the producer that carries them."""
+    export = telemetry.log_export
+    if export is not None and export.direct is not None:
+        await export.direct.drained(timeout)
+
+
+async def flush_telemetry(telemetry: Telemetry, timeout: float) -> None:
     """Flush the SDK pipelines the manager fed, within ``timeout`` seconds.
 
-    The LoggerProvider when `TelemetryOptions.logs` is on, the TracerProvider
-    when `TelemetryOptions.producer_spans` is on (the global ones when none
-    was given). ``force_flush`` blocks its calling thread until the batch
+    The manager's own log export (`TelemetryOptions.log_export`), which is
+    closed, else the LoggerProvider when `TelemetryOptions.logs` is on; the
+    TracerProvider when `TelemetryOptions.producer_spans` is on (the global
+    ones when none was given). ``force_flush`` blocks its calling thread until the batch
     processors have exported, and the SDK's log processor ignores its
     timeout (an unreachable OTLP endpoint holds it for the exporter's
     retries), so each flush runs in a daemon thread that is waited for only
     until the deadline. Providers without ``force_flush`` (the API's no-op
     ones) are skipped.
     """
+    options = telemetry.options
     providers: list[Any] = []
-    if options.logs:
+    if options.logs and options.log_export is None:
         provider = options.logger_provider
         if provider is None:
             from opentelemetry._logs import get_logger_provider
@@ -78,11 +130,15 @@ async def flush_telemetry(options: TelemetryOptions, timeout: float) -> None:
 
             provider = get_tracer_provider()
         providers.append(provider)
+    millis = max(int(timeout * 1000), 1)
     flushes = [
-        _in_daemon_thread(flush, max(int(timeout * 1000), 1))
+        _in_daemon_thread(flush, millis)
         for flush in (getattr(p, "force_flush", None) for p in providers)
         if flush is not None
     ]
+    export = telemetry.log_export
+    if export is not None:
+        flushes.append(_in_daemon_thread(lambda ms: export.close(ms / 1000), millis))
     if flushes:
         await asyncio.wait(flushes, timeout=max(timeout, 0.0))
 

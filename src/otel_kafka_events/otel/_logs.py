@@ -11,9 +11,10 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext
 
 from ._values import PLAIN_TYPES, otel_value
 
-__all__ = ["EventLogEmitter"]
+__all__ = ["SCOPE", "EventLogEmitter", "not_copied", "record_fields"]
 
-_SCOPE = "otel_kafka_events"
+SCOPE = "otel_kafka_events"
+"""The instrumentation scope of every record."""
 
 # Metadata the record holds in its own fields (timestamp, trace context): as
 # attributes they would only repeat it, at a cost per attribute in the SDK.
@@ -25,6 +26,58 @@ _NOT_COPIED_WITH_TRACE = _NOT_COPIED | {"trace_id", "span_id", "trace_flags"}
 # An empty Context is falsy and the SDK would fall back to the current
 # context; an explicit invalid span says "no trace" instead.
 _NO_TRACE = trace.set_span_in_context(NonRecordingSpan(trace.INVALID_SPAN_CONTEXT))
+
+
+def not_copied(trace_fields: bool) -> frozenset[str]:
+    """The event values that do not become attributes (metadata the record
+    holds in its own fields)."""
+    return _NOT_COPIED_WITH_TRACE if trace_fields else _NOT_COPIED
+
+
+def record_fields(
+    full_name: str,
+    values: dict[str, Any],
+    event_id: str,
+    *,
+    body_mode: bool,
+    trace_fields: bool,
+) -> tuple[dict[str, Any], Any]:
+    """The attributes and body of an event's log record.
+
+    Every path that turns events into log records (the SDK's and the direct
+    one) builds them here, so that they carry the same values.
+
+    Parameters
+    ----------
+    full_name
+        ``{topic}.{event name}``.
+    values
+        The event's field values (metadata and payload).
+    event_id
+        The event id as text.
+    body_mode
+        The event as a map in the body (`TelemetryOptions.log_mode`
+        ``"body"``) rather than in attributes.
+    trace_fields
+        Whether ``values`` has the trace metadata fields.
+
+    Returns
+    -------
+    tuple
+        The attributes, and the body (None in attributes mode).
+    """
+    if body_mode:
+        return {"event.name": full_name}, {
+            key: otel_value(value) for key, value in values.items()
+        }
+    # The SDK keeps None attributes and OTLP sends them as empty values; an
+    # absent field is what backends expect instead.
+    attributes: dict[str, Any] = {"id": event_id}
+    skipped = _NOT_COPIED_WITH_TRACE if trace_fields else _NOT_COPIED
+    for key, value in values.items():
+        if value is not None and key not in skipped:
+            attributes[key] = value if type(value) in PLAIN_TYPES else otel_value(value)
+    return attributes, None
 
 
 class EventLogEmitter:
@@ -45,7 +98,7 @@ class EventLogEmitter:
     def __init__(self, logger_provider: Any = None, mode: str = "attributes") -> None:
         from .. import __version__
 
-        self._logger = get_logger(_SCOPE, __version__, logger_provider=logger_provider)
+        self._logger = get_logger(SCOPE, __version__, logger_provider=logger_provider)
         self._body_mode = mode == "body"
         # (span context, OTel context) as one tuple, safe to read from threads.
         self._last: tuple[SpanContext | None, Context] = (None, _NO_TRACE)
@@ -85,20 +138,13 @@ class EventLogEmitter:
             # Events of one request share its span, so this runs once per span.
             context = trace.set_span_in_context(NonRecordingSpan(span_context))
             self._last = (span_context, context)
-        if self._body_mode:
-            attributes: dict[str, Any] = {"event.name": full_name}
-            body: Any = {key: otel_value(value) for key, value in values.items()}
-        else:
-            # The SDK keeps None attributes and OTLP sends them as empty
-            # values; an absent field is what backends expect instead.
-            attributes = {"id": event_id}
-            skipped = _NOT_COPIED_WITH_TRACE if trace_fields else _NOT_COPIED
-            for key, value in values.items():
-                if value is not None and key not in skipped:
-                    attributes[key] = (
-                        value if type(value) in PLAIN_TYPES else otel_value(value)
-                    )
-            body = None
+        attributes, body = record_fields(
+            full_name,
+            values,
+            event_id,
+            body_mode=self._body_mode,
+            trace_fields=trace_fields,
+        )
         self._logger.emit(
             timestamp=values["timestamp_ns"],
             context=context,
