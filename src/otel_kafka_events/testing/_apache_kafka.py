@@ -183,6 +183,43 @@ def _cached_classpath(cache_dir: Path, pom: str) -> list[Path] | None:
     return jars
 
 
+def run_maven(
+    argv: Sequence[str], cwd: Path, task: str
+) -> subprocess.CompletedProcess[str]:
+    """Run Maven, its output captured, within ``_MAVEN_TIMEOUT`` seconds.
+
+    Parameters
+    ----------
+    argv
+        The command line.
+    cwd
+        Where to run it.
+    task
+        What Maven was asked to do, for the error (``"fetch Apicurio ..."``).
+
+    Raises
+    ------
+    RuntimeError
+        If Maven runs out of time, with the end of its output.
+    """
+    try:
+        return subprocess.run(
+            argv,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=_MAVEN_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as error:
+        output = error.output if isinstance(error.output, str) else ""
+        raise RuntimeError(
+            f"Maven did not {task} within {_MAVEN_TIMEOUT:.0f} s:\n{_tail(output)}"
+        ) from None
+
+
 def _tail(text: str, lines: int = _OUTPUT_TAIL_LINES) -> str:
     # Maven 3.8 emits colour resets even in batch mode with colour off.
     text = _ANSI_ESCAPE.sub("", text)
@@ -254,23 +291,7 @@ def resolve_kafka_classpath(
             f"-DoutputDirectory={lib}",
             "-DincludeScope=runtime",
         ]
-        try:
-            result = subprocess.run(
-                argv,
-                cwd=cache_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                timeout=_MAVEN_TIMEOUT,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as error:
-            output = error.output if isinstance(error.output, str) else ""
-            raise RuntimeError(
-                f"Maven did not resolve Apache Kafka {version} within "
-                f"{_MAVEN_TIMEOUT:.0f} s:\n{_tail(output)}"
-            ) from None
+        result = run_maven(argv, cache_dir, f"resolve Apache Kafka {version}")
         names = sorted(p.name for p in lib.glob("*.jar")) if lib.is_dir() else []
         wanted = f"kafka_{_SCALA_VERSION}-{version}.jar"
         if result.returncode != 0 or wanted not in names:

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import time
@@ -26,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .._registry_client import COMPATIBILITY_LEVELS
-from ._apache_kafka import _DEPENDENCY_PLUGIN, _locked, _tail
+from ._apache_kafka import _DEPENDENCY_PLUGIN, _locked, _tail, run_maven
 from ._java import JavaRuntime, describe_java_search, find_java_at_least
 from ._process import find_free_port
 from ._server_process import ServerProcess
@@ -53,7 +52,6 @@ CACHE_ENV_VAR = "OTEL_KAFKA_EVENTS_APICURIO_CACHE"
 """Environment variable naming the folder that holds ``apicurio-<version>/``."""
 
 _ARTIFACT = "io.apicurio:apicurio-registry-app:{version}:tar.gz:all"
-_MAVEN_TIMEOUT = 900.0
 _MARKER = "complete.json"
 # A short-lived test server: C1 only and the serial collector start fastest.
 _JVM_FLAGS = (
@@ -136,23 +134,7 @@ def resolve_apicurio(
             f"-Dartifact={_ARTIFACT.format(version=version)}",
             f"-DoutputDirectory={download}",
         ]
-        try:
-            result = subprocess.run(
-                argv,
-                cwd=cache_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                timeout=_MAVEN_TIMEOUT,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as error:
-            output = error.output if isinstance(error.output, str) else ""
-            raise RuntimeError(
-                f"Maven did not fetch Apicurio Registry {version} within "
-                f"{_MAVEN_TIMEOUT:.0f} s:\n{_tail(output)}"
-            ) from None
+        result = run_maven(argv, cache_dir, f"fetch Apicurio Registry {version}")
         tarballs = sorted(download.glob("*.tar.gz")) if download.is_dir() else []
         if result.returncode != 0 or len(tarballs) != 1:
             raise RuntimeError(
