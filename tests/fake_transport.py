@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from otel_kafka_events._transport import RecordBatch, SendFailure
+from otel_kafka_events._transport import RecordBatch, SendDone, SendFailure
 
 
 class RetriableSendError(ConnectionError):
@@ -45,7 +45,7 @@ class FakeBatch:
 class _Held:
     batch: FakeBatch
     partition: int
-    result: asyncio.Future[int]
+    done: SendDone
 
 
 class FakeTransport:
@@ -82,25 +82,24 @@ class FakeTransport:
         return base
 
     async def send(
-        self, batch: RecordBatch, topic: str, partition: int
-    ) -> asyncio.Future[int]:
+        self, batch: RecordBatch, topic: str, partition: int, done: SendDone
+    ) -> None:
         assert isinstance(batch, FakeBatch)
         self.sends += 1
-        result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        # Like a real transport: the answer comes later, from the loop.
+        loop = asyncio.get_running_loop()
         if self.failures:
-            result.set_exception(self.failures.pop(0))
+            loop.call_soon(done, None, self.failures.pop(0))
         elif partition in self.stalled:
-            self.held.append(_Held(batch, partition, result))
+            self.held.append(_Held(batch, partition, done))
         else:
-            result.set_result(self.write(batch, partition))
-        return result
+            loop.call_soon(done, self.write(batch, partition), None)
 
     def release(self) -> None:
-        """Write and acknowledge every held batch whose waiter still waits."""
+        """Write and acknowledge every held batch (a sender that gave one up
+        ignores its answer)."""
         for held in self.held:
-            offset = self.write(held.batch, held.partition)
-            if not held.result.done():
-                held.result.set_result(offset)
+            held.done(self.write(held.batch, held.partition), None)
         self.held.clear()
 
     async def partition_for(self, topic: str, key: bytes) -> int:

@@ -36,6 +36,7 @@ __all__ = [
     "avro_string",
     "confluent_header",
     "decode",
+    "long_writer_call",
     "physical_schema",
     "set_schema_id",
     "split_confluent_frame",
@@ -60,6 +61,22 @@ def confluent_header(schema_id: int) -> bytes:
 def avro_long(value: int) -> bytes:
     """Avro's binary form of a ``long``: zig-zag, then a base-128 varint."""
     return _varint((value << 1) ^ (value >> 63))
+
+
+def long_writer_call(out: str, value: str) -> tuple[str, dict[str, Any]]:
+    """Source of a statement appending `avro_long` of ``value`` to ``out``,
+    and the names it needs: fastavro's C writer called directly where it
+    exists (generated code saves the call of `write_long` itself)."""
+    if _write_data is None:  # pragma: no cover - pure-Python fastavro build
+        return f"write_long({out}, {value})", {"write_long": write_long}
+    return (
+        f"write_data({out}, {value}, 'long', NO_NAMED_SCHEMAS, '', WRITE_OPTIONS)",
+        {
+            "write_data": _write_data,
+            "NO_NAMED_SCHEMAS": _NO_NAMED_SCHEMAS,
+            "WRITE_OPTIONS": _WRITE_OPTIONS,
+        },
+    )
 
 
 def write_long(out: bytearray, value: int) -> None:
@@ -260,9 +277,13 @@ class EventEncoder:
         self._parsed = parse_schema(physical_schema(self.schema), self._named_schemas)
         self._options = _WRITE_OPTIONS
         fields: list[dict[str, Any]] = cast("dict[str, Any]", self._parsed)["fields"]
+        self.parsed_fields: tuple[dict[str, Any], ...] = tuple(fields)
+        """The record's fields in the parsed physical schema, in order."""
         self._writers: tuple[tuple[str, FieldWriter], ...] = tuple(
             (field["name"], self._writer_for(field["type"])) for field in fields
         )
+        self.field_writers: dict[str, FieldWriter] = dict(self._writers)
+        """The writer of each field."""
 
     def _writer_for(self, avro_type: Any) -> FieldWriter:
         """The writer of one field's value."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -19,7 +20,7 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 
-from ._transport import SendFailure
+from ._transport import SendDone, SendFailure
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_SIZE",
@@ -78,49 +79,74 @@ def kafka_partition(key: bytes, partitions: list[int]) -> int:
     return ordered[index]
 
 
-def _offset_of(future: asyncio.Future[Any]) -> asyncio.Future[int]:
-    """A future of the first offset of a batch aiokafka is sending.
+def _report_to(done: SendDone) -> Callable[[asyncio.Future[Any]], None]:
+    """A callback for aiokafka's batch future that tells ``done``.
 
-    Whoever stops waiting cancels only the returned future; aiokafka's is
-    then still read when it completes, since aiokafka leaves a failed
-    batch's exception for the batch API's caller, and an unread one makes
-    asyncio print "Future exception was never retrieved".
+    The future's exception is always read: aiokafka leaves a failed batch's
+    exception for the batch API's caller, and an unread one makes asyncio
+    print "Future exception was never retrieved".
     """
-    result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
-    def settle(done: asyncio.Future[Any]) -> None:
-        if done.cancelled():
-            result.cancel()
+    def report(future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            done(None, asyncio.CancelledError("the producer cancelled the batch"))
             return
-        error = done.exception()
-        if result.done():
-            return
+        error = future.exception()
         if error is not None:
-            result.set_exception(error)
+            done(None, error)
         else:
-            result.set_result(int(done.result().offset))
+            done(int(future.result().offset), None)
 
-    future.add_done_callback(settle)
-    return result
+    return report
 
 
 class _Batch:
-    """A `RecordBatch` over aiokafka's ``BatchBuilder``."""
+    """A `RecordBatch` over aiokafka's ``BatchBuilder``.
 
-    __slots__ = ("builder",)
+    ``BatchBuilder.append`` is a Python method around the C record builder
+    it holds, taking keywords and checking serializers we never set; records
+    go straight to that C builder instead (about a third less time per
+    record), and the count of records is handed back to the
+    ``BatchBuilder`` before it is sent (`finish`). With an aiokafka whose
+    builder is laid out otherwise, ``BatchBuilder.append`` is used.
+    """
+
+    __slots__ = ("_append_record", "_count", "builder")
 
     def __init__(self, builder: Any) -> None:
         self.builder = builder
+        records = getattr(builder, "_builder", None)
+        direct = isinstance(getattr(builder, "_relative_offset", None), int)
+        self._append_record = records.append if direct and records else None
+        self._count = 0
+
+    @property
+    def direct(self) -> bool:
+        """Whether records go straight to the C record builder."""
+        return self._append_record is not None
 
     def append(
         self, value: bytearray, timestamp_ms: int, headers: list[tuple[str, bytes]]
     ) -> bool:
-        return (
-            self.builder.append(
-                key=None, value=value, timestamp=timestamp_ms, headers=headers
+        append_record = self._append_record
+        if append_record is None:
+            return (
+                self.builder.append(
+                    key=None, value=value, timestamp=timestamp_ms, headers=headers
+                )
+                is not None
             )
-            is not None
-        )
+        if append_record(self._count, timestamp_ms, None, value, headers) is None:
+            return False
+        self._count += 1
+        return True
+
+    def finish(self) -> Any:
+        """The ``BatchBuilder``, closed and counting its records."""
+        if self._append_record is not None:
+            self.builder._relative_offset = self._count
+        self.builder.close()
+        return self.builder
 
 
 class AiokafkaTransport:
@@ -149,12 +175,14 @@ class AiokafkaTransport:
         """Start an empty batch (``max_batch_size`` of the producer)."""
         return _Batch(self.producer.create_batch())
 
-    async def send(self, batch: Any, topic: str, partition: int) -> asyncio.Future[int]:
-        """Hand a batch to the producer; await the result for its offset."""
+    async def send(
+        self, batch: Any, topic: str, partition: int, done: SendDone
+    ) -> None:
+        """Hand a batch to the producer; ``done`` hears its offset or error."""
         future = await self.producer.send_batch(
-            batch.builder, topic, partition=partition
+            batch.finish(), topic, partition=partition
         )
-        return _offset_of(future)
+        future.add_done_callback(_report_to(done))
 
     async def partition_for(self, topic: str, key: bytes) -> int:
         """The partition of ``key``, as Kafka's default partitioner picks it."""

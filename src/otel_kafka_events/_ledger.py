@@ -45,7 +45,6 @@ __all__ = [
     "PendingEvent",
     "Settled",
     "Settlement",
-    "record_size",
 ]
 
 
@@ -122,15 +121,6 @@ class DeliveryStats:
     dropped: int
     buffered: int
     buffered_bytes: int
-
-
-def record_size(value: bytes | bytearray, headers: Headers | None) -> int:
-    """Bytes an event occupies in a Kafka request: value plus headers."""
-    size = len(value)
-    if headers:
-        for key, header in headers:
-            size += len(key) + len(header)
-    return size
 
 
 class PendingEvent(NamedTuple):
@@ -335,6 +325,10 @@ class Ledger:
             for partition, queue in self._queues.items()
             if queue and partition not in self._in_flight
         ]
+
+    def can_send(self, partition: int) -> bool:
+        """Whether ``partition`` has queued events and no batch out."""
+        return bool(self._queues.get(partition)) and partition not in self._in_flight
 
     def take(
         self, partition: int, now: float, fits: Callable[[PendingEvent], bool]

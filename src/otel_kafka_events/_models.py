@@ -15,12 +15,13 @@ from weakref import WeakKeyDictionary
 from pydantic import UUID4, AwareDatetime, BaseModel, ConfigDict, Field, create_model
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
+from ._lazy_event import LazyFields
+
 __all__ = [
     "EventMetadata",
     "EventPayload",
     "TracedEventMetadata",
     "build_event_model",
-    "construct_event",
     "json_dump",
     "remember_schema",
 ]
@@ -203,39 +204,16 @@ def build_event_model(
         TracedEventMetadata if trace_context else EventMetadata
     )
     # Pydantic collects fields from the last base to the first, so listing the
-    # metadata last puts its fields first, as on the Avro record.
+    # metadata last puts its fields first, as on the Avro record. LazyFields
+    # (no fields) lets the publish path make the values on first use.
     model = create_model(
         name,
-        __base__=(payload_model, metadata),
+        __base__=(LazyFields, payload_model, metadata),
         __module__=payload_model.__module__,
         # Class docstrings are not inherited; keep the payload's for the schema.
         __doc__=payload_model.__doc__,
     )
     return cast("type[P]", model)
-
-
-def construct_event(model: type[BaseModel], values: dict[str, Any]) -> Any:
-    """Instantiate an event model from values that are already valid.
-
-    The payload was validated when the caller built it and the metadata is
-    made by us, so validating again (or `BaseModel.model_construct`, which
-    still walks every field) would only cost time on the publish path.
-    """
-    event = model.__new__(model)
-    # BaseModel's own slots, set through their descriptors (pydantic's
-    # __setattr__ would validate).
-    _set_dict(event, values)
-    _set_fields_set(event, set(values))
-    _set_extra(event, None)
-    _set_private(event, None)
-    return event
-
-
-_slots = BaseModel.__dict__
-_set_dict = _slots["__dict__"].__set__
-_set_fields_set = _slots["__pydantic_fields_set__"].__set__
-_set_extra = _slots["__pydantic_extra__"].__set__
-_set_private = _slots["__pydantic_private__"].__set__
 
 
 def json_dump(model: BaseModel) -> dict[str, Any]:

@@ -1,10 +1,15 @@
-"""The background task that moves events from the ledger to a transport.
+"""Moving events from the ledger to a transport, one batch per partition.
 
-One loop, woken by new events, finished sends, a new connection or the next
-deadline: it expires what is overdue, settles the sends that finished, and
-starts one send per partition that has events queued and nothing in
-flight. Every decision about an event is the ledger's; this module only
-times and carries them out.
+A send starts when events are queued for a partition that has nothing out:
+the loop below starts the first, and the end of each send starts the next
+one at once, from the transport's callback, without waiting for the loop's
+turn. While the publisher keeps the event loop busy, every hop between an
+acknowledgement and the next request waits for it to yield, so fewer hops
+mean bigger batches and less backlog. The loop, woken by new events, a new
+connection or the next deadline, expires what is overdue (queued events,
+and batches out past their deadline) and starts sends after a backoff.
+Every decision about an event is the ledger's; this module only times and
+carries them out.
 """
 
 from __future__ import annotations
@@ -26,11 +31,15 @@ from .otel._propagation import Headers
 __all__ = ["Sender"]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Send:
     batch: Batch
     transport: Transport
-    task: asyncio.Task[int]
+    deadline: float
+    """The batch's deadline (its youngest event's)."""
+    handover: asyncio.Task[None] | None = None
+    """Running until the transport owns the batch."""
+    handed_over: bool = False
 
 
 class _QueuedTooLongError(TimeoutError):
@@ -83,8 +92,10 @@ class Sender:
         self._delivery_timeout = delivery_timeout
         self._clock = clock
         self._sends: dict[int, _Send] = {}
+        self._stopping = False
         self._retry_at: dict[int, float] = {}
         self._wakeup = asyncio.Event()
+        self._woken = False
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.room = asyncio.Event()
@@ -109,7 +120,10 @@ class Sender:
 
     def wake(self) -> None:
         """Have the loop look at the ledger again."""
-        if not self._wakeup.is_set():
+        # Called for every accepted event: a flag of our own is cheaper to
+        # test than the Event's is_set().
+        if not self._woken:
+            self._woken = True
             self._wakeup.set()
 
     async def drained(self, timeout: float) -> bool:
@@ -131,7 +145,10 @@ class Sender:
         """Stop the loop and every send, then settle all that is left as
         closed: batches sent but not acknowledged with ``in_flight_error``,
         queued events with ``queued_error``."""
-        tasks: list[asyncio.Task[Any]] = [s.task for s in self._sends.values()]
+        self._stopping = True
+        tasks: list[asyncio.Task[Any]] = [
+            s.handover for s in self._sends.values() if s.handover is not None
+        ]
         if self._task is not None:
             tasks.append(self._task)
         for task in tasks:
@@ -142,8 +159,10 @@ class Sender:
         self._task = None
         if self._sends:
             self.abandoned = True
+        # What the transport still reports for these is ignored (`_sent`).
         self._sends.clear()
         self.settle(self._ledger.close(in_flight_error, queued_error))
+        self._stopping = False
 
     def settle(self, settlements: list[Settlement]) -> None:
         """Report settlements and wake those waiting for room."""
@@ -156,9 +175,10 @@ class Sender:
     async def _run(self) -> None:
         ledger = self._ledger
         while True:
+            self._woken = False
             self._wakeup.clear()
             now = self._clock()
-            self._finish_sends(now)
+            self._expire_sends(now)
             self.settle(ledger.expire(now, self._timeout_error))
             transport = self._transport()
             if transport is not None:
@@ -176,7 +196,7 @@ class Sender:
 
     def _next_wakeup(self, now: float, connected: bool) -> float | None:
         """Seconds until the loop has something to do without being woken."""
-        times = []
+        times = [send.deadline for send in self._sends.values() if send.handed_over]
         deadline = self._ledger.next_deadline()
         if deadline is not None:
             times.append(deadline)
@@ -195,74 +215,110 @@ class Sender:
         batch = self._ledger.take(partition, now, _filler(records))
         if batch is None:
             return
-        task = asyncio.create_task(self._send(transport, records, batch))
-        task.add_done_callback(self._send_done)
-        self._sends[partition] = _Send(batch, transport, task)
+        send = _Send(batch, transport, batch.deadline)
+        self._sends[partition] = send
+        send.handover = asyncio.create_task(self._hand_over(send, records))
 
-    def _send_done(self, task: asyncio.Task[int]) -> None:
-        self.wake()
-
-    async def _send(
-        self, transport: Transport, records: RecordBatch, batch: Batch
-    ) -> int:
-        """Send a batch and wait for its acknowledgement until its deadline.
+    async def _hand_over(self, send: _Send, records: RecordBatch) -> None:
+        """Give a batch to the transport, within its deadline.
 
         aiokafka retries a batch on its own until ``request_timeout_ms``
         (forever with the idempotent producer) and queues the partition's
-        next batch behind it: without this bound, ``delivery_timeout`` would
-        not hold while the broker is away.
+        next batch behind it: without the deadline, ``delivery_timeout``
+        would not hold while the broker is away. Once the transport owns
+        the batch, `_sent` hears how it went, or the loop gives it up at its
+        deadline (`_expire_sends`).
         """
-        deadline = batch.deadline
+        partition = send.batch.partition
         try:
-            async with asyncio.timeout_at(deadline):
-                result = await transport.send(records, self._topic, batch.partition)
+            async with asyncio.timeout_at(send.deadline):
+                await send.transport.send(
+                    records,
+                    self._topic,
+                    partition,
+                    lambda offset, error: self._sent(send, offset, error),
+                )
         except TimeoutError as exc:
-            raise _QueuedTooLongError(
+            error: BaseException = _QueuedTooLongError(
                 "the producer did not take the batch in time"
-            ) from exc
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await result
-        except TimeoutError as exc:
-            self.abandoned = True
-            raise NotAcknowledgedError(
-                f"sent, but not acknowledged within the delivery timeout of"
-                f" {self._delivery_timeout} s"
-            ) from exc
+            )
+            error.__cause__ = exc
+        except asyncio.CancelledError:
+            if self._stopping:
+                raise
+            error = TimeoutError("send cancelled")
+        except Exception as exc:
+            error = exc
+        else:
+            send.handover = None
+            send.handed_over = True
+            # Its deadline may be the loop's next wake-up.
+            self.wake()
+            return
+        send.handover = None
+        self._finish(send, None, error)
 
-    def _finish_sends(self, now: float) -> None:
-        for partition, send in list(self._sends.items()):
-            task = send.task
-            if not task.done():
-                continue
-            del self._sends[partition]
-            batch = send.batch
-            ledger = self._ledger
-            if task.cancelled():
-                self.settle(ledger.retry(batch, now, TimeoutError("send cancelled")))
-                continue
-            error = task.exception()
-            if error is None:
-                self._backoff.reset()
-                self._retry_at.pop(partition, None)
-                self.settle([ledger.delivered(batch, task.result())])
-            elif isinstance(error, NotAcknowledgedError):
+    def _sent(
+        self, send: _Send, offset: int | None, error: BaseException | None
+    ) -> None:
+        """The transport's word on a batch it owned (a callback)."""
+        self._finish(send, offset, error)
+
+    def _expire_sends(self, now: float) -> None:
+        """Give up the batches out past their deadline: the broker may have
+        written them, so they are not acknowledged (and never resent)."""
+        for send in list(self._sends.values()):
+            if send.handed_over and send.deadline <= now:
+                self.abandoned = True
+                self._finish(
+                    send,
+                    None,
+                    NotAcknowledgedError(
+                        f"sent, but not acknowledged within the delivery timeout"
+                        f" of {self._delivery_timeout} s"
+                    ),
+                )
+
+    def _finish(
+        self, send: _Send, offset: int | None, error: BaseException | None
+    ) -> None:
+        """Settle a send that ended, then start the partition's next one."""
+        partition = send.batch.partition
+        if self._sends.get(partition) is not send:
+            return  # already settled: given up, or the sender stopped
+        del self._sends[partition]
+        now = self._clock()
+        batch = send.batch
+        ledger = self._ledger
+        if error is None:
+            assert offset is not None
+            self._backoff.reset()
+            self._retry_at.pop(partition, None)
+            self.settle([ledger.delivered(batch, offset)])
+        elif isinstance(error, NotAcknowledgedError):
+            self.settle(ledger.fail(batch, Settled.NOT_ACKNOWLEDGED, error))
+        elif isinstance(error, _QueuedTooLongError):
+            self.settle(ledger.retry(batch, now, error))
+        else:
+            kind = send.transport.classify(error)
+            if kind is SendFailure.REJECT:
+                self.settle(ledger.fail(batch, Settled.REJECTED, error))
+            elif kind is SendFailure.UNKNOWN:
                 self.settle(ledger.fail(batch, Settled.NOT_ACKNOWLEDGED, error))
-            elif isinstance(error, _QueuedTooLongError):
-                self.settle(ledger.retry(batch, now, error))
             else:
-                kind = send.transport.classify(error)
-                if kind is SendFailure.REJECT:
-                    self.settle(ledger.fail(batch, Settled.REJECTED, error))
-                    continue
-                if kind is SendFailure.UNKNOWN:
-                    self.settle(ledger.fail(batch, Settled.NOT_ACKNOWLEDGED, error))
-                    continue
                 self._retry_at[partition] = now + self._backoff.next()
                 self._reporter.retrying(batch, error)
                 self.settle(ledger.retry(batch, now, error))
                 if kind is SendFailure.REPLACE_PRODUCER:
                     self._replace_transport(send.transport)
+        if error is None and not self._stopping:
+            # The next batch goes out now, not at the loop's next turn.
+            transport = self._transport()
+            if transport is not None and ledger.can_send(partition):
+                self._start_send(transport, partition, now)
+        if ledger.buffered == 0:
+            self._idle.set()
+        self.wake()
 
     def _timeout_error(self, outcome: Settled) -> BaseException:
         waiting = (

@@ -9,11 +9,15 @@ transport.
 
 from __future__ import annotations
 
-import asyncio
 import enum
+from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["RecordBatch", "SendFailure", "Transport"]
+__all__ = ["RecordBatch", "SendDone", "SendFailure", "Transport"]
+
+SendDone = Callable[[int | None, BaseException | None], None]
+"""Told how a send ended: ``(base_offset, None)`` once the broker has
+acknowledged the batch, or ``(None, error)``."""
 
 
 class SendFailure(enum.Enum):
@@ -54,14 +58,16 @@ class Transport(Protocol):
         ...
 
     async def send(
-        self, batch: RecordBatch, topic: str, partition: int
-    ) -> asyncio.Future[int]:
+        self, batch: RecordBatch, topic: str, partition: int, done: SendDone
+    ) -> None:
         """Hand ``batch`` over for sending.
 
-        Returns once the transport owns the batch, with a future of the
-        offset the broker gave its first record. From that moment the batch
-        may be written even if nobody awaits the result; cancelling the
-        future only stops the wait.
+        Returns once the transport owns the batch; from that moment the
+        batch may be written whatever happens to the caller. ``done`` is
+        called exactly once, later, from the event loop (never from within
+        this call), with the offset the broker gave the batch's first record
+        or the error the send ended with. A caller that stops waiting simply
+        ignores the call.
         """
         ...
 

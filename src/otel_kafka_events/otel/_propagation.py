@@ -18,7 +18,7 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-__all__ = ["HeaderInjector", "extract_context", "headers_to_carrier"]
+__all__ = ["HeaderInjector", "extract_context", "headers_size", "headers_to_carrier"]
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -56,13 +56,19 @@ class HeaderInjector:
         self._baggage_keys = baggage_keys
         self._checked: Any = None
         self._fast = False
-        # (span context, its headers) as one tuple, safe to read from threads.
-        self._last: tuple[trace.SpanContext | None, Headers | None] = (None, None)
+        # (span context, its headers, their size) as one tuple, safe to read
+        # from threads.
+        self._last: tuple[trace.SpanContext | None, Headers | None, int] = (
+            None,
+            None,
+            0,
+        )
 
     def headers(
         self, span_context: trace.SpanContext | None, span: trace.Span | None = None
-    ) -> Headers | None:
-        """Return the headers of a record whose ``traceparent`` names a span.
+    ) -> tuple[Headers | None, int]:
+        """The headers of a record whose ``traceparent`` names a span, and
+        their size in bytes (keys and values, as Kafka counts them).
 
         Parameters
         ----------
@@ -79,20 +85,22 @@ class HeaderInjector:
             self._fast = _is_default_propagator(propagator)
         if self._fast and not self._allow_baggage:
             if span_context is None:
-                return None
-            cached_context, headers = self._last
+                return None, 0
+            cached_context, headers, size = self._last
             if span_context is cached_context:
                 # Every event published inside one span carries the same
-                # headers; sharing the (never mutated) list saves building it
-                # and keeps one less object alive per queued event.
-                return headers
+                # headers; sharing the (never mutated) tuple saves building
+                # it and keeps one less object alive per queued event.
+                return headers, size
             headers = self._format(span_context)
-            self._last = (span_context, headers)
-            return headers
+            size = headers_size(headers)
+            self._last = (span_context, headers, size)
+            return headers, size
         context = otel_context.get_current()
         if span is not None:
             context = trace.set_span_in_context(span, context)
-        return self._generic(context, propagator)
+        headers = self._generic(context, propagator)
+        return headers, headers_size(headers)
 
     @staticmethod
     def _format(span_context: trace.SpanContext) -> Headers:
@@ -122,6 +130,13 @@ class HeaderInjector:
             return None
         # A dict carrier guarantees one header per key.
         return tuple((key, value.encode()) for key, value in carrier.items())
+
+
+def headers_size(headers: Headers | None) -> int:
+    """Bytes the keys and values of ``headers`` take in a Kafka record."""
+    if not headers:
+        return 0
+    return sum(len(key) + len(value) for key, value in headers)
 
 
 def headers_to_carrier(
