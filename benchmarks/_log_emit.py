@@ -60,12 +60,14 @@ async def log_emit_result(
         emit = emitter.emit
         start = time.perf_counter()
         for event in enriched:
+            # The values the publish path gives the emitter in attributes mode.
             emit(
                 full_name,
-                event.event.__dict__,
+                {"application": "logemit", **event.fields},
                 event.event_id,
                 event.span_context,
                 severity,
+                timestamp_ns=event.timestamp_ns,
             )
         elapsed = time.perf_counter() - start
         return Run(events, elapsed, elapsed)

@@ -504,7 +504,16 @@ async def publish_throughput(
     # The SDK's batch processors drop records when their queue is full.
     if sdk_logs and logs_exported < total:
         result.detail += f"; {total - logs_exported:,} log records dropped by SDK"
-    if spec.telemetry.producer_spans:
+    if spec.telemetry.producer_spans == "batch":
+        # Spans per batch: their number depends on the batches, so the
+        # detail says how many events each one covered on average.
+        batches = spans_exported - (1 + settings.repeats if spec.in_span else 0)
+        result.extra["batch_spans"] = batches
+        if batches > 0:
+            result.detail += (
+                f"; {batches:,} batch spans, {total / batches:,.0f} events each"
+            )
+    elif spec.telemetry.producer_spans:
         # One producer span per event, plus the request span of each run.
         expected_spans = total + (1 + settings.repeats if spec.in_span else 0)
         result.extra["spans_expected"] = expected_spans

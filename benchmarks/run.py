@@ -55,9 +55,9 @@ from otel_kafka_events.testing import BROKER_KINDS, LocalKafkaStack
 
 SCENARIOS = ("1", "2", "2x200", "3", "4", "5", "6", "7", "8")
 """Selectable groups; "1" includes 1d, "2x200" includes 2x200one, "4" includes
-4d, 4b and 4s, "7" is 7a and 7b."""
+4d, 4b, 4c and 4s, "7" is 7a and 7b."""
 
-PROFILABLE = ("2", "2x200", "2x200one", "3", "4", "4d", "4b")
+PROFILABLE = ("2", "2x200", "2x200one", "3", "4", "4d", "4b", "4c")
 
 FULL = Settings(
     events=100_000,
@@ -139,6 +139,14 @@ def publish_specs(settings: Settings, otel: OtelSetup) -> dict[str, PublishSpec]
             "4b",
             "as 3 + producer spans",
             TelemetryOptions(producer_spans=True, tracer_provider=otel.tracer_provider),
+            in_span=True,
+        ),
+        "4c": PublishSpec(
+            "4c",
+            "as 3 + producer spans, one per batch",
+            TelemetryOptions(
+                producer_spans="batch", tracer_provider=otel.tracer_provider
+            ),
             in_span=True,
         ),
     }
@@ -328,7 +336,7 @@ class Session:
             ("2", ["2"]),
             ("2x200", ["2x200", "2x200one"]),
             ("3", ["3"]),
-            ("4", ["4", "4d", "4b"]),
+            ("4", ["4", "4d", "4b", "4c"]),
         ):
             if self.wants(group):
                 for scenario in ids:

@@ -24,6 +24,7 @@ ROWS = {
     "4",
     "4d",
     "4b",
+    "4c",
     "4s",
     "5",
     "6",
@@ -32,7 +33,7 @@ ROWS = {
     "8",
 }
 # Rows whose ratio is to raw runs taken next to their own runs.
-PAIRED = {"2", "2x200", "2x200one", "3", "4", "4d", "4b", "4s"}
+PAIRED = {"2", "2x200", "2x200one", "3", "4", "4d", "4b", "4c", "4s"}
 
 
 def test_smoke_run_prints_a_ratio_for_every_scenario(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from otel_kafka_events import (
     EventPayload,
     KafkaEventManager,
     KafkaMetricsConfiguration,
+    LogExport,
     MockEventManager,
     MockMetricsConfiguration,
     NoopEventManager,
@@ -418,3 +419,148 @@ async def test_manager_from_environment_publishes(
     assert decoded["id"] == event.id
     found = await manager.registry.get_schema(f"{topic}.ping_cfg")
     assert found is not None
+
+
+# -- Producer spans and the log export --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("true", True), ("false", False), ("event", "event"), ("batch", "batch")],
+)
+def test_producer_spans_setting(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: object
+) -> None:
+    kafka_env(monkeypatch, METRICS_PRODUCER_SPANS=value)
+    config = KafkaMetricsConfiguration()
+    assert config.telemetry_options().producer_spans == expected
+
+
+def test_unknown_producer_spans_value_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kafka_env(monkeypatch, METRICS_PRODUCER_SPANS="sometimes")
+    with pytest.raises(ValidationError, match="producerSpans"):
+        KafkaMetricsConfiguration()
+
+
+def test_log_export_is_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    kafka_env(monkeypatch, METRICS_OTEL_LOGS="true")
+    assert KafkaMetricsConfiguration().telemetry_options().log_export is None
+
+
+def test_log_export_settings_describe_a_log_export(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kafka_env(
+        monkeypatch,
+        METRICS_OTEL_LOGS="true",
+        METRICS_LOG_EXPORT_KAFKA="true",
+        METRICS_LOG_EXPORT_TOPIC="collector_logs",
+        METRICS_LOG_EXPORT_ENCODING="otlp_json",
+        METRICS_LOG_EXPORT_PARTITION_BY_TRACE_ID="true",
+        METRICS_LOG_EXPORT_OTLP_ENDPOINT="http://collector:4318/v1/logs",
+        METRICS_LOG_EXPORT_DIRECT="true",
+        METRICS_LOG_EXPORT_TIMEOUT="2.5",
+        METRICS_LOG_EXPORT_MAX_PENDING="500",
+    )
+    options = KafkaMetricsConfiguration().telemetry_options()
+    assert options.logs
+    assert options.log_export == LogExport(
+        kafka=True,
+        topic="collector_logs",
+        encoding="otlp_json",
+        partition_by_trace_id=True,
+        otlp_endpoint="http://collector:4318/v1/logs",
+        direct=True,
+        timeout=2.5,
+        max_pending=500,
+    )
+
+
+def test_an_otlp_endpoint_alone_exports_there_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kafka_env(
+        monkeypatch,
+        METRICS_OTEL_LOGS="true",
+        METRICS_LOG_EXPORT_OTLP_ENDPOINT="http://collector:4318/v1/logs",
+    )
+    export = KafkaMetricsConfiguration().telemetry_options().log_export
+    assert export is not None
+    assert (export.kafka, export.otlp_endpoint) == (
+        False,
+        "http://collector:4318/v1/logs",
+    )
+
+
+def test_log_export_without_otel_logs_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kafka_env(monkeypatch, METRICS_LOG_EXPORT_KAFKA="true")
+    with pytest.raises(ValidationError, match="METRICS_OTEL_LOGS=true"):
+        KafkaMetricsConfiguration()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field"),
+    [
+        ("METRICS_LOG_EXPORT_ENCODING", "protobuf", "encoding"),
+        ("METRICS_LOG_EXPORT_TIMEOUT", "0", "timeout"),
+        ("METRICS_LOG_EXPORT_MAX_PENDING", "0", "max_pending"),
+        ("METRICS_LOG_EXPORT_TOPIC", "", "topic"),
+    ],
+)
+def test_bad_log_export_settings_name_the_field(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, field: str
+) -> None:
+    kafka_env(
+        monkeypatch,
+        METRICS_OTEL_LOGS="true",
+        METRICS_LOG_EXPORT_KAFKA="true",
+        **{variable: value},
+    )
+    with pytest.raises(ValidationError, match=field):
+        KafkaMetricsConfiguration()
+
+
+async def test_log_export_from_the_environment_writes_otlp_records(
+    monkeypatch: pytest.MonkeyPatch, local_kafka_stack: LocalKafkaStack
+) -> None:
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogsData
+
+    application = f"cfg_{uuid.uuid4().hex[:10]}"
+    prefix = "test.config"
+    log_topic = f"otlp_{uuid.uuid4().hex[:10]}"
+    set_env(
+        monkeypatch,
+        METRICS_APPLICATION=application,
+        METRICS_EVENTS_TOPIC_PREFIX=prefix,
+        KAFKA_BOOTSTRAP_SERVERS=local_kafka_stack.bootstrap_servers,
+        SCHEMA_MANAGER_REGISTRY_URL=local_kafka_stack.registry_url,
+        METRICS_RAISE_ON_ERROR="true",
+        METRICS_OTEL_LOGS="true",
+        METRICS_LOG_EXPORT_KAFKA="true",
+        METRICS_LOG_EXPORT_TOPIC=log_topic,
+        METRICS_LOG_EXPORT_DIRECT="true",
+    )
+    topic = f"{prefix}.{application}"
+    await local_kafka_stack.create_topic(topic)
+    await local_kafka_stack.create_topic(log_topic)
+    config = metrics_configuration_factory()
+    assert isinstance(config, KafkaMetricsConfiguration)
+    manager = config.make_manager(enable_idempotence=capabilities().idempotent_producer)
+    try:
+        await manager.initialize()
+        publisher = await manager.create_publisher("ping", Ping)
+        event = await publisher.publish(Ping(n=5), wait=True)
+    finally:
+        assert await manager.aclose(timeout=10) == 0
+    assert manager.log_export_stats["kafka"].exported == 1
+    (record,) = await local_kafka_stack.consume(log_topic, 1)
+    logs = LogsData.FromString(record.value)
+    (log,) = logs.resource_logs[0].scope_logs[0].log_records
+    attributes = {a.key: a.value for a in log.attributes}
+    assert log.event_name == f"{topic}.ping"
+    assert attributes["id"].string_value == str(event.id)
+    assert attributes["n"].int_value == 5

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, note, settings
-from hypothesis import strategies as st
 
 from otel_kafka_events import EventPayload, EventPayloadError
 from otel_kafka_events._codec import avro_long, avro_string, write_long
@@ -47,7 +46,9 @@ def reference(
             try:
                 datum[name] = converter(datum[name])
             except (ValueError, TypeError, AttributeError) as exc:
-                raise EventPayloadError(event_type.name, f"field {name!r}: {exc}")
+                raise EventPayloadError(
+                    event_type.name, f"field {name!r}: {exc}"
+                ) from exc
     event_type.encoder.write(out, datum)
     return bytes(out)
 

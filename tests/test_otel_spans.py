@@ -250,3 +250,49 @@ async def test_too_large_event_ends_its_span_with_the_error(
     assert attributes_of(span)["error.type"] == "EventTooLargeError"
     assert span.status.status_code is StatusCode.ERROR
     assert not trace.get_current_span().get_span_context().is_valid
+
+
+async def test_batch_spans_link_the_callers_of_their_events(
+    make_kafka_manager: ManagerFactory, local_kafka_stack: LocalKafkaStack, sdk: Sdk
+) -> None:
+    manager = await make_kafka_manager(
+        partitions=2,
+        telemetry=TelemetryOptions(
+            producer_spans="batch", tracer_provider=sdk.provider
+        ),
+    )
+    uploads = await manager.create_publisher("upload", Upload)
+    callers = []
+    for request in range(2):
+        with sdk.tracer.start_as_current_span(f"request {request}") as caller:
+            callers.append(caller.get_span_context())
+            for index in range(50):
+                await uploads.publish(Upload(name=f"{request}-{index}", size=index))
+    assert await manager.aclose(timeout=30) == 0
+
+    records = await local_kafka_stack.consume(manager.topic, 100, timeout=30)
+    spans = sdk.finished(f"send {manager.topic}")
+    assert spans, "no batch span"
+    # One span per batch: together they count every event once.
+    assert sum(attributes_of(s)["messaging.batch.message_count"] for s in spans) == 100
+    first_offsets = set()
+    for span in spans:
+        attributes = attributes_of(span)
+        assert span.kind is SpanKind.PRODUCER
+        assert span.parent is None  # a batch belongs to no request
+        assert span.status.status_code is StatusCode.UNSET
+        assert attributes["messaging.system"] == "kafka"
+        assert attributes["messaging.operation.type"] == "send"
+        assert attributes["messaging.destination.name"] == manager.topic
+        partition = attributes["messaging.destination.partition.id"]
+        first_offsets.add((int(partition), attributes["messaging.kafka.offset"]))
+        linked = {(link.context.trace_id, link.context.span_id) for link in span.links}
+        assert linked <= {(c.trace_id, c.span_id) for c in callers}
+        assert linked
+    # Each batch's offset is where its first event was written.
+    on_topic = {(r.partition, r.offset) for r in records}
+    assert first_offsets <= on_topic
+    # The records name the caller's span: no per-event span exists.
+    parents = {dict(r.headers)["traceparent"].decode().split("-")[2] for r in records}
+    assert parents == {f"{c.span_id:016x}" for c in callers}
+    assert not [s for s in sdk.exporter.get_finished_spans() if s.parent is not None]

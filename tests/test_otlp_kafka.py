@@ -251,7 +251,12 @@ async def test_direct_path_matches_the_sdk_path_record_for_record(
             trace_flags=TraceFlags(values["trace_flags"]),
         )
         emitter.emit(
-            f"{PREFIX}.{application}.{name}", values, str(event.id), span, severity
+            f"{PREFIX}.{application}.{name}",
+            values,
+            str(event.id),
+            span,
+            severity,
+            timestamp_ns=values["timestamp_ns"],
         )
     provider.shutdown()
 

@@ -93,7 +93,13 @@ def sdk_request(mode: str) -> ExportLogsServiceRequest:
     emitter = EventLogEmitter(provider, mode)
     for name, values, event_id, span, severity in events():
         emitter.emit(
-            name, values, event_id, span, severity, trace_fields=name.endswith("a")
+            name,
+            values,
+            event_id,
+            span,
+            severity,
+            trace_fields=name.endswith("a"),
+            timestamp_ns=values["timestamp_ns"],
         )
     records = exporter.get_finished_logs()
     provider.shutdown()
@@ -121,7 +127,13 @@ def direct_requests(
     )
     for name, values, event_id, span, severity in events():
         direct.emit(
-            name, values, event_id, span, severity, trace_fields=name.endswith("a")
+            name,
+            values,
+            event_id,
+            span,
+            severity,
+            trace_fields=name.endswith("a"),
+            timestamp_ns=values["timestamp_ns"],
         )
     direct.delivered([_Event(FIRST_ID), _Event("unknown"), _Event("id-2")])
     assert destination.counts.snapshot().exported == 2

@@ -117,3 +117,47 @@ async def test_a_retriable_failure_resends_in_order() -> None:
     assert transport.logs[0] == [f"t:{n}".encode() for n in range(5)]
     assert failures == []
     await sender.stop(TimeoutError(), TimeoutError())
+
+
+async def test_batch_spans_end_with_the_outcome_of_each_send() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+        InMemorySpanExporter,
+    )
+    from opentelemetry.trace import StatusCode
+
+    from otel_kafka_events.otel._spans import BatchSpans
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    transport = FakeTransport(partitions=1, capacity=10)
+    transport.failures.append(RetriableSendError("lost"))
+    failures: list[DeliveryFailure] = []
+    ledger = Ledger(BufferOptions())
+    reporter = Reporter("topic", failures.append, RateLimitedLog(get_logger(), 10))
+    sender = Sender(
+        ledger,
+        reporter,
+        topic="topic",
+        transport=lambda: transport,
+        replace_transport=lambda _: None,
+        retry_backoff=0.01,
+        delivery_timeout=1,
+        batch_spans=BatchSpans("topic", provider),
+    )
+    ledger.register("t", 0)
+    for n in range(3):
+        ledger.accept(event("t", n, 5))
+    sender.start()
+    await asyncio.sleep(0.2)
+    assert ledger.stats.delivered == 3
+    await sender.stop(TimeoutError(), TimeoutError())
+    lost, sent = exporter.get_finished_spans()
+    # The first send failed (and was retried): its span says so.
+    assert lost.status.status_code is StatusCode.ERROR
+    assert (lost.attributes or {})["error.type"] == "RetriableSendError"
+    assert sent.status.status_code is StatusCode.UNSET
+    assert (sent.attributes or {})["messaging.kafka.offset"] == 0
+    assert (sent.attributes or {})["messaging.batch.message_count"] == 3

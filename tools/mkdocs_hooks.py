@@ -22,6 +22,11 @@ MODELS = (
     ("Kafka connection", config.KafkaConnectionSettings, "KAFKA_"),
     ("Schema registry", config.SchemaManagerSettings, "SCHEMA_MANAGER_"),
     ("Kafka manager", config.KafkaMetricsConfiguration, ""),
+    (
+        "Log export of the Kafka manager",
+        config.LogExportSettings,
+        "METRICS_LOG_EXPORT_",
+    ),
 )
 
 

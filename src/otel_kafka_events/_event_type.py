@@ -77,6 +77,9 @@ class EnrichedEvent(NamedTuple):
     """The event id as text."""
     timestamp_ns: int
     """When the event happened, in nanoseconds since the epoch."""
+    fields: dict[str, Any]
+    """The payload's field values (a copy: the event's values are made
+    from it), for log records that need only these."""
 
 
 class EventType(Generic[P]):
@@ -238,7 +241,7 @@ class EventType(Generic[P]):
 
     def prepare(
         self, payload: P
-    ) -> tuple[Any, bytearray, SpanContext | None, str, int]:
+    ) -> tuple[Any, bytearray, SpanContext | None, str, int, dict[str, Any]]:
         """`enrich`, as a plain tuple in the order of `EnrichedEvent`'s
         fields (the publish path unpacks it at once)."""
         # Pydantic model classes are ABCs, whose isinstance check runs in
@@ -279,7 +282,7 @@ class EventType(Generic[P]):
         event = new_lazy_event(
             self.event_model, (self._values, fields, event_id, now_ns, trace_fields)
         )
-        return event, value, span_context, event_id, now_ns
+        return event, value, span_context, event_id, now_ns, fields
 
     def _values(
         self,

@@ -143,6 +143,9 @@ class PendingEvent(NamedTuple):
     """An object the caller resolves with the outcome (a future), or None."""
     span: Any = None
     """The event's producer span, or None."""
+    context: Any = None
+    """The caller's span context, kept only for batch producer spans (which
+    link to it), else None."""
 
 
 _DEADLINE = operator.attrgetter("deadline")

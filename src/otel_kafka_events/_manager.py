@@ -163,15 +163,25 @@ class EventPublisher(abc.ABC, Generic[P]):
 
     def _emit_log(self, enriched: EnrichedEvent) -> None:
         """Emit the event's OTel log record, if log export is on."""
-        if self._telemetry.log_emitter is not None:
-            self._telemetry.log_emitter.emit(
-                self._event_type.full_name,
-                enriched.event.__dict__,
-                enriched.event_id,
-                enriched.span_context,
-                self._severity,
-                trace_fields=self._event_type.trace_context,
-            )
+        emitter = self._telemetry.log_emitter
+        if emitter is None:
+            return
+        if self._telemetry.log_body:
+            # The body holds every value: the event's own.
+            values = enriched.event.__dict__
+        else:
+            # The attributes are the id (passed on its own), the application
+            # and the payload fields: no need to make the event's values.
+            values = {"application": self._event_type.application, **enriched.fields}
+        emitter.emit(
+            self._event_type.full_name,
+            values,
+            enriched.event_id,
+            enriched.span_context,
+            self._severity,
+            trace_fields=self._event_type.trace_context,
+            timestamp_ns=enriched.timestamp_ns,
+        )
 
 
 class NoopEventPublisher(EventPublisher[P]):

@@ -135,9 +135,13 @@ class TelemetryOptions:
         carry personal data), True for every entry, or a collection of the
         keys allowed through.
     producer_spans
-        Wrap each publish in a PRODUCER span ``send {topic}`` that ends when
-        the broker acknowledges the event. Off by default: an SDK span costs
-        more than the rest of the publish path.
+        PRODUCER spans ``send {topic}``. ``"event"`` (or True): one per
+        event, a child of the caller's span that ends when the broker
+        acknowledges the event; the record's ``traceparent`` names it.
+        ``"batch"``: one per batch sent, linked to the callers' spans of its
+        events, whose ``traceparent`` names the caller's span. Off by
+        default: a span per event costs several times the rest of the
+        publish path; a span per batch costs next to nothing per event.
     logs
         Emit every event as an OTel log record through the Logs API.
     logger_provider
@@ -161,7 +165,7 @@ class TelemetryOptions:
     trace_context: bool = True
     propagation_headers: bool = True
     baggage: bool | Collection[str] = False
-    producer_spans: bool = False
+    producer_spans: bool | Literal["event", "batch"] = False
     logs: bool = False
     logger_provider: Any = None
     log_mode: Literal["attributes", "body"] = "attributes"
@@ -173,6 +177,11 @@ class TelemetryOptions:
     )
 
     def __post_init__(self) -> None:
+        if self.producer_spans not in (False, True, "event", "batch"):
+            raise ValueError(
+                "producer_spans must be False, True, 'event' or 'batch', got"
+                f" {self.producer_spans!r}"
+            )
         if self.log_mode not in ("attributes", "body"):
             raise ValueError(
                 f"log_mode must be 'attributes' or 'body', got {self.log_mode!r}"

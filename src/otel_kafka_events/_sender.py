@@ -27,6 +27,7 @@ from ._ledger import Batch, Ledger, PendingEvent, Settled, Settlement
 from ._settle import Reporter
 from ._transport import RecordBatch, SendFailure, Transport
 from .otel._propagation import Headers
+from .otel._spans import BatchSpans, end_producer_span
 
 __all__ = ["Sender"]
 
@@ -40,6 +41,8 @@ class _Send:
     handover: asyncio.Task[None] | None = None
     """Running until the transport owns the batch."""
     handed_over: bool = False
+    span: Any = None
+    """Its producer span (``producer_spans="batch"``)."""
 
 
 class _QueuedTooLongError(TimeoutError):
@@ -69,6 +72,8 @@ class Sender:
         carries its own deadline).
     clock
         Monotonic time in seconds; asyncio's timeouts use the same clock.
+    batch_spans
+        Starts a producer span per batch sent, if given.
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class Sender:
         retry_backoff: float,
         delivery_timeout: float,
         clock: Callable[[], float] = time.monotonic,
+        batch_spans: BatchSpans | None = None,
     ) -> None:
         self._ledger = ledger
         self._reporter = reporter
@@ -91,6 +97,7 @@ class Sender:
         self._backoff = Backoff(retry_backoff)
         self._delivery_timeout = delivery_timeout
         self._clock = clock
+        self._batch_spans = batch_spans
         self._sends: dict[int, _Send] = {}
         self._stopping = False
         self._retry_at: dict[int, float] = {}
@@ -159,6 +166,9 @@ class Sender:
         self._task = None
         if self._sends:
             self.abandoned = True
+        for send in self._sends.values():
+            if send.span is not None:
+                self._end_span(send, None, in_flight_error)
         # What the transport still reports for these is ignored (`_sent`).
         self._sends.clear()
         self.settle(self._ledger.close(in_flight_error, queued_error))
@@ -216,6 +226,10 @@ class Sender:
         if batch is None:
             return
         send = _Send(batch, transport, batch.deadline)
+        if self._batch_spans is not None:
+            send.span = self._batch_spans.start(
+                partition, len(batch.events), (e.context for e in batch.events)
+            )
         self._sends[partition] = send
         send.handover = asyncio.create_task(self._hand_over(send, records))
 
@@ -287,6 +301,8 @@ class Sender:
         if self._sends.get(partition) is not send:
             return  # already settled: given up, or the sender stopped
         del self._sends[partition]
+        if send.span is not None:
+            self._end_span(send, offset, error)
         now = self._clock()
         batch = send.batch
         ledger = self._ledger
@@ -319,6 +335,16 @@ class Sender:
         if ledger.buffered == 0:
             self._idle.set()
         self.wake()
+
+    def _end_span(
+        self, send: _Send, offset: int | None, error: BaseException | None
+    ) -> None:
+        try:
+            end_producer_span(
+                send.span, partition=send.batch.partition, offset=offset, error=error
+            )
+        except Exception as exc:  # a span processor's failure is not ours
+            self._reporter.notification_failed("span", exc)
 
     def _timeout_error(self, outcome: Settled) -> BaseException:
         waiting = (

@@ -203,8 +203,12 @@ class Reporter:
         try:
             function(*args, **kw)
         except Exception as exc:
-            with contextlib.suppress(Exception):
-                self._log.logger.error(
-                    f"Event delivery {what} raised",
-                    error=f"{type(exc).__name__}: {exc}",
-                )
+            self.notification_failed(what, exc)
+
+    def notification_failed(self, what: str, error: Exception) -> None:
+        """Log that a notification (``what``: span, callback...) raised."""
+        with contextlib.suppress(Exception):
+            self._log.logger.error(
+                f"Event delivery {what} raised",
+                error=f"{type(error).__name__}: {error}",
+            )

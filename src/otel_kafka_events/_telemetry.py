@@ -12,7 +12,7 @@ from ._options import TelemetryOptions
 from ._ratelimit import RateLimitedLog
 from .otel._logs import EventLogEmitter
 from .otel._propagation import HeaderInjector
-from .otel._spans import ProducerSpans
+from .otel._spans import BatchSpans, ProducerSpans
 
 if TYPE_CHECKING:
     from .otel._log_export import LogExportPipeline
@@ -44,6 +44,8 @@ class Telemetry:
             else None
         )
         self.log_export: LogExportPipeline | None = None
+        self.log_body = options.log_mode == "body"
+        """Log records carry the whole event in their body."""
         self.injector = (
             HeaderInjector(
                 allow_baggage=bool(options.baggage),
@@ -54,9 +56,16 @@ class Telemetry:
         )
         self.producer_spans = (
             ProducerSpans(topic, options.tracer_provider)
-            if options.producer_spans
+            if options.producer_spans in (True, "event")
             else None
         )
+        """Starts a span per event (``producer_spans="event"``)."""
+        self.batch_spans = (
+            BatchSpans(topic, options.tracer_provider)
+            if options.producer_spans == "batch"
+            else None
+        )
+        """Starts a span per batch (``producer_spans="batch"``)."""
 
     def bind_log_export(
         self,

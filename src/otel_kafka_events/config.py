@@ -23,7 +23,7 @@ import enum
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -45,7 +45,7 @@ from ._manager import (
     MockEventManager,
     NoopEventManager,
 )
-from ._options import BufferOptions, OverflowPolicy, TelemetryOptions
+from ._options import BufferOptions, LogExport, OverflowPolicy, TelemetryOptions
 from ._registry_client import SchemaRegistrar, make_registry_client
 from ._secrets import mask_url, split_credentials
 
@@ -59,6 +59,7 @@ __all__ = [
     "KafkaConnectionSettings",
     "KafkaMetricsConfiguration",
     "KafkaSecurityProtocol",
+    "LogExportSettings",
     "MetricsConfiguration",
     "MockMetricsConfiguration",
     "SchemaManagerSettings",
@@ -332,6 +333,73 @@ class EventsConfiguration(BaseSettings):
     )
 
 
+class LogExportSettings(BaseSettings):
+    """Settings of the Kafka manager's own log export (``METRICS_LOG_EXPORT_*``).
+
+    Off unless ``METRICS_LOG_EXPORT_KAFKA`` is true or
+    ``METRICS_LOG_EXPORT_OTLP_ENDPOINT`` is set; either needs
+    ``METRICS_OTEL_LOGS=true``. See `LogExport`.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="METRICS_LOG_EXPORT_", populate_by_name=True, extra="forbid"
+    )
+
+    kafka: bool = Field(
+        False,
+        description=(
+            "Write the events' log records as OTLP to a topic of the events'"
+            " broker, for the Collector's kafka receiver."
+        ),
+    )
+    topic: str = Field("otlp_logs", min_length=1, description="That topic.")
+    encoding: Literal["otlp_proto", "otlp_json"] = Field(
+        "otlp_proto", description="`otlp_proto` or `otlp_json`, as the receiver's."
+    )
+    partition_by_trace_id: bool = Field(
+        False, description="Key each record by its trace id."
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="Also send them to this OTLP/HTTP logs URL.",
+    )
+    direct: bool = Field(
+        False,
+        description=(
+            "Write the records without the OpenTelemetry SDK, one for each"
+            " event Kafka acknowledged."
+        ),
+    )
+    timeout: float = Field(
+        10.0, gt=0, description="Seconds one export may take before it fails."
+    )
+    max_pending: int = Field(
+        100_000,
+        ge=1,
+        description="With direct: records waiting for export at most (then dropped).",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any destination is set."""
+        return self.kafka or self.otlp_endpoint is not None
+
+    def to_log_export(self) -> LogExport | None:
+        """The `LogExport` these settings describe (None when off)."""
+        if not self.enabled:
+            return None
+        return LogExport(
+            kafka=self.kafka,
+            topic=self.topic,
+            encoding=self.encoding,
+            partition_by_trace_id=self.partition_by_trace_id,
+            otlp_endpoint=self.otlp_endpoint,
+            direct=self.direct,
+            timeout=self.timeout,
+            max_pending=self.max_pending,
+        )
+
+
 class BaseMetricsConfiguration(BaseSettings, abc.ABC):
     """Settings shared by every kind of manager, including OpenTelemetry."""
 
@@ -355,9 +423,12 @@ class BaseMetricsConfiguration(BaseSettings, abc.ABC):
         description="Emit every event as an OpenTelemetry log record.",
         validation_alias=AliasChoices("otelLogs", "otel_logs", "METRICS_OTEL_LOGS"),
     )
-    producer_spans: bool = Field(
+    producer_spans: bool | Literal["event", "batch"] = Field(
         False,
-        description="Wrap each publish in a PRODUCER span.",
+        description=(
+            "PRODUCER spans: `event` (or true) for one per event, `batch` for"
+            " one per batch sent, linked to its events' spans."
+        ),
         validation_alias=AliasChoices(
             "producerSpans", "producer_spans", "METRICS_PRODUCER_SPANS"
         ),
@@ -533,6 +604,28 @@ class KafkaMetricsConfiguration(BaseMetricsConfiguration):
             "enableIdempotence", "enable_idempotence", "METRICS_ENABLE_IDEMPOTENCE"
         ),
     )
+    log_export: LogExportSettings = Field(
+        default_factory=LogExportSettings,
+        validation_alias=AliasChoices("logExport", "log_export"),
+    )
+
+    @model_validator(mode="after")
+    def _log_export_needs_logs(self) -> KafkaMetricsConfiguration:
+        if self.log_export.enabled and not self.otel_logs:
+            raise ValueError(
+                "METRICS_LOG_EXPORT_KAFKA / METRICS_LOG_EXPORT_OTLP_ENDPOINT"
+                " export the events' log records: set METRICS_OTEL_LOGS=true"
+                " as well"
+            )
+        return self
+
+    def telemetry_options(self, **overrides: Any) -> TelemetryOptions:
+        """The `TelemetryOptions` these settings describe, with the log
+        export of ``METRICS_LOG_EXPORT_*``."""
+        export = self.log_export.to_log_export()
+        if export is not None:
+            overrides.setdefault("log_export", export)
+        return super().telemetry_options(**overrides)
 
     def make_manager(
         self,

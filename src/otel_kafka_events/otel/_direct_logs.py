@@ -102,6 +102,7 @@ class DirectLogRecords:
         severity: SeverityNumber,
         *,
         trace_fields: bool = True,
+        timestamp_ns: int,
     ) -> None:
         """Write an accepted event's record and keep it until Kafka settles
         the event.
@@ -112,7 +113,13 @@ class DirectLogRecords:
         """
         try:
             record = self._encode(
-                full_name, values, event_id, span_context, severity, trace_fields
+                full_name,
+                values,
+                event_id,
+                span_context,
+                severity,
+                trace_fields,
+                timestamp_ns,
             )
         except Exception as exc:
             for destination in self._destinations:
@@ -129,6 +136,7 @@ class DirectLogRecords:
         span_context: SpanContext | None,
         severity: SeverityNumber,
         trace_fields: bool,
+        timestamp_ns: int,
     ) -> tuple[bytes, bytes, bytes | None]:
         last_context, trace, key = self._last_trace
         if span_context is not last_context:
@@ -164,7 +172,7 @@ class DirectLogRecords:
             middle = wire.event_attributes(
                 event_id, values, plan, otel_value, PLAIN_TYPES
             )
-        start = b"".join((wire.time_field(values["timestamp_ns"]), head, middle, trace))
+        start = b"".join((wire.time_field(timestamp_ns), head, middle, trace))
         return start, name, key
 
     def failed(self, events: Iterable[Any]) -> None:

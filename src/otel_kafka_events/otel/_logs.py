@@ -112,6 +112,7 @@ class EventLogEmitter:
         severity: SeverityNumber,
         *,
         trace_fields: bool = True,
+        timestamp_ns: int,
     ) -> None:
         """Emit the log record of one event.
 
@@ -120,7 +121,10 @@ class EventLogEmitter:
         full_name
             ``{topic}.{event name}``.
         values
-            The event's field values (metadata and payload).
+            The event's field values: all of them (metadata and payload) in
+            ``"body"`` mode; in ``"attributes"`` mode the application and the
+            payload fields are enough, since the other metadata is held by
+            the record's own fields.
         event_id
             The event id as text.
         span_context
@@ -128,8 +132,10 @@ class EventLogEmitter:
         severity
             The record's severity.
         trace_fields
-            Whether ``values`` has the trace metadata fields (the event type
-            has trace context on).
+            Whether the event type has trace context on (its trace fields
+            are then metadata, not payload).
+        timestamp_ns
+            When the event happened: the record's timestamp.
         """
         cached_context, context = self._last
         if span_context is None:
@@ -146,7 +152,7 @@ class EventLogEmitter:
             trace_fields=trace_fields,
         )
         self._logger.emit(
-            timestamp=values["timestamp_ns"],
+            timestamp=timestamp_ns,
             context=context,
             severity_number=severity,
             severity_text=severity.name,
