@@ -189,3 +189,15 @@ def test_a_refusal_names_the_field() -> None:
     with pytest.raises(EventPayloadError, match="number") as caught:
         event_type.encode(EVENT_ID, TIMESTAMP_NS, b"", fields)
     assert caught.value.event == "scalars"
+
+
+def test_types_of_one_shape_share_code_and_keep_their_own_values() -> None:
+    first = EventType("scalars", TOPIC, "first_app", Scalars)
+    second = EventType("scalars", TOPIC, "second_app", Scalars)
+    assert first.writer.__code__ is second.writer.__code__
+    fields = {**GOOD, "maybe": None, "maybe_text": None, "when": None}
+    for event_type in (first, second):
+        assert compare(event_type, fields) == reference(
+            event_type, b"\x00\x00\x00", fields
+        )
+    assert compare(first, fields) != compare(second, fields)
