@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -387,6 +388,21 @@ async def test_without_raise_on_error_initialize_does_not_raise(
 # -- A manager built from the environment publishes -----------------------------
 
 
+async def publish_one_ping() -> tuple[KafkaEventManager, Any]:
+    """A manager made from the environment publishes ``Ping(n=5)``, waits
+    for it, and closes."""
+    config = metrics_configuration_factory()
+    assert isinstance(config, KafkaMetricsConfiguration)
+    manager = config.make_manager(enable_idempotence=capabilities().idempotent_producer)
+    try:
+        await manager.initialize()
+        publisher = await manager.create_publisher("ping", Ping)
+        event = await publisher.publish(Ping(n=5), wait=True)
+    finally:
+        assert await manager.aclose(timeout=10) == 0
+    return manager, event
+
+
 async def test_manager_from_environment_publishes(
     monkeypatch: pytest.MonkeyPatch, local_kafka_stack: LocalKafkaStack
 ) -> None:
@@ -404,15 +420,7 @@ async def test_manager_from_environment_publishes(
     )
     topic = f"{prefix}.{application}"
     await local_kafka_stack.create_topic(topic)
-    config = metrics_configuration_factory()
-    assert isinstance(config, KafkaMetricsConfiguration)
-    manager = config.make_manager(enable_idempotence=capabilities().idempotent_producer)
-    try:
-        await manager.initialize()
-        publisher = await manager.create_publisher("ping", Ping)
-        event = await publisher.publish(Ping(n=5), wait=True)
-    finally:
-        assert await manager.aclose(timeout=10) == 0
+    manager, event = await publish_one_ping()
     (record,) = await local_kafka_stack.consume(topic, 1)
     decoded = await decode(record.value, local_kafka_stack.registry_url)
     assert (decoded["n"], decoded["application"]) == (5, application)
@@ -547,15 +555,7 @@ async def test_log_export_from_the_environment_writes_otlp_records(
     topic = f"{prefix}.{application}"
     await local_kafka_stack.create_topic(topic)
     await local_kafka_stack.create_topic(log_topic)
-    config = metrics_configuration_factory()
-    assert isinstance(config, KafkaMetricsConfiguration)
-    manager = config.make_manager(enable_idempotence=capabilities().idempotent_producer)
-    try:
-        await manager.initialize()
-        publisher = await manager.create_publisher("ping", Ping)
-        event = await publisher.publish(Ping(n=5), wait=True)
-    finally:
-        assert await manager.aclose(timeout=10) == 0
+    manager, event = await publish_one_ping()
     assert manager.log_export_stats["kafka"].exported == 1
     (record,) = await local_kafka_stack.consume(log_topic, 1)
     logs = LogsData.FromString(record.value)

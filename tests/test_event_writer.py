@@ -29,6 +29,13 @@ EVENT_ID = "6f1c2b8e-93a4-4d2a-8b1e-3c5d7e9f0a1b"
 TIMESTAMP_NS = 1_796_212_800_123_456_789
 
 
+PROPERTY_SETTINGS = settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
 def reference(
     event_type: EventType[Any], trace_avro: bytes, fields: dict[str, Any]
 ) -> bytes:
@@ -72,11 +79,7 @@ def compare(event_type: EventType[Any], fields: dict[str, Any]) -> Any:
     return generated
 
 
-@settings(
-    max_examples=400,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@PROPERTY_SETTINGS
 @given(case=cases())
 def test_validated_payloads_are_written_alike(case: Case) -> None:
     event_type = EventType(f"e{id(case)}", TOPIC, "writer", case.model)
@@ -87,11 +90,7 @@ def test_validated_payloads_are_written_alike(case: Case) -> None:
     compare(event_type, payload.__dict__)
 
 
-@settings(
-    max_examples=400,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@PROPERTY_SETTINGS
 @given(case=cases())
 def test_unvalidated_values_are_refused_alike(case: Case) -> None:
     # model_construct skips validation, so values of any type reach the

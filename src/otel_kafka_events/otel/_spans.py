@@ -34,25 +34,8 @@ per distinct caller span, in the order of the batch's events."""
 _NO_PARENT = trace.set_span_in_context(trace.INVALID_SPAN)
 
 
-def _messaging_attributes(topic: str) -> dict[str, Any]:
-    return {
-        "messaging.system": "kafka",
-        "messaging.operation.name": "send",
-        "messaging.operation.type": "send",
-        "messaging.destination.name": topic,
-    }
-
-
-def _tracer(tracer_provider: Any) -> trace.Tracer:
-    from .. import __version__
-
-    return trace.get_tracer(
-        "otel_kafka_events", __version__, tracer_provider=tracer_provider
-    )
-
-
-class ProducerSpans:
-    """Starts a ``send {topic}`` PRODUCER span per event.
+class _SendSpans:
+    """What both shapes of span share: tracer, name and attributes.
 
     Parameters
     ----------
@@ -63,9 +46,22 @@ class ProducerSpans:
     """
 
     def __init__(self, topic: str, tracer_provider: Any = None) -> None:
-        self._tracer = _tracer(tracer_provider)
+        from .. import __version__
+
+        self._tracer = trace.get_tracer(
+            "otel_kafka_events", __version__, tracer_provider=tracer_provider
+        )
         self._name = f"send {topic}"
-        self._attributes = _messaging_attributes(topic)
+        self._attributes: dict[str, Any] = {
+            "messaging.system": "kafka",
+            "messaging.operation.name": "send",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": topic,
+        }
+
+
+class ProducerSpans(_SendSpans):
+    """Starts a ``send {topic}`` PRODUCER span per event."""
 
     def start(self, context: Context, event_id: str, start_ns: int) -> Span:
         """Start the span of one event as a child of the caller's context.
@@ -82,21 +78,8 @@ class ProducerSpans:
         )
 
 
-class BatchSpans:
-    """Starts a ``send {topic}`` PRODUCER span per batch.
-
-    Parameters
-    ----------
-    topic
-        The destination topic.
-    tracer_provider
-        The TracerProvider; the global one when None.
-    """
-
-    def __init__(self, topic: str, tracer_provider: Any = None) -> None:
-        self._tracer = _tracer(tracer_provider)
-        self._name = f"send {topic}"
-        self._attributes = _messaging_attributes(topic)
+class BatchSpans(_SendSpans):
+    """Starts a ``send {topic}`` PRODUCER span per batch."""
 
     def start(
         self, partition: int, count: int, contexts: Iterable[SpanContext | None]
