@@ -10,6 +10,7 @@ aligned. The Collector comparison is in ``tests/test_otlp_kafka.py``.
 from __future__ import annotations
 
 import concurrent.futures
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -86,13 +87,10 @@ def events() -> list[
     ]
 
 
-def sdk_request(mode: str) -> ExportLogsServiceRequest:
-    exporter = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
-    provider = LoggerProvider(resource=RESOURCE)
-    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
-    emitter = EventLogEmitter(provider, mode)
+def emit_events(emit: Callable[..., None]) -> None:
+    """Emit `events` the same way on either path."""
     for name, values, event_id, span, severity in events():
-        emitter.emit(
+        emit(
             name,
             values,
             event_id,
@@ -101,6 +99,14 @@ def sdk_request(mode: str) -> ExportLogsServiceRequest:
             trace_fields=name.endswith("a"),
             timestamp_ns=values["timestamp_ns"],
         )
+
+
+def sdk_request(mode: str) -> ExportLogsServiceRequest:
+    exporter = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
+    provider = LoggerProvider(resource=RESOURCE)
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    emitter = EventLogEmitter(provider, mode)
+    emit_events(emitter.emit)
     records = exporter.get_finished_logs()
     provider.shutdown()
     return encode_logs(records)
@@ -125,16 +131,7 @@ def direct_requests(
         body_mode=mode == "body",
         log=None,
     )
-    for name, values, event_id, span, severity in events():
-        direct.emit(
-            name,
-            values,
-            event_id,
-            span,
-            severity,
-            trace_fields=name.endswith("a"),
-            timestamp_ns=values["timestamp_ns"],
-        )
+    emit_events(direct.emit)
     direct.delivered([_Event(FIRST_ID), _Event("unknown"), _Event("id-2")])
     assert destination.counts.snapshot().exported == 2
     return [(key, ExportLogsServiceRequest.FromString(value)) for key, value in sent]
