@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, UnknownError
 from aiokafka.structs import ConsumerRecord
 
 from otel_kafka_events.testing._broker_base import SubprocessBroker
@@ -31,6 +32,8 @@ from otel_kafka_events.testing._stack import (
     make_broker,
 )
 from otel_kafka_events.testing._tansu import TansuBroker
+
+from .broker_support import only_in_leg
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -176,6 +179,42 @@ async def test_restart_keeps_port_and_data_as_declared(
     await produce(bootstrap, topic, [b"after"])
     expected = 2 if broker.capabilities.keeps_data_across_restart else 1
     assert len(await read_values(bootstrap, topic, expected)) == expected
+
+
+async def create_topic(bootstrap: str, topic: str) -> list[int]:
+    """Create a one-partition topic; the error codes of the answer."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        response = await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
+    return [error[1] for error in response.topic_errors]
+
+
+@only_in_leg("tansu")
+async def test_tansu_recreating_a_topic_written_after_a_restart_breaks_it() -> None:
+    # What the crash test in test_reliability_outages works around: after a
+    # restart Tansu has no topics, yet takes writes for a partition a
+    # producer still knows; creating the topic then resets the partition's
+    # offsets, and the next write collides with the stored batch.
+    with TansuBroker() as tansu:
+        bootstrap = tansu.bootstrap_servers
+        topic = LocalKafkaStack.unique_topic("recreated")
+        assert await create_topic(bootstrap, topic) == [0]
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b"before", partition=0)
+            tansu.kill()
+            tansu.start()
+            written = await producer.send_and_wait(topic, b"unknown", partition=0)
+            assert written.offset == 0
+            assert await create_topic(bootstrap, topic) == [0]
+            with pytest.raises(UnknownError):
+                await producer.send_and_wait(topic, b"after", partition=0)
+        finally:
+            await producer.stop()
 
 
 def test_stop_is_idempotent_and_ends_the_process(broker: SubprocessBroker) -> None:

@@ -8,6 +8,7 @@ to the same address. See ``docs/reliability.md``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import time
 import uuid
@@ -101,9 +102,12 @@ def own_registry() -> Iterator[LocalSchemaRegistry]:
 async def publish_through_outage(
     publishers: dict[str, KafkaEventPublisher[Numbered]],
     outage: Callable[[], None],
+    recovery: Callable[[], None] | None = None,
 ) -> dict[str, int]:
     """Publish before, during and after ``outage`` (run in a thread).
 
+    ``recovery``, if given, runs once the outage is over, on the event
+    loop's thread: nothing of the manager's runs until it returns.
     Returns how many events of each kind were published.
     """
     counts = dict.fromkeys(publishers, 0)
@@ -123,6 +127,8 @@ async def publish_through_outage(
         await publish_round()
         await asyncio.sleep(0.01)
     await task
+    if recovery is not None:
+        recovery()
     for _ in range(30):
         await publish_round()
     return counts
@@ -214,11 +220,18 @@ async def test_broker_crash_while_publishing_loses_nothing_unreported(
     def crash() -> None:
         broker.kill()
         time.sleep(0.3)
-        broker.start()
 
-    counts = await publish_through_outage(publishers, crash)
-    # Tansu comes back without the topic.
-    await own_stack.create_topic(manager.topic, partitions=1, exist_ok=True)
+    def come_back() -> None:
+        # Tansu comes back without the topic, yet takes produce requests for
+        # it, and creating the topic after one resets its offsets (the next
+        # write then fails with UnknownError): so the topic is back before
+        # the producer can reach the broker.
+        broker.start()
+        create = own_stack.create_topic(manager.topic, partitions=1, exist_ok=True)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, create).result()
+
+    counts = await publish_through_outage(publishers, crash, come_back)
     after = await manager.create_publisher("after", Numbered)
     for n in range(5):
         await after.publish(Numbered(kind="after", n=n), wait=True)

@@ -21,18 +21,17 @@ import hashlib
 import ipaddress
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ._broker_base import BrokerCapabilities, SubprocessBroker
+from ._maven import DEPENDENCY_PLUGIN, locked, output_tail, run_maven
 from ._process import find_free_port
 
 __all__ = [
@@ -60,12 +59,7 @@ _SCALA_VERSION = "2.13"
 # It also brings log4j-api and log4j-core, which not every 4.x declares at
 # runtime; where Kafka does, its own version wins (declared first in the pom).
 _LOG4J_SLF4J_BINDING = "org.apache.logging.log4j:log4j-slf4j-impl:2.25.5"
-# maven-dependency-plugin pinned: Maven 3.8 would otherwise pick 2.8 (2013).
-_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
-_MAVEN_TIMEOUT = 900.0
 _MARKER = "complete.json"
-_OUTPUT_TAIL_LINES = 40
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 # Startup is dominated by class loading and JIT on a small machine: C1 only
 # and the serial collector start fastest, and a test broker never runs long
@@ -152,23 +146,6 @@ def _pom_xml(version: str) -> str:
 """
 
 
-@contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path``, so that concurrent test runs
-    do not run Maven into the same folder at once."""
-    if sys.platform == "win32":  # pragma: no cover - no flock; best effort
-        yield
-        return
-    import fcntl
-
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _cached_classpath(cache_dir: Path, pom: str) -> list[Path] | None:
     """The jars of a complete earlier resolution of the same pom, if any."""
     try:
@@ -181,49 +158,6 @@ def _cached_classpath(cache_dir: Path, pom: str) -> list[Path] | None:
     if not jars or not all(jar.is_file() for jar in jars):
         return None
     return jars
-
-
-def run_maven(
-    argv: Sequence[str], cwd: Path, task: str
-) -> subprocess.CompletedProcess[str]:
-    """Run Maven, its output captured, within ``_MAVEN_TIMEOUT`` seconds.
-
-    Parameters
-    ----------
-    argv
-        The command line.
-    cwd
-        Where to run it.
-    task
-        What Maven was asked to do, for the error (``"fetch Apicurio ..."``).
-
-    Raises
-    ------
-    RuntimeError
-        If Maven runs out of time, with the end of its output.
-    """
-    try:
-        return subprocess.run(
-            argv,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=_MAVEN_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as error:
-        output = error.output if isinstance(error.output, str) else ""
-        raise RuntimeError(
-            f"Maven did not {task} within {_MAVEN_TIMEOUT:.0f} s:\n{_tail(output)}"
-        ) from None
-
-
-def _tail(text: str, lines: int = _OUTPUT_TAIL_LINES) -> str:
-    # Maven 3.8 emits colour resets even in batch mode with colour off.
-    text = _ANSI_ESCAPE.sub("", text)
-    return "\n".join(text.rstrip().splitlines()[-lines:]) or "(no output)"
 
 
 def resolve_kafka_classpath(
@@ -267,7 +201,7 @@ def resolve_kafka_classpath(
             f"{cache_dir} and Maven ('mvn') is not on PATH to fetch them"
         )
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(cache_dir / ".lock"):
+    with locked(cache_dir / ".lock"):
         # Another process may have finished while this one waited.
         jars = _cached_classpath(cache_dir, pom)
         if jars is not None:
@@ -287,7 +221,7 @@ def resolve_kafka_classpath(
             "-Dstyle.color=never",
             "-f",
             str(cache_dir / "pom.xml"),
-            f"{_DEPENDENCY_PLUGIN}:copy-dependencies",
+            f"{DEPENDENCY_PLUGIN}:copy-dependencies",
             f"-DoutputDirectory={lib}",
             "-DincludeScope=runtime",
         ]
@@ -298,7 +232,7 @@ def resolve_kafka_classpath(
             raise RuntimeError(
                 f"Maven could not resolve Apache Kafka {version} "
                 f"(exit code {result.returncode}; {' '.join(argv)}):\n"
-                f"{_tail(result.stdout)}"
+                f"{output_tail(result.stdout)}"
             )
         marker = {
             "version": version,
@@ -805,7 +739,7 @@ class ApacheKafkaBroker(SubprocessBroker):
         if result.returncode != 0:
             raise RuntimeError(
                 f"Kafka's storage tool failed with exit code {result.returncode}:\n"
-                f"{_tail(output)}"
+                f"{output_tail(output)}"
             )
 
 

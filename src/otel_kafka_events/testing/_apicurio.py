@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .._registry_client import COMPATIBILITY_LEVELS
-from ._apache_kafka import _DEPENDENCY_PLUGIN, _locked, _tail, run_maven
 from ._java import JavaRuntime, describe_java_search, find_java_at_least
+from ._maven import DEPENDENCY_PLUGIN, locked, output_tail, run_maven
 from ._process import find_free_port
 from ._server_process import ServerProcess
 
@@ -117,7 +117,7 @@ def resolve_apicurio(
             "('mvn') is not on PATH to fetch it"
         )
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(cache_dir / ".lock"):
+    with locked(cache_dir / ".lock"):
         jar = _cached(cache_dir, version)
         if jar is not None:
             return jar
@@ -130,7 +130,7 @@ def resolve_apicurio(
             "-q",
             "-B",
             "-Dstyle.color=never",
-            f"{_DEPENDENCY_PLUGIN}:copy",
+            f"{DEPENDENCY_PLUGIN}:copy",
             f"-Dartifact={_ARTIFACT.format(version=version)}",
             f"-DoutputDirectory={download}",
         ]
@@ -140,7 +140,7 @@ def resolve_apicurio(
             raise RuntimeError(
                 f"Maven could not fetch Apicurio Registry {version} "
                 f"(exit code {result.returncode}; {' '.join(argv)}):\n"
-                f"{_tail(result.stdout)}"
+                f"{output_tail(result.stdout)}"
             )
         with tarfile.open(tarballs[0]) as archive:
             archive.extractall(cache_dir / "app", filter="data")
