@@ -15,13 +15,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["DEPENDENCY_PLUGIN", "MAVEN_TIMEOUT", "locked", "output_tail", "run_maven"]
+__all__ = ["DEPENDENCY_PLUGIN", "locked", "output_tail", "run_maven"]
 
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 """Pinned: Maven 3.8 would otherwise pick version 2.8 (2013)."""
 
-MAVEN_TIMEOUT = 900.0
-"""Seconds one Maven run may take."""
+_MAVEN_TIMEOUT = 900.0  # seconds one Maven run may take
 
 _OUTPUT_TAIL_LINES = 40
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
@@ -47,7 +46,7 @@ def locked(lock_path: Path) -> Iterator[None]:
 def run_maven(
     argv: Sequence[str], cwd: Path, task: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run Maven, its output captured, within `MAVEN_TIMEOUT` seconds.
+    """Run Maven, its output captured, within ``_MAVEN_TIMEOUT`` seconds.
 
     Parameters
     ----------
@@ -71,13 +70,14 @@ def run_maven(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            timeout=MAVEN_TIMEOUT,
+            timeout=_MAVEN_TIMEOUT,
             check=False,
         )
     except subprocess.TimeoutExpired as error:
         output = error.output if isinstance(error.output, str) else ""
         raise RuntimeError(
-            f"Maven did not {task} within {MAVEN_TIMEOUT:.0f} s:\n{output_tail(output)}"
+            f"Maven did not {task} within {_MAVEN_TIMEOUT:.0f} s:\n"
+            f"{output_tail(output)}"
         ) from None
 
 

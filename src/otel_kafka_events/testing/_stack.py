@@ -27,7 +27,13 @@ from ._registry import LocalSchemaRegistry
 if TYPE_CHECKING:
     from aiokafka.structs import ConsumerRecord
 
-__all__ = ["BROKER_ENV_VAR", "BROKER_KINDS", "LocalKafkaStack", "make_broker"]
+__all__ = [
+    "BROKER_ENV_VAR",
+    "BROKER_KINDS",
+    "LocalKafkaStack",
+    "create_topic",
+    "make_broker",
+]
 
 BROKER_ENV_VAR = "OTEL_KAFKA_EVENTS_TEST_BROKER"
 """Environment variable naming the broker kind when none is given."""
@@ -212,16 +218,7 @@ class LocalKafkaStack(StartStop):
         aiokafka.errors.KafkaError
             For any other error the broker reports.
         """
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
-        await admin.start()
-        try:
-            response = await admin.create_topics(
-                [NewTopic(name, num_partitions=partitions, replication_factor=1)]
-            )
-        finally:
-            await admin.close()
-        for topic_error in response.topic_errors:
-            _raise_for_code(topic_error, f"creating topic {name!r}", exist_ok=exist_ok)
+        await create_topic(self.bootstrap_servers, name, partitions, exist_ok=exist_ok)
 
     async def delete_topic(self, name: str) -> None:
         """Delete a topic.
@@ -315,6 +312,26 @@ async def _wait_for_partitions(
         if time.monotonic() >= deadline:
             return None
         await asyncio.sleep(0.05)
+
+
+async def create_topic(
+    bootstrap_servers: str, name: str, partitions: int = 1, *, exist_ok: bool = False
+) -> None:
+    """Create a topic with replication factor 1 on any broker.
+
+    `LocalKafkaStack.create_topic` for a broker without a stack around it;
+    it raises the same errors.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1)]
+        )
+    finally:
+        await admin.close()
+    for topic_error in response.topic_errors:
+        _raise_for_code(topic_error, f"creating topic {name!r}", exist_ok=exist_ok)
 
 
 def _raise_for_code(
