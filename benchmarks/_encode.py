@@ -23,7 +23,7 @@ from typing import Any
 
 from fastavro import parse_schema, schemaless_writer
 
-from otel_kafka_events._event_type import EventType
+from otel_kafka_events._encoding._event_type import EventType
 
 from ._harness import (
     PAYLOAD_MASK,

@@ -15,8 +15,8 @@ import time
 
 from opentelemetry._logs import SeverityNumber
 
-from otel_kafka_events._event_type import EventType
-from otel_kafka_events.otel._logs import EventLogEmitter
+from otel_kafka_events._encoding._event_type import EventType
+from otel_kafka_events._telemetry._logs import EventLogEmitter
 
 from ._harness import (
     PAYLOAD_MASK,

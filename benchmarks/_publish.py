@@ -38,7 +38,7 @@ from otel_kafka_events import (
     KafkaEventPublisher,
     TelemetryOptions,
 )
-from otel_kafka_events._event_type import EventType
+from otel_kafka_events._encoding._event_type import EventType
 
 from ._harness import (
     PAYLOAD_MASK,

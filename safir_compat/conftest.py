@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import otel_kafka_events
-import otel_kafka_events._exceptions
 import otel_kafka_events.arq
+import otel_kafka_events.errors
 import otel_kafka_events.fastapi
 from otel_kafka_events import config as _config
 
@@ -43,7 +43,7 @@ def _alias_safir() -> None:
         {
             "safir": package("safir"),
             "safir.metrics": otel_kafka_events,
-            "safir.metrics._exceptions": otel_kafka_events._exceptions,
+            "safir.metrics._exceptions": otel_kafka_events.errors,
             "safir.metrics.arq": otel_kafka_events.arq,
             "safir.dependencies": package("safir.dependencies"),
             "safir.dependencies.metrics": otel_kafka_events.fastapi,

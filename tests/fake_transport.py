@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from otel_kafka_events._transport import RecordBatch, SendDone, SendFailure
+from otel_kafka_events._delivery._transport import RecordBatch, SendDone, SendFailure
 
 
 class RetriableSendError(ConnectionError):

@@ -20,14 +20,14 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from schema_registry.client import AsyncSchemaRegistryClient, schema
 
 from otel_kafka_events import EventDecoder, EventPayload, EventPayloadError, decode
-from otel_kafka_events._codec import (
+from otel_kafka_events._encoding._codec import (
     MAGIC_BYTE,
     EventEncoder,
     confluent_header,
     set_schema_id,
     split_confluent_frame,
 )
-from otel_kafka_events._event_type import EventType
+from otel_kafka_events._encoding._event_type import EventType
 from otel_kafka_events.testing import LocalSchemaRegistry
 
 TOPIC = "test.events.codec_app"

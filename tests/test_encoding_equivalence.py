@@ -21,8 +21,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from pydantic import BaseModel, Field
 
 from otel_kafka_events import EventPayload
-from otel_kafka_events._codec import avro_long, split_confluent_frame, write_long
-from otel_kafka_events._event_type import EventType
+from otel_kafka_events._encoding._codec import (
+    avro_long,
+    split_confluent_frame,
+    write_long,
+)
+from otel_kafka_events._encoding._event_type import EventType
 
 
 class Color(enum.Enum):

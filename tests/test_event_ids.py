@@ -7,8 +7,8 @@ import signal
 import threading
 import uuid
 
-from otel_kafka_events._ids import event_ids as _event_ids
-from otel_kafka_events._ids import uuid_from_text
+from otel_kafka_events._encoding._ids import event_ids as _event_ids
+from otel_kafka_events._encoding._ids import uuid_from_text
 
 
 def test_ids_are_uuid4_texts() -> None:

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 
 from otel_kafka_events import EventPayload, EventPayloadError
-from otel_kafka_events._codec import avro_long, avro_string, write_long
-from otel_kafka_events._event_type import EventType
+from otel_kafka_events._encoding._codec import avro_long, avro_string, write_long
+from otel_kafka_events._encoding._event_type import EventType
 
 from .test_roundtrip_hypothesis import Case, build, cases
 

@@ -36,7 +36,7 @@ from otel_kafka_events import (
     KafkaTopicError,
     decode,
 )
-from otel_kafka_events._codec import split_confluent_frame
+from otel_kafka_events._encoding._codec import split_confluent_frame
 from otel_kafka_events.testing import LocalKafkaStack
 
 from .broker_support import requires

@@ -21,9 +21,9 @@ import pytest
 from pydantic import ConfigDict, PrivateAttr
 
 from otel_kafka_events import EventMetadata, EventPayload
-from otel_kafka_events._event_type import EventType
-from otel_kafka_events._lazy_event import new_lazy_event
-from otel_kafka_events._models import json_dump
+from otel_kafka_events._encoding._event_type import EventType
+from otel_kafka_events._encoding._lazy_event import new_lazy_event
+from otel_kafka_events._encoding._models import json_dump
 
 
 class Order(EventPayload):

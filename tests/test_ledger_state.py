@@ -22,7 +22,12 @@ from hypothesis.stateful import (
 )
 
 from otel_kafka_events import BufferOptions
-from otel_kafka_events._ledger import Ledger, PendingEvent, Settled, Settlement
+from otel_kafka_events._delivery._ledger import (
+    Ledger,
+    PendingEvent,
+    Settled,
+    Settlement,
+)
 
 from .fake_transport import FakeTransport
 

@@ -43,9 +43,9 @@ from otel_kafka_events import (
     NoopEventManager,
     TelemetryOptions,
 )
+from otel_kafka_events._telemetry._logs import EventLogEmitter
 from otel_kafka_events.config import KafkaConnectionSettings, KafkaSecurityProtocol
 from otel_kafka_events.otel import KafkaLogRecordExporter
-from otel_kafka_events.otel._logs import EventLogEmitter
 from otel_kafka_events.testing import OtlpReceiver, TansuBroker
 from otel_kafka_events.testing._otelcol import KafkaLogsSource, OtelCollector
 from otel_kafka_events.testing._process import find_free_port

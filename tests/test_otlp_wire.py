@@ -28,12 +28,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from otel_kafka_events import LogExport
-from otel_kafka_events.otel import _otlp_wire as wire
-from otel_kafka_events.otel._direct_logs import DirectLogRecords
-from otel_kafka_events.otel._log_destinations import Counts, Destination
-from otel_kafka_events.otel._logs import EventLogEmitter
-from otel_kafka_events.otel._otlp_kafka import encode_message
-from otel_kafka_events.otel._producer_thread import Message
+from otel_kafka_events._telemetry import _otlp_wire as wire
+from otel_kafka_events._telemetry._direct_logs import DirectLogRecords
+from otel_kafka_events._telemetry._log_destinations import Counts, Destination
+from otel_kafka_events._telemetry._logs import EventLogEmitter
+from otel_kafka_events._telemetry._otlp_kafka import encode_message
+from otel_kafka_events._telemetry._producer_thread import Message
 
 RESOURCE = Resource.create({"service.name": "wire-test"})
 # A real event id is 36 characters, which the direct path writes by a

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from otel_kafka_events._registry_client import _located_problems, field_at
+from otel_kafka_events._encoding._registry import _located_problems, field_at
 
 
 def record(*fields: dict[str, Any], name: str = "R") -> dict[str, Any]:

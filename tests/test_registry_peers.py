@@ -22,7 +22,7 @@ from otel_kafka_events import (
     KafkaEventManager,
     decode,
 )
-from otel_kafka_events._codec import split_confluent_frame
+from otel_kafka_events._encoding._codec import split_confluent_frame
 from otel_kafka_events.testing import LocalKafkaStack
 
 from .conftest import ManagerFactory

@@ -37,8 +37,8 @@ from otel_kafka_events import (
     EventPayloadError,
     KafkaEventManager,
 )
-from otel_kafka_events._event_type import EventType
-from otel_kafka_events._registry_client import make_registry_client
+from otel_kafka_events._encoding._event_type import EventType
+from otel_kafka_events._encoding._registry import make_registry_client
 from otel_kafka_events.testing import LocalKafkaStack, LocalSchemaRegistry
 
 from .broker_support import capabilities

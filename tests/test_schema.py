@@ -31,8 +31,8 @@ from otel_kafka_events import (
     TelemetryOptions,
     UnsupportedAvroSchemaError,
 )
-from otel_kafka_events._codec import split_confluent_frame
-from otel_kafka_events._event_type import EventType
+from otel_kafka_events._encoding._codec import split_confluent_frame
+from otel_kafka_events._encoding._event_type import EventType
 
 TOPIC = "test.events.schema_app"
 METADATA_NAMES = ["id", "application", "timestamp", "timestamp_ns"]

@@ -14,11 +14,11 @@ from typing import Any
 from structlog import get_logger
 
 from otel_kafka_events import BufferOptions, DeliveryFailure, NotAcknowledgedError
-from otel_kafka_events._ledger import Ledger, PendingEvent
-from otel_kafka_events._ratelimit import RateLimitedLog
-from otel_kafka_events._sender import Sender
-from otel_kafka_events._settle import Reporter
-from otel_kafka_events._transport import Transport
+from otel_kafka_events._delivery._ledger import Ledger, PendingEvent
+from otel_kafka_events._delivery._ratelimit import RateLimitedLog
+from otel_kafka_events._delivery._sender import Sender
+from otel_kafka_events._delivery._settle import Reporter
+from otel_kafka_events._delivery._transport import Transport
 
 from .fake_transport import FakeTransport, RetriableSendError
 
@@ -127,7 +127,7 @@ async def test_batch_spans_end_with_the_outcome_of_each_send() -> None:
     )
     from opentelemetry.trace import StatusCode
 
-    from otel_kafka_events.otel._spans import BatchSpans
+    from otel_kafka_events._telemetry._spans import BatchSpans
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

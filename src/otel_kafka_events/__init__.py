@@ -4,8 +4,47 @@ A drop-in for the ``EventManager`` / ``EventPublisher`` interface of Safir's
 ``safir.metrics``: change the imports, keep the code.
 """
 
-from ._codec import EventDecoder, decode
-from ._exceptions import (
+from ._delivery._ledger import DeliveredEvent, DeliveryFailure, DeliveryStats
+from ._encoding._codec import EventDecoder, decode
+from ._encoding._models import EventMetadata, EventPayload, TracedEventMetadata
+from ._encoding._registry import SchemaRegistrar
+from ._kafka import KafkaEventManager, KafkaEventPublisher
+from ._manager import (
+    EventManager,
+    EventPublisher,
+    FailedEventPublisher,
+    MockEventManager,
+    MockEventPublisher,
+    NoopEventManager,
+    NoopEventPublisher,
+)
+from ._mock import (
+    ANY,
+    NOT_NONE,
+    BaseAssertionError,
+    NotPublishedConsecutivelyError,
+    NotPublishedError,
+    PublishedCountError,
+    PublishedList,
+    PublishedTooFewError,
+)
+from ._options import BufferOptions, LogExport, OverflowPolicy, TelemetryOptions
+from ._telemetry._log_destinations import LogExportStats
+from ._version import __version__
+from .config import (
+    BaseMetricsConfiguration,
+    DisabledMetricsConfiguration,
+    EventsConfiguration,
+    KafkaConnectionSettings,
+    KafkaMetricsConfiguration,
+    KafkaSecurityProtocol,
+    LogExportSettings,
+    MetricsConfiguration,
+    MockMetricsConfiguration,
+    SchemaManagerSettings,
+    metrics_configuration_factory,
+)
+from .errors import (
     BrokerUnavailableError,
     DuplicateEventError,
     EventBufferFullError,
@@ -29,45 +68,6 @@ from ._exceptions import (
     SchemaRegistryError,
     UnsupportedAvroSchemaError,
 )
-from ._kafka import KafkaEventManager, KafkaEventPublisher
-from ._ledger import DeliveredEvent, DeliveryFailure, DeliveryStats
-from ._manager import (
-    EventManager,
-    EventPublisher,
-    FailedEventPublisher,
-    MockEventManager,
-    MockEventPublisher,
-    NoopEventManager,
-    NoopEventPublisher,
-)
-from ._mock import (
-    ANY,
-    NOT_NONE,
-    BaseAssertionError,
-    NotPublishedConsecutivelyError,
-    NotPublishedError,
-    PublishedCountError,
-    PublishedList,
-    PublishedTooFewError,
-)
-from ._models import EventMetadata, EventPayload, TracedEventMetadata
-from ._options import BufferOptions, LogExport, OverflowPolicy, TelemetryOptions
-from ._registry_client import SchemaRegistrar
-from ._version import __version__
-from .config import (
-    BaseMetricsConfiguration,
-    DisabledMetricsConfiguration,
-    EventsConfiguration,
-    KafkaConnectionSettings,
-    KafkaMetricsConfiguration,
-    KafkaSecurityProtocol,
-    LogExportSettings,
-    MetricsConfiguration,
-    MockMetricsConfiguration,
-    SchemaManagerSettings,
-    metrics_configuration_factory,
-)
-from .otel._log_destinations import LogExportStats
 
 __all__ = [
     "ANY",

@@ -23,10 +23,24 @@ from opentelemetry._logs import SeverityNumber
 from schema_registry.client import AsyncSchemaRegistryClient
 from structlog.stdlib import BoundLogger
 
-from ._codec import set_schema_id
-from ._connection import KafkaConnection, describe_kafka_error
-from ._event_type import EnrichedEvent, EventType
-from ._exceptions import (
+from ._delivery._aiokafka import DEFAULT_MAX_REQUEST_SIZE, producer_max_request_size
+from ._delivery._connection import KafkaConnection, describe_kafka_error
+from ._delivery._faststream import producer_of, start_broker, stop_broker
+from ._delivery._ledger import DeliveryStats, Ledger, PendingEvent, Settled
+from ._delivery._ratelimit import RateLimitedLog
+from ._delivery._registration import RETRIABLE_REGISTRATION_ERRORS, Registrations
+from ._delivery._sender import Sender
+from ._delivery._settle import FailureCallback, Reporter
+from ._encoding._codec import set_schema_id
+from ._encoding._event_type import EnrichedEvent, EventType
+from ._encoding._models import EventMetadata, EventPayload
+from ._encoding._registry import SchemaRegistrar, make_registry_client
+from ._manager import DEFAULT_CLOSE_TIMEOUT, EventManager, EventPublisher
+from ._options import BufferOptions, OverflowPolicy, TelemetryOptions
+from ._telemetry._metrics import register_delivery_metrics
+from ._telemetry._setup import log_export_drained
+from ._telemetry._spans import end_producer_span
+from .errors import (
     BrokerUnavailableError,
     EventBufferFullError,
     EventManagerClosedError,
@@ -36,20 +50,6 @@ from ._exceptions import (
     NotAcknowledgedError,
     SchemaRegistryError,
 )
-from ._faststream import producer_of, start_broker, stop_broker
-from ._kafka_transport import DEFAULT_MAX_REQUEST_SIZE, producer_max_request_size
-from ._ledger import DeliveryStats, Ledger, PendingEvent, Settled
-from ._manager import DEFAULT_CLOSE_TIMEOUT, EventManager, EventPublisher
-from ._models import EventMetadata, EventPayload
-from ._options import BufferOptions, OverflowPolicy, TelemetryOptions
-from ._ratelimit import RateLimitedLog
-from ._registration import RETRIABLE_REGISTRATION_ERRORS, Registrations
-from ._registry_client import SchemaRegistrar, make_registry_client
-from ._sender import Sender
-from ._settle import FailureCallback, Reporter
-from ._telemetry import log_export_drained
-from .otel._metrics import register_delivery_metrics
-from .otel._spans import end_producer_span
 
 __all__ = ["KafkaEventManager", "KafkaEventPublisher"]
 

@@ -17,20 +17,20 @@ import structlog
 from opentelemetry._logs import SeverityNumber
 from structlog.stdlib import BoundLogger
 
-from ._event_type import EnrichedEvent, EventType
-from ._exceptions import (
+from ._encoding._event_type import EnrichedEvent, EventType
+from ._encoding._models import EventMetadata, EventPayload, json_dump, remember_schema
+from ._mock import PublishedList
+from ._options import TelemetryOptions
+from ._telemetry._setup import Telemetry, flush_telemetry
+from .errors import (
     DuplicateEventError,
     EventManagerClosedError,
     EventManagerUninitializedError,
     EventManagerUsageError,
 )
-from ._mock import PublishedList
-from ._models import EventMetadata, EventPayload, json_dump, remember_schema
-from ._options import TelemetryOptions
-from ._telemetry import Telemetry, flush_telemetry
 
 if TYPE_CHECKING:
-    from .otel._log_destinations import LogExportStats
+    from ._telemetry._log_destinations import LogExportStats
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",

@@ -12,7 +12,7 @@ from unittest.mock import ANY as _MOCK_ANY
 
 from pydantic import BaseModel
 
-from ._models import json_dump
+from ._encoding._models import json_dump
 
 __all__ = [
     "ANY",

@@ -21,8 +21,8 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         "otel_kafka_events.arq needs arq: pip install 'otel-kafka-events[arq]'"
     ) from exc
 
+from ._encoding._models import EventPayload
 from ._manager import EventManager, EventPublisher
-from ._models import EventPayload
 
 __all__ = [
     "ARQ_EVENTS_CONTEXT_KEY",

@@ -38,6 +38,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from structlog.stdlib import BoundLogger
 
+from ._encoding._registry import SchemaRegistrar, make_registry_client
 from ._kafka import KafkaEventManager
 from ._manager import (
     DEFAULT_CLOSE_TIMEOUT,
@@ -46,7 +47,6 @@ from ._manager import (
     NoopEventManager,
 )
 from ._options import BufferOptions, LogExport, OverflowPolicy, TelemetryOptions
-from ._registry_client import SchemaRegistrar, make_registry_client
 from ._secrets import mask_url, split_credentials
 
 if TYPE_CHECKING:

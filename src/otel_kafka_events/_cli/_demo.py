@@ -16,7 +16,7 @@ import click
 from pydantic import BaseModel
 
 from .. import EventPayload, KafkaEventManager, TelemetryOptions
-from .._records import RecordDecoder
+from .._encoding._records import RecordDecoder
 from ._console import err, out
 from ._errors import CliError
 from ._running import run

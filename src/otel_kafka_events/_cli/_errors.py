@@ -16,12 +16,12 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import ValidationError
 from schema_registry.client.errors import ClientError
 
-from .._exceptions import (
+from .._secrets import mask_url
+from ..errors import (
     BrokerUnavailableError,
     EventManagerUsageError,
     SchemaRegistryError,
 )
-from .._secrets import mask_url
 
 __all__ = ["CliError", "explain"]
 

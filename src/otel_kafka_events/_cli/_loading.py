@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .._models import EventPayload
+from .._encoding._models import EventPayload
 from ._errors import CliError
 
 __all__ = ["declared_events", "default_event_name", "import_target"]

@@ -19,9 +19,9 @@ from schema_registry.client import AsyncSchemaRegistryClient
 from schema_registry.client.errors import ClientError
 from schema_registry.client.schema import AvroSchema
 
-from .._event_type import EventType
-from .._models import EventPayload
-from .._registry_client import SchemaRegistrar
+from .._encoding._event_type import EventType
+from .._encoding._models import EventPayload
+from .._encoding._registry import SchemaRegistrar
 from ._console import err, out
 from ._errors import CliError
 from ._loading import declared_events, import_target

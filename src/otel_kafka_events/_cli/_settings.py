@@ -17,7 +17,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from schema_registry.client import AsyncSchemaRegistryClient
 
-from .._registry_client import make_registry_client
+from .._encoding._registry import make_registry_client
 from ..config import DEFAULT_TOPIC_PREFIX, KafkaConnectionSettings
 from ._errors import CliError
 

@@ -24,8 +24,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.markup import escape
 from rich.table import Table
 
-from .._models import METADATA_FIELDS, TRACE_FIELDS
-from .._records import DecodedRecord, RecordDecoder
+from .._encoding._models import METADATA_FIELDS, TRACE_FIELDS
+from .._encoding._records import DecodedRecord, RecordDecoder
 from ._console import err, out
 from ._errors import CliError
 from ._running import run

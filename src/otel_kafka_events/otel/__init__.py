@@ -9,13 +9,13 @@ holds what services use on their own. `KafkaLogRecordExporter` needs the
 
 from typing import TYPE_CHECKING, Any
 
-from ._consumer import process_span
-from ._propagation import extract_context, headers_to_carrier
-from ._structlog import add_trace_context
-from ._values import otel_value
+from .._telemetry._consumer import process_span
+from .._telemetry._propagation import extract_context, headers_to_carrier
+from .._telemetry._structlog import add_trace_context
+from .._telemetry._values import otel_value
 
 if TYPE_CHECKING:
-    from ._otlp_kafka import KafkaLogRecordExporter
+    from .._telemetry._otlp_kafka import KafkaLogRecordExporter
 
 __all__ = [
     "KafkaLogRecordExporter",
@@ -31,7 +31,7 @@ def __getattr__(name: str) -> Any:
     # The exporter imports the OpenTelemetry SDK, which the core package
     # does not require.
     if name == "KafkaLogRecordExporter":
-        from ._otlp_kafka import KafkaLogRecordExporter
+        from .._telemetry._otlp_kafka import KafkaLogRecordExporter
 
         return KafkaLogRecordExporter
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .._registry_client import COMPATIBILITY_LEVELS
+from .._encoding._registry import COMPATIBILITY_LEVELS
 from ._java import JavaRuntime, describe_java_search, find_java_at_least
 from ._maven import DEPENDENCY_PLUGIN, locked, output_tail, run_maven
 from ._process import find_free_port

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._records import DecodedRecord, RecordDecoder
+from .._encoding._records import DecodedRecord, RecordDecoder
 from ._stack import LocalKafkaStack
 
 __all__ = ["EventsTopic", "consume_events"]

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
-from .._registry_client import COMPATIBILITY_LEVELS
+from .._encoding._registry import COMPATIBILITY_LEVELS
 from ._lifecycle import StartStop
 
 __all__ = ["COMPATIBILITY_LEVELS", "LocalSchemaRegistry"]

@@ -44,8 +44,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 import pytest_asyncio
 
+from .._encoding._records import DecodedRecord
 from .._manager import MockEventManager
-from .._records import DecodedRecord
 from ._environment import stack_environment
 from ._events import EventsTopic
 from ._events import consume_events as _consume_events

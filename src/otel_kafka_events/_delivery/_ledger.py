@@ -33,8 +33,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ._options import BufferOptions
-from .otel._propagation import Headers
+from .._options import BufferOptions
+from .._telemetry._propagation import Headers
 
 __all__ = [
     "Batch",

@@ -45,7 +45,7 @@ import pydantic
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from ._exceptions import InvalidEventNameError, UnsupportedAvroSchemaError
+from ..errors import InvalidEventNameError, UnsupportedAvroSchemaError
 
 __all__ = [
     "CompiledRecord",

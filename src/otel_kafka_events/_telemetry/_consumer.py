@@ -43,7 +43,7 @@ async def process_span(
     ...     async with process_span(record):
     ...         handle(record)
     """
-    from .. import __version__
+    from .._version import __version__
 
     tracer = trace.get_tracer(
         "otel_kafka_events", __version__, tracer_provider=tracer_provider

@@ -16,7 +16,8 @@ import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from ._exceptions import (
+from .._telemetry._spans import end_producer_span
+from ..errors import (
     EventDeliveryAbortedError,
     EventDeliveryError,
     EventDeliveryTimeoutError,
@@ -32,7 +33,6 @@ from ._ledger import (
     Settlement,
 )
 from ._ratelimit import RateLimitedLog
-from .otel._spans import end_producer_span
 
 __all__ = ["FailureCallback", "Reporter", "delivery_error"]
 

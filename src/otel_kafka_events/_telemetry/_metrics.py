@@ -93,7 +93,7 @@ def register_delivery_metrics(
     sources.add(source, topic)
     if not created:
         return
-    from .. import __version__
+    from .._version import __version__
 
     meter = metrics.get_meter("otel_kafka_events", __version__, meter_provider=provider)
     for field, description in _COUNTERS:

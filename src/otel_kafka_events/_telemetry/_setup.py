@@ -8,14 +8,14 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._options import TelemetryOptions
-from ._ratelimit import RateLimitedLog
-from .otel._logs import EventLogEmitter
-from .otel._propagation import HeaderInjector
-from .otel._spans import BatchSpans, ProducerSpans
+from .._delivery._ratelimit import RateLimitedLog
+from .._options import TelemetryOptions
+from ._logs import EventLogEmitter
+from ._propagation import HeaderInjector
+from ._spans import BatchSpans, ProducerSpans
 
 if TYPE_CHECKING:
-    from .otel._log_export import LogExportPipeline
+    from ._log_export import LogExportPipeline
 
 __all__ = ["Telemetry", "flush_telemetry", "log_export_drained"]
 
@@ -83,7 +83,7 @@ class Telemetry:
         if export is None:
             return None
         try:
-            from .otel._log_export import LogExportPipeline
+            from ._log_export import LogExportPipeline
         except ImportError as exc:  # pragma: no cover - depends on extras
             raise ImportError(
                 "TelemetryOptions.log_export needs the OpenTelemetry SDK and"

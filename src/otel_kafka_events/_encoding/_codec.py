@@ -26,7 +26,7 @@ try:
 except ImportError:  # pragma: no cover - pure-Python fastavro build
     _write_data = None
 
-from ._exceptions import EventPayloadError
+from ..errors import EventPayloadError
 
 __all__ = [
     "MAGIC_BYTE",
@@ -406,7 +406,7 @@ class EventDecoder:
     def __init__(self, registry: Any) -> None:
         if isinstance(registry, str):
             # Shares one TLS context across requests (see make_registry_client).
-            from ._registry_client import make_registry_client
+            from ._registry import make_registry_client
 
             registry = make_registry_client(registry)
         self._registry = registry

@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._delivery._ratelimit import RateLimitedLog
 from .._options import LogExport
-from .._ratelimit import RateLimitedLog
 from ._direct_logs import DirectLogRecords
 from ._log_destinations import (
     Counts,

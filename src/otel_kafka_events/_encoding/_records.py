@@ -138,7 +138,7 @@ class RecordDecoder:
 
     def __init__(self, registry: Any) -> None:
         if isinstance(registry, str):
-            from ._registry_client import make_registry_client
+            from ._registry import make_registry_client
 
             registry = make_registry_client(registry)
         self._registry = registry

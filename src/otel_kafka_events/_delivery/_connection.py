@@ -18,9 +18,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import BrokerResponseError, KafkaError
 from structlog.stdlib import BoundLogger
 
+from ..errors import BrokerUnavailableError, IdempotenceUnsupportedError
+from ._aiokafka import AiokafkaTransport, is_connection_error, stop_producer
 from ._backoff import Backoff
-from ._exceptions import BrokerUnavailableError, IdempotenceUnsupportedError
-from ._kafka_transport import AiokafkaTransport, is_connection_error, stop_producer
 from ._ratelimit import RateLimitedLog
 
 __all__ = ["KafkaConnection", "describe_kafka_error"]

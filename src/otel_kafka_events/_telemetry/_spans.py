@@ -46,7 +46,7 @@ class _SendSpans:
     """
 
     def __init__(self, topic: str, tracer_provider: Any = None) -> None:
-        from .. import __version__
+        from .._version import __version__
 
         self._tracer = trace.get_tracer(
             "otel_kafka_events", __version__, tracer_provider=tracer_provider

@@ -21,13 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .._telemetry._propagation import Headers
+from .._telemetry._spans import BatchSpans, end_producer_span
+from ..errors import NotAcknowledgedError
 from ._backoff import Backoff
-from ._exceptions import NotAcknowledgedError
 from ._ledger import Batch, Ledger, PendingEvent, Settled, Settlement
 from ._settle import Reporter
 from ._transport import RecordBatch, SendFailure, Transport
-from .otel._propagation import Headers
-from .otel._spans import BatchSpans, end_producer_span
 
 __all__ = ["Sender"]
 

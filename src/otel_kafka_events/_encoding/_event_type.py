@@ -18,9 +18,9 @@ from opentelemetry.context import Context
 from opentelemetry.context import get_current as current_context
 from opentelemetry.trace import SpanContext
 
+from ..errors import EventPayloadError, UnsupportedAvroSchemaError
 from ._codec import EventEncoder, avro_long, avro_string, confluent_header
 from ._event_writer import compile_event_writer
-from ._exceptions import EventPayloadError, UnsupportedAvroSchemaError
 from ._ids import event_ids, uuid_from_text
 from ._lazy_event import new_lazy_event
 from ._models import (

@@ -18,21 +18,21 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from structlog.stdlib import BoundLogger
 
-from ._backoff import Backoff
-from ._codec import set_schema_id
-from ._connection import KafkaConnection
-from ._event_type import EventType
-from ._exceptions import (
+from .._encoding._codec import set_schema_id
+from .._encoding._event_type import EventType
+from .._encoding._registry import SchemaRegistrar
+from ..errors import (
     BrokerUnavailableError,
     EventManagerUninitializedError,
     EventManagerUsageError,
     KafkaTopicError,
     SchemaRegistryError,
 )
-from ._kafka_transport import is_connection_error
+from ._aiokafka import is_connection_error
+from ._backoff import Backoff
+from ._connection import KafkaConnection
 from ._ledger import Ledger, Settlement
 from ._ratelimit import RateLimitedLog
-from ._registry_client import SchemaRegistrar
 
 __all__ = ["RETRIABLE_REGISTRATION_ERRORS", "Registrations", "fresh_copy"]
 

@@ -47,7 +47,7 @@ def _derive_schema(model: type[BaseModel], *, flat: bool = False) -> dict[str, A
     (unsupported field types, fields named like metadata fields) is reported
     at once by `UnsupportedAvroSchemaError`.
     """
-    from ._exceptions import UnsupportedAvroSchemaError
+    from ..errors import UnsupportedAvroSchemaError
     from ._schema import compile_record
 
     problems: list[str] = []

@@ -10,8 +10,8 @@ import httpx
 from schema_registry.client import AsyncSchemaRegistryClient, schema
 from schema_registry.client.errors import ClientError
 
-from ._exceptions import IncompatibleSchemaError, SchemaRegistryError
-from ._secrets import split_credentials
+from .._secrets import split_credentials
+from ..errors import IncompatibleSchemaError, SchemaRegistryError
 
 __all__ = [
     "COMPATIBILITY_LEVELS",

@@ -96,7 +96,7 @@ class EventLogEmitter:
     """
 
     def __init__(self, logger_provider: Any = None, mode: str = "attributes") -> None:
-        from .. import __version__
+        from .._version import __version__
 
         self._logger = get_logger(SCOPE, __version__, logger_provider=logger_provider)
         self._body_mode = mode == "body"

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from ._exceptions import EventManagerUsageError
+from ..errors import EventManagerUsageError
 
 __all__ = ["producer_of", "start_broker", "stop_broker"]
 

@@ -17,8 +17,8 @@ from typing import Any
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.trace import SpanContext
 
+from .._delivery._ratelimit import RateLimitedLog
 from .._options import LogExport
-from .._ratelimit import RateLimitedLog
 from . import _otlp_wire as wire
 from ._log_destinations import Destination
 from ._logs import SCOPE, not_copied, record_fields
@@ -65,7 +65,7 @@ class DirectLogRecords:
         log: RateLimitedLog | None,
         max_message_bytes: int = 512 * 1024,
     ) -> None:
-        from .. import __version__
+        from .._version import __version__
 
         self._export = export
         self._destinations = destinations
