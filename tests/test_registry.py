@@ -503,7 +503,7 @@ async def test_internal_error_is_a_quiet_500_and_server_survives(
     def explode() -> object:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(registry._state, "subjects", explode)
+    monkeypatch.setattr(registry._store, "subjects", explode)
     failed = await http.get("/subjects")
     monkeypatch.undo()
     after = await http.get("/subjects")
