@@ -416,9 +416,12 @@ async def _open_loop(
     if spec.log_topic and telemetry.log_export is not None:
         log_topic = f"{TOPIC_PREFIX}.{target.new_application('otlp')}"
         await target.create_topic(log_topic)
-        telemetry = dataclasses.replace(
-            telemetry,
-            log_export=dataclasses.replace(telemetry.log_export, topic=log_topic),
+        telemetry = telemetry.model_copy(
+            update={
+                "log_export": telemetry.log_export.model_copy(
+                    update={"topic": log_topic}
+                )
+            }
         )
     try:
         async with open_manager(target, f"s{spec.id}", telemetry=telemetry) as manager:

@@ -50,7 +50,7 @@ from benchmarks._publish import (
     sample_value,
 )
 from benchmarks._safir import prepare_safir, safir_result
-from otel_kafka_events import LogExport, TelemetryOptions
+from otel_kafka_events import LogExportOptions, TelemetryOptions
 from otel_kafka_events.testing import BROKER_KINDS, LocalKafkaStack
 
 SCENARIOS = ("1", "2", "2x200", "3", "4", "5", "6", "7", "8")
@@ -131,7 +131,7 @@ def publish_specs(settings: Settings, otel: OtelSetup) -> dict[str, PublishSpec]
             TelemetryOptions(
                 logs=True,
                 logger_provider=otel.logger_provider,
-                log_export=LogExport(direct=True),
+                log_export=LogExportOptions(kafka=True, direct=True),
             ),
             in_span=True,
             log_topic=True,

@@ -64,6 +64,7 @@ from otel_kafka_events import (
     EventPublisher,
     KafkaMetricsConfiguration,
     MetricsConfiguration,
+    TelemetryOptions,
     decode,
     metrics_configuration_factory,
 )
@@ -197,10 +198,12 @@ def create_app(
         config = metrics or metrics_configuration_factory()
         # The settings say what to enable (METRICS_TRACE_CONTEXT,
         # METRICS_PRODUCER_SPANS...); the providers come from here.
-        telemetry = config.telemetry_options(
-            logs=True,
-            logger_provider=logger_provider,
-            tracer_provider=tracer_provider,
+        telemetry = config.telemetry.model_copy(
+            update={
+                "logs": True,
+                "logger_provider": logger_provider,
+                "tracer_provider": tracer_provider,
+            }
         )
         events = config.make_manager(telemetry=telemetry, **(manager_options or {}))
         await events.initialize()
@@ -288,7 +291,7 @@ async def main(stack: LocalKafkaStack | None = None) -> None:
             application=application,
             kafka=KafkaConnectionSettings(bootstrap_servers=stack.bootstrap_servers),
             schema_manager=SchemaManagerSettings(registry_url=stack.registry_url),
-            producer_spans=True,
+            telemetry=TelemetryOptions(producer_spans=True),
         )
         topic = f"{config.events.topic_prefix}.{application}"
         await stack.create_topic(topic)

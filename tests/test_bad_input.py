@@ -22,11 +22,10 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 from otel_kafka_events import (
     EventDecoder,
     EventPayload,
-    EventPayloadError,
-    EventTooLargeError,
     KafkaEventManager,
     UnsupportedAvroSchemaError,
 )
+from otel_kafka_events.errors import EventPayloadError, EventTooLargeError
 from otel_kafka_events.testing import LocalKafkaStack
 
 from .broker_support import capabilities

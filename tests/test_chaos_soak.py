@@ -24,11 +24,10 @@ from otel_kafka_events import (
     BufferOptions,
     DeliveryFailure,
     EventDeliveryError,
-    EventManagerClosedError,
     KafkaEventManager,
-    NotAcknowledgedError,
     OverflowPolicy,
 )
+from otel_kafka_events.errors import EventManagerClosedError, NotAcknowledgedError
 from otel_kafka_events.testing import LocalKafkaStack
 from otel_kafka_events.testing._broker_base import SubprocessBroker
 

@@ -19,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from schema_registry.client import AsyncSchemaRegistryClient, schema
 
-from otel_kafka_events import EventDecoder, EventPayload, EventPayloadError, decode
+from otel_kafka_events import EventDecoder, EventPayload, decode
 from otel_kafka_events._encoding._codec import (
     MAGIC_BYTE,
     EventEncoder,
@@ -28,6 +28,7 @@ from otel_kafka_events._encoding._codec import (
     split_confluent_frame,
 )
 from otel_kafka_events._encoding._event_type import EventType
+from otel_kafka_events.errors import EventPayloadError
 from otel_kafka_events.testing import LocalSchemaRegistry
 
 TOPIC = "test.events.codec_app"

@@ -17,12 +17,11 @@ import pytest
 from pydantic import ValidationError
 
 from otel_kafka_events import (
-    BrokerUnavailableError,
     DisabledMetricsConfiguration,
     EventPayload,
     KafkaEventManager,
     KafkaMetricsConfiguration,
-    LogExport,
+    LogExportOptions,
     MockEventManager,
     MockMetricsConfiguration,
     NoopEventManager,
@@ -30,6 +29,7 @@ from otel_kafka_events import (
     decode,
     metrics_configuration_factory,
 )
+from otel_kafka_events.errors import BrokerUnavailableError
 from otel_kafka_events.testing import LocalKafkaStack
 
 from .broker_support import capabilities
@@ -257,7 +257,7 @@ async def test_trace_context_off(monkeypatch: pytest.MonkeyPatch) -> None:
         METRICS_TRACE_CONTEXT="false",
     )
     config = metrics_configuration_factory()
-    assert config.trace_context is False
+    assert config.telemetry.trace_context is False
     manager = config.make_manager()
     await manager.initialize()
     publisher = await manager.create_publisher("ping", Ping)
@@ -283,7 +283,7 @@ def test_telemetry_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         METRICS_PRODUCER_SPANS="true",
     )
     config = metrics_configuration_factory()
-    options = config.telemetry_options()
+    options = config.telemetry
     assert (options.logs, options.producer_spans, options.trace_context) == (
         True,
         True,
@@ -301,9 +301,10 @@ def test_delivery_and_buffer_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     config = metrics_configuration_factory()
     assert isinstance(config, KafkaMetricsConfiguration)
-    assert config.delivery_timeout == 7.5
-    assert (config.buffer_max_events, config.buffer_max_bytes) == (10, 2048)
-    assert config.buffer_overflow is OverflowPolicy.DROP_NEWEST
+    assert config.delivery.delivery_timeout == 7.5
+    buffer = config.delivery.buffer
+    assert (buffer.max_events, buffer.max_bytes) == (10, 2048)
+    assert buffer.overflow is OverflowPolicy.DROP_NEWEST
 
 
 @pytest.mark.parametrize(("value", "expected"), [("true", True), ("false", False)])
@@ -330,7 +331,7 @@ def test_enable_idempotence_is_read_from_the_environment(
         kafka_env(monkeypatch, METRICS_ENABLE_IDEMPOTENCE=value)
     config = metrics_configuration_factory()
     assert isinstance(config, KafkaMetricsConfiguration)
-    assert config.enable_idempotence is expected
+    assert config.delivery.enable_idempotence is expected
 
 
 def test_close_timeout_is_read_from_the_environment(
@@ -339,14 +340,14 @@ def test_close_timeout_is_read_from_the_environment(
     kafka_env(monkeypatch)
     default = metrics_configuration_factory()
     assert isinstance(default, KafkaMetricsConfiguration)
-    assert default.close_timeout == 15.0
-    assert default.make_manager().close_timeout == 15.0
+    assert default.delivery.close_timeout == 15.0
+    assert default.make_manager().options.close_timeout == 15.0
     kafka_env(monkeypatch, METRICS_CLOSE_TIMEOUT="7.5")
     config = metrics_configuration_factory()
     assert isinstance(config, KafkaMetricsConfiguration)
-    assert config.make_manager().close_timeout == 7.5
+    assert config.make_manager().options.close_timeout == 7.5
     kafka_env(monkeypatch, METRICS_CLOSE_TIMEOUT="0")
-    with pytest.raises(ValidationError, match=r"close_timeout|closeTimeout"):
+    with pytest.raises(ValidationError, match=r"close_timeout"):
         metrics_configuration_factory()
 
 
@@ -425,7 +426,7 @@ async def test_manager_from_environment_publishes(
     decoded = await decode(record.value, local_kafka_stack.registry_url)
     assert (decoded["n"], decoded["application"]) == (5, application)
     assert decoded["id"] == event.id
-    found = await manager.registry.get_schema(f"{topic}.ping_cfg")
+    found = await manager.registry.latest_schema(f"{topic}.ping_cfg")
     assert found is not None
 
 
@@ -441,20 +442,20 @@ def test_producer_spans_setting(
 ) -> None:
     kafka_env(monkeypatch, METRICS_PRODUCER_SPANS=value)
     config = KafkaMetricsConfiguration()
-    assert config.telemetry_options().producer_spans == expected
+    assert config.telemetry.producer_spans == expected
 
 
 def test_unknown_producer_spans_value_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     kafka_env(monkeypatch, METRICS_PRODUCER_SPANS="sometimes")
-    with pytest.raises(ValidationError, match="producerSpans"):
+    with pytest.raises(ValidationError, match="producer_spans"):
         KafkaMetricsConfiguration()
 
 
 def test_log_export_is_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     kafka_env(monkeypatch, METRICS_OTEL_LOGS="true")
-    assert KafkaMetricsConfiguration().telemetry_options().log_export is None
+    assert KafkaMetricsConfiguration().telemetry.log_export is None
 
 
 def test_log_export_settings_describe_a_log_export(
@@ -472,9 +473,9 @@ def test_log_export_settings_describe_a_log_export(
         METRICS_LOG_EXPORT_TIMEOUT="2.5",
         METRICS_LOG_EXPORT_MAX_PENDING="500",
     )
-    options = KafkaMetricsConfiguration().telemetry_options()
+    options = KafkaMetricsConfiguration().telemetry
     assert options.logs
-    assert options.log_export == LogExport(
+    assert options.log_export == LogExportOptions(
         kafka=True,
         topic="collector_logs",
         encoding="otlp_json",
@@ -494,7 +495,7 @@ def test_an_otlp_endpoint_alone_exports_there_only(
         METRICS_OTEL_LOGS="true",
         METRICS_LOG_EXPORT_OTLP_ENDPOINT="http://collector:4318/v1/logs",
     )
-    export = KafkaMetricsConfiguration().telemetry_options().log_export
+    export = KafkaMetricsConfiguration().telemetry.log_export
     assert export is not None
     assert (export.kafka, export.otlp_endpoint) == (
         False,

@@ -29,17 +29,19 @@ from structlog.testing import capture_logs
 
 from otel_kafka_events import (
     BufferOptions,
-    EventDeliveryAbortedError,
-    EventDroppedError,
     EventPayload,
-    EventRejectedError,
-    IncompatibleSchemaError,
     KafkaEventManager,
     MockEventManager,
     NoopEventManager,
     OverflowPolicy,
     TelemetryOptions,
     UnsupportedAvroSchemaError,
+)
+from otel_kafka_events.errors import (
+    EventDeliveryAbortedError,
+    EventDroppedError,
+    EventRejectedError,
+    IncompatibleSchemaError,
 )
 from otel_kafka_events.testing import LocalKafkaStack, LocalSchemaRegistry
 
@@ -149,7 +151,7 @@ async def test_close_is_bounded_when_kafka_is_down(
     assert await manager.aclose() == 10
     # close_timeout bounds it, not the 120 s delivery timeout.
     assert time.monotonic() - started < 4
-    assert manager.close_timeout == 2
+    assert manager.options.close_timeout == 2
 
 
 async def test_close_is_bounded_when_the_otlp_endpoint_is_down(
@@ -500,7 +502,7 @@ async def test_default_idempotence_falls_back_on_a_broker_that_refuses_it(
 async def test_required_idempotence_refused_names_the_setting(
     managers: Managers, local_kafka_stack: LocalKafkaStack
 ) -> None:
-    from otel_kafka_events import IdempotenceUnsupportedError
+    from otel_kafka_events.errors import IdempotenceUnsupportedError
 
     strict = managers.new(
         local_kafka_stack.bootstrap_servers,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from otel_kafka_events import EventPayload, IncompatibleSchemaError, KafkaTopicError
-from otel_kafka_events.errors import kafka_error_name
+from otel_kafka_events import EventPayload, KafkaTopicError
+from otel_kafka_events.errors import IncompatibleSchemaError, kafka_error_name
 
 from .broker_support import requires
 from .conftest import ManagerFactory

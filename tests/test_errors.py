@@ -13,32 +13,33 @@ import datetime as dt
 
 import pytest
 
-import otel_kafka_events
 from otel_kafka_events import (
-    BrokerUnavailableError,
     DuplicateEventError,
-    EventBufferFullError,
-    EventDeliveryAbortedError,
     EventDeliveryError,
-    EventDeliveryTimeoutError,
-    EventDroppedError,
-    EventManagerClosedError,
     EventManagerError,
     EventManagerUninitializedError,
     EventManagerUnintializedError,
     EventManagerUsageError,
     EventPayload,
+    KafkaTopicError,
+    NoopEventManager,
+    UnsupportedAvroSchemaError,
+)
+from otel_kafka_events.errors import (
+    BrokerUnavailableError,
+    EventBufferFullError,
+    EventDeliveryAbortedError,
+    EventDeliveryTimeoutError,
+    EventDroppedError,
+    EventManagerClosedError,
     EventPayloadError,
     EventRejectedError,
     EventTooLargeError,
     IdempotenceUnsupportedError,
     IncompatibleSchemaError,
     InvalidEventNameError,
-    KafkaTopicError,
-    NoopEventManager,
     NotAcknowledgedError,
     SchemaRegistryError,
-    UnsupportedAvroSchemaError,
 )
 
 USAGE_ERRORS: list[type[Exception]] = [
@@ -80,7 +81,12 @@ def test_infrastructure_errors_are_not_usage_errors(error: type[Exception]) -> N
 
 
 def test_every_public_exception_is_an_event_manager_error() -> None:
-    exported = [getattr(otel_kafka_events, name) for name in otel_kafka_events.__all__]
+    import otel_kafka_events.errors
+
+    exported = [
+        getattr(otel_kafka_events.errors, name)
+        for name in otel_kafka_events.errors.__all__
+    ]
     errors = [
         value
         for value in exported

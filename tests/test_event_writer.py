@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, note, settings
 
-from otel_kafka_events import EventPayload, EventPayloadError
+from otel_kafka_events import EventPayload
 from otel_kafka_events._encoding._codec import avro_long, avro_string, write_long
 from otel_kafka_events._encoding._event_type import EventType
+from otel_kafka_events.errors import EventPayloadError
 
 from .test_roundtrip_hypothesis import Case, build, cases
 

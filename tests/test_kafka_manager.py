@@ -26,17 +26,17 @@ from schema_registry.serializers.message_serializer import (
 from otel_kafka_events import (
     DuplicateEventError,
     EventDecoder,
-    EventManagerClosedError,
     EventManagerUninitializedError,
     EventManagerUnintializedError,
     EventManagerUsageError,
     EventPayload,
-    IncompatibleSchemaError,
     KafkaEventManager,
     KafkaTopicError,
     decode,
 )
 from otel_kafka_events._encoding._codec import split_confluent_frame
+from otel_kafka_events._encoding._registry import HttpSchemaRegistry
+from otel_kafka_events.errors import EventManagerClosedError, IncompatibleSchemaError
 from otel_kafka_events.testing import LocalKafkaStack
 
 from .broker_support import requires
@@ -226,6 +226,13 @@ def assert_same_fields(decoded: dict[str, Any], payload: BaseModel) -> None:
             assert isinstance(actual, Decimal), name
         if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
             assert type(actual) is dt.date, name
+
+
+def client_of(manager: KafkaEventManager) -> AsyncSchemaRegistryClient:
+    """The registry client a manager made from its registry URL."""
+    registry = manager.registry
+    assert isinstance(registry, HttpSchemaRegistry)
+    return registry.client
 
 
 def registry_client(stack: LocalKafkaStack) -> AsyncSchemaRegistryClient:
@@ -598,7 +605,7 @@ async def register_v1(
     publisher = await manager.create_publisher("item", Version1)
     await publisher.publish(Version1(quantity=1, note="v1"), wait=True)
     subject = manager.subject_for("item")
-    found = await manager.registry.get_schema(subject)
+    found = await client_of(manager).get_schema(subject)
     assert found is not None
     return manager, found.schema_id
 
@@ -643,7 +650,7 @@ async def test_compatible_change_gets_a_new_schema_id(
     await publisher.publish(
         NewOptionalField(quantity=2, note="v2", extra_info="more"), wait=True
     )
-    found = await manager.registry.get_schema(manager.subject_for("item"))
+    found = await client_of(manager).get_schema(manager.subject_for("item"))
     assert found is not None
     assert found.schema_id != v1_id
     assert found.version == 2
@@ -667,7 +674,7 @@ async def test_none_compatibility_accepts_anything(
     first, v1_id = await register_v1(make_kafka_manager, "NONE")
     manager = await second_version(make_kafka_manager, first, "NONE")
     await manager.create_publisher("item", model)
-    found = await manager.registry.get_schema(manager.subject_for("item"))
+    found = await client_of(manager).get_schema(manager.subject_for("item"))
     assert found is not None
     assert found.schema_id != v1_id
 

@@ -14,8 +14,9 @@ import pytest
 import pytest_asyncio
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from otel_kafka_events import BrokerUnavailableError, EventPayload, KafkaEventManager
+from otel_kafka_events import EventPayload, KafkaEventManager
 from otel_kafka_events.config import KafkaMetricsConfiguration
+from otel_kafka_events.errors import BrokerUnavailableError
 from otel_kafka_events.testing import LocalSchemaRegistry
 from otel_kafka_events.testing._apache_kafka import ApacheKafkaBroker, find_java
 

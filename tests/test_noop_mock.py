@@ -25,12 +25,9 @@ from otel_kafka_events import (
     BaseAssertionError,
     DuplicateEventError,
     EventManager,
-    EventManagerClosedError,
     EventManagerUninitializedError,
     EventMetadata,
     EventPayload,
-    EventPayloadError,
-    InvalidEventNameError,
     MockEventManager,
     MockEventPublisher,
     NoopEventManager,
@@ -42,6 +39,11 @@ from otel_kafka_events import (
     PublishedTooFewError,
     TelemetryOptions,
     UnsupportedAvroSchemaError,
+)
+from otel_kafka_events.errors import (
+    EventManagerClosedError,
+    EventPayloadError,
+    InvalidEventNameError,
 )
 
 PREFIX = "test.events"

@@ -18,16 +18,15 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from otel_kafka_events import (
     BufferOptions,
-    EventBufferFullError,
     EventDeliveryError,
     EventPayload,
-    EventTooLargeError,
     KafkaEventManager,
     KafkaEventPublisher,
     OverflowPolicy,
     TelemetryOptions,
     decode,
 )
+from otel_kafka_events.errors import EventBufferFullError, EventTooLargeError
 from otel_kafka_events.testing import LocalKafkaStack
 
 from .conftest import TOPIC_PREFIX, ManagerFactory, unique_application

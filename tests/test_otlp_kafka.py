@@ -39,7 +39,7 @@ from otel_kafka_events import (
     EventManagerUsageError,
     EventMetadata,
     KafkaEventManager,
-    LogExport,
+    LogExportOptions,
     NoopEventManager,
     TelemetryOptions,
 )
@@ -160,9 +160,10 @@ async def test_manager_log_export_reaches_the_collector(
         log_mode="body" if mode == "body" else "attributes",
         # Only its resource is used.
         logger_provider=LoggerProvider(resource=Resource.create(RESOURCE)),
-        log_export=LogExport(
+        log_export=LogExportOptions(
+            kafka=True,
             topic=kafka_topic,
-            encoding=encoding,  # type: ignore[arg-type]
+            encoding=encoding,
             direct=direct,
         ),
     )
@@ -222,9 +223,10 @@ async def test_direct_path_matches_the_sdk_path_record_for_record(
         TelemetryOptions(
             logs=True,
             logger_provider=resource_provider,
-            log_export=LogExport(
+            log_export=LogExportOptions(
+                kafka=True,
                 topic=direct_topic,
-                encoding=encoding,  # type: ignore[arg-type]
+                encoding=encoding,
                 direct=True,
             ),
         ),
@@ -398,7 +400,7 @@ async def test_direct_export_failures_are_counted_and_delivery_goes_on(
     manager = await make_kafka_manager(
         telemetry=TelemetryOptions(
             logs=True,
-            log_export=LogExport(
+            log_export=LogExportOptions(
                 kafka=False, otlp_endpoint=dead, direct=True, timeout=1.0
             ),
         )
@@ -428,7 +430,7 @@ async def test_direct_path_sends_records_only_for_delivered_events(
             delivery_timeout=0.5,
             telemetry=TelemetryOptions(
                 logs=True,
-                log_export=LogExport(
+                log_export=LogExportOptions(
                     kafka=False, otlp_endpoint=receiver.logs_endpoint, direct=True
                 ),
             ),
@@ -472,15 +474,17 @@ def test_exporter_takes_the_managers_connection_settings() -> None:
 
 
 def test_log_export_settings_are_checked() -> None:
-    with pytest.raises(ValueError, match="kafka=True or an otlp_endpoint"):
-        LogExport(kafka=False)
+    with pytest.raises(ValueError, match="kafka=True, an otlp_endpoint"):
+        LogExportOptions(kafka=False)
     with pytest.raises(ValueError, match="encoding"):
-        LogExport(encoding="raw")  # type: ignore[arg-type]
+        LogExportOptions(encoding="raw")
     with pytest.raises(ValueError, match="needs logs=True"):
-        TelemetryOptions(log_export=LogExport())
+        TelemetryOptions(log_export=LogExportOptions(kafka=True))
     with pytest.raises(EventManagerUsageError, match="KafkaEventManager"):
         NoopEventManager(
             "shop",
             PREFIX,
-            telemetry=TelemetryOptions(logs=True, log_export=LogExport()),
+            telemetry=TelemetryOptions(
+                logs=True, log_export=LogExportOptions(kafka=True)
+            ),
         )

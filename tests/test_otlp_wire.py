@@ -27,7 +27,7 @@ from opentelemetry.sdk._logs.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from otel_kafka_events import LogExport
+from otel_kafka_events import LogExportOptions
 from otel_kafka_events._telemetry import _otlp_wire as wire
 from otel_kafka_events._telemetry._direct_logs import DirectLogRecords
 from otel_kafka_events._telemetry._log_destinations import Counts, Destination
@@ -125,7 +125,7 @@ def direct_requests(
 
     destination = Destination(Counts("kafka"), send, lambda timeout: None)
     direct = DirectLogRecords(
-        LogExport(**export),
+        LogExportOptions(**{"kafka": True, **export}),
         [destination],
         RESOURCE,
         body_mode=mode == "body",

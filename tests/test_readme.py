@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from otel_kafka_events import EventManagerClosedError
+from otel_kafka_events.errors import EventManagerClosedError
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

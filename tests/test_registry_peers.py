@@ -15,14 +15,9 @@ import pytest
 from pydantic import BaseModel
 from schema_registry.client import AsyncSchemaRegistryClient
 
-from otel_kafka_events import (
-    EventDecoder,
-    EventPayload,
-    IncompatibleSchemaError,
-    KafkaEventManager,
-    decode,
-)
+from otel_kafka_events import EventDecoder, EventPayload, KafkaEventManager, decode
 from otel_kafka_events._encoding._codec import split_confluent_frame
+from otel_kafka_events.errors import IncompatibleSchemaError
 from otel_kafka_events.testing import LocalKafkaStack
 
 from .conftest import ManagerFactory

@@ -26,16 +26,18 @@ from otel_kafka_events import (
     BufferOptions,
     DeliveryFailure,
     DeliveryStats,
-    EventBufferFullError,
     EventDecoder,
     EventDeliveryError,
-    EventManagerClosedError,
     EventManagerUsageError,
     EventPayload,
-    EventPayloadError,
-    EventTooLargeError,
     KafkaEventManager,
     OverflowPolicy,
+)
+from otel_kafka_events.errors import (
+    EventBufferFullError,
+    EventManagerClosedError,
+    EventPayloadError,
+    EventTooLargeError,
 )
 from otel_kafka_events.testing import (
     LocalBroker,

@@ -20,18 +20,20 @@ import pytest_asyncio
 from structlog.testing import capture_logs
 
 from otel_kafka_events import (
-    BrokerUnavailableError,
     DuplicateEventError,
     EventDecoder,
-    EventManagerClosedError,
     EventManagerUsageError,
     EventPayload,
+    KafkaEventPublisher,
+    UnsupportedAvroSchemaError,
+)
+from otel_kafka_events.errors import (
+    BrokerUnavailableError,
+    EventManagerClosedError,
     EventPayloadError,
     EventTooLargeError,
     IncompatibleSchemaError,
-    KafkaEventPublisher,
     SchemaRegistryError,
-    UnsupportedAvroSchemaError,
 )
 from otel_kafka_events.testing import (
     LocalKafkaStack,

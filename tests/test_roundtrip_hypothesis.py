@@ -34,11 +34,11 @@ from otel_kafka_events import (
     EventDecoder,
     EventManagerUsageError,
     EventPayload,
-    EventPayloadError,
     KafkaEventManager,
 )
 from otel_kafka_events._encoding._event_type import EventType
 from otel_kafka_events._encoding._registry import make_registry_client
+from otel_kafka_events.errors import EventPayloadError
 from otel_kafka_events.testing import LocalKafkaStack, LocalSchemaRegistry
 
 from .broker_support import capabilities

@@ -18,9 +18,7 @@ from pydantic import AnyUrl, HttpUrl, ValidationError
 
 import otel_kafka_events
 from otel_kafka_events import (
-    BrokerUnavailableError,
     DisabledMetricsConfiguration,
-    EventManagerClosedError,
     EventManagerUninitializedError,
     EventMetadata,
     EventPayload,
@@ -37,6 +35,7 @@ from otel_kafka_events import (
     UnsupportedAvroSchemaError,
 )
 from otel_kafka_events.config import KafkaConnectionSettings
+from otel_kafka_events.errors import BrokerUnavailableError, EventManagerClosedError
 
 # ``safir.metrics.__all__`` in Safir 15.2.3.
 SAFIR_METRICS_ALL = [
@@ -186,8 +185,7 @@ def test_backoff_interval_is_read(given: Any, expected: timedelta) -> None:
     assert config.backoff_interval == expected
     manager = config.make_manager()
     # The cap of the reconnection and registration backoffs.
-    assert manager._registrations._max_backoff == expected.total_seconds()
-    assert manager._connection._max_backoff == expected.total_seconds()
+    assert manager.options.backoff_interval == expected.total_seconds()
 
 
 def test_backoff_interval_from_safir_environment(

@@ -25,14 +25,13 @@ from pydantic.fields import FieldInfo
 from otel_kafka_events import (
     EventManagerUsageError,
     EventPayload,
-    EventPayloadError,
-    InvalidEventNameError,
     NoopEventManager,
     TelemetryOptions,
     UnsupportedAvroSchemaError,
 )
 from otel_kafka_events._encoding._codec import split_confluent_frame
 from otel_kafka_events._encoding._event_type import EventType
+from otel_kafka_events.errors import EventPayloadError, InvalidEventNameError
 
 TOPIC = "test.events.schema_app"
 METADATA_NAMES = ["id", "application", "timestamp", "timestamp_ns"]

@@ -1,13 +1,20 @@
 """Typed application events, published to Kafka and to OpenTelemetry.
 
 A drop-in for the ``EventManager`` / ``EventPublisher`` interface of Safir's
-``safir.metrics``: change the imports, keep the code.
+``safir.metrics``: change the imports, keep the code. Every error is in
+`otel_kafka_events.errors`; the transport seam is in
+`otel_kafka_events.transport`; test helpers are in
+`otel_kafka_events.testing`.
 """
 
-from ._delivery._ledger import DeliveredEvent, DeliveryFailure, DeliveryStats
+import contextlib
+
+from ._delivery._aiokafka import AiokafkaTransport
+from ._delivery._ledger import DeliveryFailure, DeliveryStats
+from ._delivery._transport import Transport
 from ._encoding._codec import EventDecoder, decode
 from ._encoding._models import EventMetadata, EventPayload, TracedEventMetadata
-from ._encoding._registry import SchemaRegistrar
+from ._encoding._registry import SchemaRegistrar, SchemaRegistry
 from ._kafka import KafkaEventManager, KafkaEventPublisher
 from ._manager import (
     EventManager,
@@ -28,7 +35,13 @@ from ._mock import (
     PublishedList,
     PublishedTooFewError,
 )
-from ._options import BufferOptions, LogExport, OverflowPolicy, TelemetryOptions
+from ._options import (
+    BufferOptions,
+    DeliveryOptions,
+    LogExportOptions,
+    OverflowPolicy,
+    TelemetryOptions,
+)
 from ._telemetry._log_destinations import LogExportStats
 from ._version import __version__
 from .config import (
@@ -38,80 +51,53 @@ from .config import (
     KafkaConnectionSettings,
     KafkaMetricsConfiguration,
     KafkaSecurityProtocol,
-    LogExportSettings,
     MetricsConfiguration,
     MockMetricsConfiguration,
     SchemaManagerSettings,
     metrics_configuration_factory,
 )
 from .errors import (
-    BrokerUnavailableError,
     DuplicateEventError,
-    EventBufferFullError,
-    EventDeliveryAbortedError,
     EventDeliveryError,
-    EventDeliveryTimeoutError,
-    EventDroppedError,
-    EventManagerClosedError,
     EventManagerError,
     EventManagerUninitializedError,
     EventManagerUnintializedError,
     EventManagerUsageError,
-    EventPayloadError,
-    EventRejectedError,
-    EventTooLargeError,
-    IdempotenceUnsupportedError,
-    IncompatibleSchemaError,
-    InvalidEventNameError,
     KafkaTopicError,
-    NotAcknowledgedError,
-    SchemaRegistryError,
     UnsupportedAvroSchemaError,
 )
 
 __all__ = [
     "ANY",
     "NOT_NONE",
+    "AiokafkaTransport",
     "BaseAssertionError",
     "BaseMetricsConfiguration",
-    "BrokerUnavailableError",
     "BufferOptions",
-    "DeliveredEvent",
     "DeliveryFailure",
+    "DeliveryOptions",
     "DeliveryStats",
     "DisabledMetricsConfiguration",
     "DuplicateEventError",
-    "EventBufferFullError",
     "EventDecoder",
-    "EventDeliveryAbortedError",
     "EventDeliveryError",
-    "EventDeliveryTimeoutError",
-    "EventDroppedError",
     "EventManager",
-    "EventManagerClosedError",
     "EventManagerError",
     "EventManagerUninitializedError",
     "EventManagerUnintializedError",
     "EventManagerUsageError",
     "EventMetadata",
     "EventPayload",
-    "EventPayloadError",
     "EventPublisher",
-    "EventRejectedError",
-    "EventTooLargeError",
     "EventsConfiguration",
     "FailedEventPublisher",
-    "IdempotenceUnsupportedError",
-    "IncompatibleSchemaError",
-    "InvalidEventNameError",
     "KafkaConnectionSettings",
     "KafkaEventManager",
     "KafkaEventPublisher",
     "KafkaMetricsConfiguration",
     "KafkaSecurityProtocol",
     "KafkaTopicError",
-    "LogExport",
-    "LogExportSettings",
+    "LogExportOptions",
     "LogExportStats",
     "MetricsConfiguration",
     "MockEventManager",
@@ -119,7 +105,6 @@ __all__ = [
     "MockMetricsConfiguration",
     "NoopEventManager",
     "NoopEventPublisher",
-    "NotAcknowledgedError",
     "NotPublishedConsecutivelyError",
     "NotPublishedError",
     "OverflowPolicy",
@@ -128,11 +113,25 @@ __all__ = [
     "PublishedTooFewError",
     "SchemaManagerSettings",
     "SchemaRegistrar",
-    "SchemaRegistryError",
+    "SchemaRegistry",
     "TelemetryOptions",
     "TracedEventMetadata",
+    "Transport",
     "UnsupportedAvroSchemaError",
     "__version__",
     "decode",
     "metrics_configuration_factory",
 ]
+
+
+# Users see otel_kafka_events.KafkaEventManager, not a private module, in
+# reprs, tracebacks and the API reference.
+def _own_module(names: list[str]) -> None:
+    for name in names:
+        value = globals()[name]
+        if getattr(value, "__module__", "").startswith(f"{__name__}."):
+            with contextlib.suppress(AttributeError, TypeError):
+                value.__module__ = __name__
+
+
+_own_module(__all__)

@@ -1,11 +1,14 @@
 """Publishing events to Kafka: `KafkaEventManager` and `KafkaEventPublisher`.
 
-The manager puts the parts together: `KafkaConnection` (the clients),
-`Registrations` (topic, schema, partition of each event type), the
-`Ledger` (what happened to each event), the `Sender` (moving events from
-the ledger to Kafka) and the `Reporter` (telling waiters, spans, callbacks
-and logs). A publisher only builds an event and hands it to the manager
-through `KafkaEventManager.accept`.
+The manager is wiring: from its options it makes a transport and a schema
+registrar once, and at each `KafkaEventManager.initialize` a fresh
+`DeliverySession` (ledger, connection, sender, registrations, intake)
+with the telemetry listeners its `TelemetryOptions` ask for. A publisher
+builds an event and hands it to its session's intake; that is the whole
+publish path::
+
+    payload -> enrich (metadata, trace context, Avro) -> stamp (headers,
+    producer span) -> accept -> send -> settle -> listeners
 """
 
 from __future__ import annotations
@@ -13,41 +16,32 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from datetime import timedelta
+from dataclasses import replace
 from typing import Any, TypeVar, cast
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
-from opentelemetry import context as otel_context
 from opentelemetry._logs import SeverityNumber
-from schema_registry.client import AsyncSchemaRegistryClient
 from structlog.stdlib import BoundLogger
 
-from ._delivery._aiokafka import DEFAULT_MAX_REQUEST_SIZE, producer_max_request_size
-from ._delivery._connection import KafkaConnection, describe_kafka_error
-from ._delivery._faststream import producer_of, start_broker, stop_broker
-from ._delivery._ledger import DeliveryStats, Ledger, PendingEvent, Settled
+from ._delivery._aiokafka import AiokafkaTransport, describe_kafka_error
+from ._delivery._ledger import DeliveryStats, PendingEvent
 from ._delivery._ratelimit import RateLimitedLog
-from ._delivery._registration import RETRIABLE_REGISTRATION_ERRORS, Registrations
-from ._delivery._sender import Sender
-from ._delivery._settle import FailureCallback, Reporter
-from ._encoding._codec import set_schema_id
-from ._encoding._event_type import EnrichedEvent, EventType
+from ._delivery._registration import RETRIABLE_REGISTRATION_ERRORS
+from ._delivery._reporting import FailureCallback
+from ._delivery._session import DeliverySession
+from ._delivery._transport import Transport
+from ._encoding._event_type import EventType
 from ._encoding._models import EventMetadata, EventPayload
-from ._encoding._registry import SchemaRegistrar, make_registry_client
-from ._manager import DEFAULT_CLOSE_TIMEOUT, EventManager, EventPublisher
-from ._options import BufferOptions, OverflowPolicy, TelemetryOptions
+from ._encoding._registry import SchemaRegistrar, SchemaRegistry
+from ._manager import EventManager, EventPublisher
+from ._options import DeliveryOptions, TelemetryOptions, delivery_options
+from ._telemetry._listeners import LogSource
 from ._telemetry._metrics import register_delivery_metrics
-from ._telemetry._setup import log_export_drained
-from ._telemetry._spans import end_producer_span
+from ._telemetry._setup import SessionTelemetry, Telemetry, flush_telemetry
 from .errors import (
     BrokerUnavailableError,
-    EventBufferFullError,
-    EventManagerClosedError,
+    EventManagerUninitializedError,
     EventManagerUsageError,
-    EventTooLargeError,
     IdempotenceUnsupportedError,
-    NotAcknowledgedError,
     SchemaRegistryError,
 )
 
@@ -55,30 +49,42 @@ __all__ = ["KafkaEventManager", "KafkaEventPublisher"]
 
 P = TypeVar("P", bound=EventPayload)
 
-# Publishes between two voluntary yields to the event loop: without them a
-# long burst would be queued whole before the sender starts, and each hop
-# between an acknowledgement and the next request waits for a yield. 64,
-# 128 and 256 measured alike (scenario 3, paired runs); 512 while a batch is
-# out let a backlog build that drained only after the burst.
-_YIELD_EVERY = 128
+FOREGROUND_REGISTRATION_LIMIT = 3.0
+"""Seconds `create_publisher` waits for a registration before it goes on in
+the background (without ``raise_on_error``): a registry that accepts
+connections and never answers cannot hold a service's startup longer."""
+
 # A NamedTuple's own constructor runs in Python; tuple.__new__ makes the same
-# PendingEvent in C (about half the cost per event).
-_new_pending = tuple.__new__
+# tuples in C (about half the cost per event).
+_new_tuple = tuple.__new__
+_ZERO = DeliveryStats(0, 0, 0, 0, 0, 0)
 
 
 class KafkaEventPublisher(EventPublisher[P]):
-    """Publishes one event type to Kafka; see `KafkaEventManager`."""
+    """Publishes one event type to Kafka; see `KafkaEventManager`.
+
+    Parameters
+    ----------
+    event_type
+        The registered event type.
+    telemetry
+        The manager's OpenTelemetry parts.
+    session
+        The delivery session the publisher was made in.
+    severity
+        Severity of this event type's OTel log records.
+    """
 
     def __init__(
         self,
         event_type: EventType[P],
-        telemetry: Any,
-        manager: KafkaEventManager,
+        telemetry: Telemetry,
+        session: DeliverySession,
         *,
         severity: SeverityNumber = SeverityNumber.INFO,
     ) -> None:
         super().__init__(event_type, telemetry, severity=severity)
-        self._manager = manager
+        self._session = session
 
     async def publish(self, payload: P, *, wait: bool | None = None) -> EventMetadata:
         """Publish one event.
@@ -106,7 +112,7 @@ class KafkaEventPublisher(EventPublisher[P]):
         EventPayloadError
             If the payload cannot be encoded.
         EventTooLargeError
-            If the encoded event exceeds the producer's maximum request size.
+            If the encoded event cannot fit in one Kafka request.
         EventManagerClosedError
             If the manager was closed.
         EventBufferFullError
@@ -115,8 +121,9 @@ class KafkaEventPublisher(EventPublisher[P]):
             With ``wait``, if the event was not delivered; the subclass says
             why (dropped, timed out, rejected, or the manager closed).
         """
-        manager = self._manager
-        if manager.should_yield():
+        session = self._session
+        intake = session.intake
+        if intake.should_yield():
             # Before anything is accepted: cancelled here, nothing happened.
             await asyncio.sleep(0)
         event_type = self._event_type
@@ -125,24 +132,28 @@ class KafkaEventPublisher(EventPublisher[P]):
         )
         telemetry = self._telemetry
         span = None
-        caller_context = span_context
-        if telemetry.producer_spans is not None:
-            span = telemetry.producer_spans.start(
-                otel_context.get_current(), event_id, timestamp_ns
-            )
+        header_context = span_context
+        if telemetry.event_spans is not None:
             # The traceparent names the producer span (if one is recorded),
             # while the metadata keeps the caller's span.
-            producer_context = span.get_span_context()
-            if producer_context.is_valid:
-                span_context = producer_context
+            span, producer_context = telemetry.start_event_span(
+                session.guard, event_id, timestamp_ns
+            )
+            if producer_context is not None:
+                header_context = producer_context
+            attachment: Any = span
+        elif telemetry.batch_spans is not None:
+            attachment = span_context
+        else:
+            attachment = None
         headers = None
         headers_size = 0
         if telemetry.injector is not None:
-            headers, headers_size = telemetry.injector.headers(span_context, span)
-        waiter = None
-        if wait:
-            waiter = asyncio.get_running_loop().create_future()
-        pending = _new_pending(
+            headers, headers_size = telemetry.headers(
+                session.guard, header_context, span
+            )
+        waiter = asyncio.get_running_loop().create_future() if wait else None
+        pending = _new_tuple(
             PendingEvent,
             (
                 event_type.name,
@@ -151,33 +162,68 @@ class KafkaEventPublisher(EventPublisher[P]):
                 timestamp_ns // 1_000_000,
                 event_id,
                 len(value) + headers_size,
-                time.monotonic() + manager.delivery_timeout,
+                time.monotonic() + intake.delivery_timeout,
                 waiter,
-                span,
-                caller_context if telemetry.batch_spans is not None else None,
+                attachment,
+                None,
             ),
         )
+        source = (
+            _new_tuple(
+                LogSource,
+                (event_type, event, fields, span_context, timestamp_ns, self._severity),
+            )
+            if telemetry.wants_log_source
+            else None
+        )
         try:
-            accepted = manager.accept(
-                event_type, pending
-            ) or await manager.accept_when_full(event_type, pending)
+            if not intake.accept(pending, source):
+                await intake.accept_when_full(event_type, pending, source)
         except BaseException as exc:
             # Refused (or cancelled while waiting for room): never accepted,
-            # so its span ends here.
+            # so a producer span ends here.
             if span is not None:
-                end_producer_span(span, error=exc)
+                session.listeners.refused(pending, exc)
             raise
-        if accepted and telemetry.log_emitter is not None:
-            # Only an accepted event becomes a log record.
-            self._emit_log(
-                EnrichedEvent(
-                    event, value, caller_context, event_id, timestamp_ns, fields
-                )
-            )
         if waiter is not None:
             await waiter
         published: EventMetadata = event
         return published
+
+
+class _Totals:
+    """Counters over every session of a manager, for the OTel metrics
+    (which must never go backwards when a manager starts anew)."""
+
+    def __init__(self) -> None:
+        self._retired = _ZERO
+        self.session: DeliverySession | None = None
+
+    def retire(self, stats: DeliveryStats) -> None:
+        old = self._retired
+        self._retired = replace(
+            old,
+            published=old.published + stats.published,
+            delivered=old.delivered + stats.delivered,
+            failed=old.failed + stats.failed,
+            dropped=old.dropped + stats.dropped,
+            listener_errors=old.listener_errors + stats.listener_errors,
+        )
+
+    @property
+    def stats(self) -> DeliveryStats:
+        old = self._retired
+        session = self.session
+        now = session.stats if session is not None else _ZERO
+        return DeliveryStats(
+            published=old.published + now.published,
+            delivered=old.delivered + now.delivered,
+            failed=old.failed + now.failed,
+            dropped=old.dropped + now.dropped,
+            buffered=now.buffered,
+            buffered_bytes=now.buffered_bytes,
+            listener_errors=old.listener_errors + now.listener_errors,
+        )
 
 
 class KafkaEventManager(EventManager):
@@ -193,74 +239,61 @@ class KafkaEventManager(EventManager):
     topic_prefix
         Prefix of the events topic.
     bootstrap_servers
-        Kafka bootstrap servers, when the manager creates its own clients.
-    producer
-        A ready-made ``AIOKafkaProducer`` instead.
-    admin_client
-        A ready-made ``AIOKafkaAdminClient``.
+        Kafka bootstrap servers.
     registry_url
         URL of a Confluent-compatible schema registry.
+    transport
+        What carries the events instead of a producer made from
+        ``bootstrap_servers``: an `AiokafkaTransport` with clients of your
+        own, or `otel_kafka_events.testing.MemoryTransport` in tests.
     registry
-        A ready-made ``AsyncSchemaRegistryClient`` instead.
+        The registry instead of ``registry_url``: a `SchemaRegistry` (such
+        as `otel_kafka_events.testing.MemorySchemaRegistry`) or an
+        ``AsyncSchemaRegistryClient``.
+    kafka_options
+        Extra keyword arguments of the aiokafka clients made from
+        ``bootstrap_servers`` (security protocol, SASL, SSL context,
+        ``max_request_size`` ...).
     schema_suffix
         Appended to every registry subject.
     schema_compatibility
         Compatibility level set on each subject before registering; the
         registry's default (usually BACKWARD) when None.
-    kafka_options
-        Extra keyword arguments for the clients the manager creates
-        (security protocol, SASL, SSL context...).
-    enable_idempotence
-        True: require Kafka's idempotent producer (no duplicates from
-        retries), and fail if the broker refuses it. False: never use it.
-        None (the default): use it unless the broker refuses it, in which
-        case one warning is logged and the producer goes on with
-        ``acks="all"`` without idempotence.
-    manage_clients
-        Start and stop the producer and admin client; True by default for
-        clients the manager creates, False for clients passed in.
-    buffer
-        Bounds of the pending-event buffer.
-    delivery_timeout
-        Seconds an event may take to be acknowledged, retries included.
-    close_timeout
-        Seconds `aclose` takes at most when called without a timeout:
-        delivering what is pending, stopping the clients and flushing
-        telemetry. The default fits in Kubernetes' 30 s grace period.
-    retry_backoff
-        First delay between retries of a failed send, connection or
-        registration (doubling, up to 5 s).
-    raise_on_error
-        Raise infrastructure errors (broker or registry unreachable) from
-        `initialize`, `create_publisher` and a full buffer, instead of
-        logging them and retrying in the background.
     on_delivery_error
-        Called with a `DeliveryFailure` for every event not delivered.
+        Called with a `DeliveryFailure` for every event not delivered. What
+        it raises is logged and counted (`DeliveryStats.listener_errors`).
     logger
         Logger for the manager's messages.
     telemetry
         OpenTelemetry options.
+    delivery
+        Delivery options; the keyword arguments below override its fields.
     flat_payloads
         Accept only scalar payload fields, as Safir does.
     kafka_broker
         Safir's way to give the Kafka connection: a FastStream
-        ``KafkaBroker``, whose aiokafka producer then carries the events
-        (instead of ``producer`` or ``bootstrap_servers``). Topic checks need
-        ``kafka_admin_client`` or ``bootstrap_servers`` besides.
+        ``KafkaBroker``, whose aiokafka producer then carries the events.
+        Topic checks need ``kafka_admin_client`` or ``bootstrap_servers``.
     kafka_admin_client
-        Safir's name for ``admin_client``.
+        Safir's admin client, for topic checks.
     schema_manager
         Safir's way to give the registry: what
-        `SchemaManagerSettings.make_manager` returns (registry client,
-        subject suffix and compatibility), instead of ``registry_url`` or
-        ``registry``.
-    backoff_interval
-        Longest wait between two attempts to reconnect or to register a
-        schema (5 s by default). Safir pauses publishing for this long after
-        a failure; we keep buffering and retrying, at most this far apart.
+        `SchemaManagerSettings.make_manager` returns, instead of
+        ``registry_url`` or ``registry``.
     manage_kafka_broker
         Start ``kafka_broker`` in `initialize` and stop it in `aclose`
         (default False: the caller does, as in Safir).
+    **settings
+        Any field of `DeliveryOptions`: ``delivery_timeout``,
+        ``close_timeout``, ``retry_backoff``, ``backoff_interval`` (a
+        `datetime.timedelta` too, as in Safir), ``raise_on_error``,
+        ``enable_idempotence``, ``buffer``. An unknown name raises
+        `EventManagerUsageError` naming it.
+
+    Attributes
+    ----------
+    options
+        The delivery options in force.
     """
 
     def __init__(
@@ -269,29 +302,22 @@ class KafkaEventManager(EventManager):
         application: str,
         topic_prefix: str,
         bootstrap_servers: str | list[str] | None = None,
-        producer: AIOKafkaProducer | None = None,
-        admin_client: AIOKafkaAdminClient | None = None,
         registry_url: str | None = None,
-        registry: AsyncSchemaRegistryClient | None = None,
+        transport: Transport | None = None,
+        registry: Any = None,
+        kafka_options: Mapping[str, Any] | None = None,
         schema_suffix: str = "",
         schema_compatibility: str | None = None,
-        kafka_options: Mapping[str, Any] | None = None,
-        enable_idempotence: bool | None = None,
-        manage_clients: bool | None = None,
-        buffer: BufferOptions | None = None,
-        delivery_timeout: float = 120.0,
-        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
-        retry_backoff: float = 0.1,
-        raise_on_error: bool = False,
         on_delivery_error: FailureCallback | None = None,
         logger: BoundLogger | None = None,
         telemetry: TelemetryOptions | None = None,
+        delivery: DeliveryOptions | None = None,
         flat_payloads: bool = False,
         kafka_broker: Any = None,
-        kafka_admin_client: AIOKafkaAdminClient | None = None,
+        kafka_admin_client: Any = None,
         schema_manager: SchemaRegistrar | None = None,
-        backoff_interval: timedelta | float | None = None,
         manage_kafka_broker: bool = False,
+        **settings: Any,
     ) -> None:
         super().__init__(
             f"{topic_prefix}.{application}",
@@ -300,139 +326,59 @@ class KafkaEventManager(EventManager):
             telemetry=telemetry,
             flat_payloads=flat_payloads,
         )
-        if kafka_admin_client is not None:
-            if admin_client is not None:
-                raise EventManagerUsageError(
-                    "Give admin_client or kafka_admin_client, not both"
-                )
-            admin_client = kafka_admin_client
-        if kafka_broker is not None and producer is not None:
-            raise EventManagerUsageError("Give producer or kafka_broker, not both")
-        if producer is None and bootstrap_servers is None and kafka_broker is None:
+        self.options: DeliveryOptions = delivery_options(delivery, settings)
+        self._broker = kafka_broker
+        self._bootstrap_servers = bootstrap_servers
+        self._kafka_options = dict(kafka_options or {})
+        self._transport = transport or self._aiokafka_transport(
+            bootstrap_servers, kafka_broker, kafka_admin_client, manage_kafka_broker
+        )
+        if (transport is not None) and (
+            bootstrap_servers is not None or kafka_broker is not None
+        ):
             raise EventManagerUsageError(
-                "KafkaEventManager needs bootstrap_servers, a producer or a"
-                " kafka_broker"
+                "Give transport, or bootstrap_servers / kafka_broker: not both"
             )
-        if kafka_broker is not None and admin_client is None and not bootstrap_servers:
+        self._registrar = _registrar(
+            registry, registry_url, schema_manager, schema_suffix, schema_compatibility
+        )
+        self._on_delivery_error = on_delivery_error
+        self._session: DeliverySession | None = None
+        self._session_telemetry: SessionTelemetry | None = None
+        self._init_lock = asyncio.Lock()
+        self._totals = _Totals()
+        self._guard(
+            "metrics",
+            register_delivery_metrics,
+            self._totals,
+            self.topic,
+            self.telemetry_options.meter_provider,
+        )
+
+    def _aiokafka_transport(
+        self,
+        bootstrap_servers: str | list[str] | None,
+        broker: Any,
+        admin_client: Any,
+        manage_broker: bool,
+    ) -> AiokafkaTransport:
+        if bootstrap_servers is None and broker is None:
+            raise EventManagerUsageError(
+                "KafkaEventManager needs bootstrap_servers, a kafka_broker or a"
+                " transport"
+            )
+        if broker is not None and admin_client is None and not bootstrap_servers:
             raise EventManagerUsageError(
                 "With kafka_broker, give kafka_admin_client or bootstrap_servers"
                 " too (to check the topic)"
             )
-        if schema_manager is not None and (
-            registry is not None or registry_url is not None
-        ):
-            raise EventManagerUsageError(
-                "Give schema_manager, registry or registry_url: only one"
-            )
-        if registry is None and registry_url is None and schema_manager is None:
-            raise EventManagerUsageError(
-                "KafkaEventManager needs registry_url, a registry client or a"
-                " schema_manager"
-            )
-        if isinstance(backoff_interval, timedelta):
-            backoff_interval = backoff_interval.total_seconds()
-        if backoff_interval is not None and backoff_interval <= 0:
-            raise EventManagerUsageError("backoff_interval must be positive")
-        if delivery_timeout <= 0:
-            raise EventManagerUsageError("delivery_timeout must be positive")
-        if close_timeout <= 0:
-            raise EventManagerUsageError("close_timeout must be positive")
-        if retry_backoff <= 0:
-            raise EventManagerUsageError("retry_backoff must be positive")
-        options = dict(kafka_options or {})
-        self.delivery_timeout = delivery_timeout
-        """Seconds an event may take to be acknowledged."""
-        self.close_timeout = close_timeout
-        """Seconds `aclose` takes at most by default."""
-        self._broker = kafka_broker
-        self._manage_broker = manage_kafka_broker
-        self._buffer = buffer or BufferOptions()
-        self._raise_on_error = raise_on_error
-        self._registrar = schema_manager or SchemaRegistrar(
-            registry or make_registry_client(str(registry_url)),
-            suffix=schema_suffix,
-            compatibility=schema_compatibility,
-        )
-        # What each (re)build of the delivery parts needs; see _build.
-        self._settings: dict[str, Any] = {
-            "bootstrap_servers": bootstrap_servers,
-            "producer": producer,
-            "admin_client": admin_client,
-            "kafka_options": options,
-            "enable_idempotence": enable_idempotence,
-            "manage_clients": manage_clients,
-            "retry_backoff": retry_backoff,
-            "max_backoff": 5.0 if backoff_interval is None else backoff_interval,
-            "on_delivery_error": on_delivery_error,
-        }
-        self._init_lock = asyncio.Lock()
-        self._build(producer)
-        register_delivery_metrics(
-            self, self.topic, self.telemetry_options.meter_provider
-        )
-
-    def _build(self, producer: AIOKafkaProducer | None) -> None:
-        """Make the delivery parts: connection, ledger, sender, registrations.
-
-        Called once by the constructor, and again when a closed manager is
-        initialized anew, or when a FastStream broker's producer becomes
-        known.
-        """
-        settings = self._settings
-        options = settings["kafka_options"]
-        retry_backoff = settings["retry_backoff"]
-        self._max_request_size = (
-            producer_max_request_size(producer)
-            if producer is not None
-            else int(options.get("max_request_size", DEFAULT_MAX_REQUEST_SIZE))
-        )
-        self._since_yield = 0
-        self._closing = False
-        self._close_task: asyncio.Task[int] | None = None
-        log = RateLimitedLog(self.logger, 10.0)
-        self._ledger = Ledger(self._buffer)
-        self._connection = KafkaConnection(
-            bootstrap_servers=settings["bootstrap_servers"],
-            producer=producer,
-            admin_client=settings["admin_client"],
-            kafka_options=options,
-            enable_idempotence=settings["enable_idempotence"],
-            manage_clients=settings["manage_clients"],
-            retry_backoff=retry_backoff,
-            max_backoff=settings["max_backoff"],
-            logger=self.logger,
-            on_connected=self._connected,
-        )
-        log_export = self._telemetry.bind_log_export(
-            bootstrap_servers=settings["bootstrap_servers"],
-            kafka_options=options,
-            transport=lambda: self._connection.transport,
-            log=log,
-        )
-        self._sender = Sender(
-            self._ledger,
-            Reporter(
-                self.topic,
-                settings["on_delivery_error"],
-                log,
-                settled_events=log_export.direct if log_export else None,
-            ),
-            topic=self.topic,
-            transport=lambda: self._connection.transport,
-            replace_transport=self._connection.replace,
-            retry_backoff=retry_backoff,
-            delivery_timeout=self.delivery_timeout,
-            batch_spans=self._telemetry.batch_spans,
-        )
-        self._registrations = Registrations(
-            topic=self.topic,
-            registrar=self._registrar,
-            connection=self._connection,
-            ledger=self._ledger,
-            settle=self._sender.settle,
-            on_registered=self._sender.wake,
-            retry_backoff=retry_backoff,
-            max_backoff=settings["max_backoff"],
+        return AiokafkaTransport(
+            bootstrap_servers=bootstrap_servers,
+            client_options=self._kafka_options,
+            admin_client=admin_client,
+            broker=broker,
+            enable_idempotence=self.options.enable_idempotence,
+            manage_broker=manage_broker,
             logger=self.logger,
         )
 
@@ -440,23 +386,57 @@ class KafkaEventManager(EventManager):
 
     @property
     def stats(self) -> DeliveryStats:
-        """Counters: published, delivered, failed, dropped, buffered."""
-        return self._ledger.stats
+        """Counters since the manager was last initialized: published,
+        delivered, failed, dropped, buffered, listener errors."""
+        session = self._session
+        return session.stats if session is not None else _ZERO
 
     @property
-    def registry(self) -> AsyncSchemaRegistryClient:
-        """The schema registry client."""
-        return self._registrar.client
+    def registry(self) -> SchemaRegistry:
+        """The schema registry."""
+        return self._registrar.registry
+
+    @property
+    def transport(self) -> Transport:
+        """What carries the events."""
+        return self._transport
 
     def subject_for(self, name: str) -> str:
         """The registry subject of event ``name``."""
         return self._registrar.subject(f"{self.topic}.{name}")
 
+    @property
+    def log_export_stats(self) -> dict[str, Any]:
+        """Log records exported by `TelemetryOptions.log_export`, by
+        destination (``"kafka"``, ``"otlp"``); empty without it."""
+        parts = self._session_telemetry
+        if parts is None or parts.log_export is None:
+            return {}
+        return parts.log_export.stats
+
     # Lifecycle ------------------------------------------------------------
 
-    def _connected(self) -> None:
-        self._sender.wake()
-        self._registrations.connected()
+    def _new_session(self) -> DeliverySession:
+        options = self.options
+        telemetry = self._telemetry.for_session(
+            transport=self._transport,
+            bootstrap_servers=self._bootstrap_servers,
+            kafka_options=self._kafka_options,
+            log=RateLimitedLog(self.logger, 10.0),
+        )
+        self._session_telemetry = telemetry
+        return DeliverySession(
+            topic=self.topic,
+            transport=self._transport,
+            registrar=self._registrar,
+            buffer=options.buffer,
+            delivery_timeout=options.delivery_timeout,
+            backoff=(options.retry_backoff, options.backoff_interval),
+            raise_on_error=options.raise_on_error,
+            listeners=telemetry.listeners,
+            on_delivery_error=self._on_delivery_error,
+            logger=self.logger,
+        )
 
     async def initialize(self) -> None:
         """Connect the producer and admin client and start the sender.
@@ -471,20 +451,28 @@ class KafkaEventManager(EventManager):
         After `aclose`, this starts the manager anew, as Safir allows: new
         clients (when the manager creates its own), an empty buffer, zeroed
         `stats` and no publishers.
+
+        Raises
+        ------
+        EventManagerClosedError
+            If `aclose` was called while this was connecting.
         """
         async with self._init_lock:
-            if self._closing:
-                if self._close_task is not None:
-                    await asyncio.shield(self._close_task)
-                self._build(self._settings["producer"])
-            if self._sender.running:
+            previous = self._session
+            if previous is not None and not previous.closing:
                 return
+            if previous is not None:
+                await asyncio.shield(previous.close(self.options.close_timeout))
+                self._totals.retire(previous.stats)
+                previous.supersede()
+            session = self._new_session()
+            self._session = session
+            self._totals.session = session
             try:
-                if self._broker is not None:
-                    await self._use_broker()
-                await self._connection.connect()
+                await session.start()
             except (BrokerUnavailableError, IdempotenceUnsupportedError) as exc:
-                if self._raise_on_error:
+                if self.options.raise_on_error:
+                    await session.close(1.0)
                     raise
                 if isinstance(exc, IdempotenceUnsupportedError):
                     self.logger.error(str(exc))
@@ -494,37 +482,22 @@ class KafkaEventManager(EventManager):
                         " the connection is retried in the background",
                         error=str(exc),
                     )
-                    self._connection.connect_in_background()
-            self._sender.start()
+                    session.connect_in_background()
             await super().initialize()
-
-    async def _use_broker(self) -> None:
-        """Publish through the FastStream broker's producer (started here if
-        the manager manages the broker)."""
-        if self._manage_broker:
-            try:
-                await start_broker(self._broker)
-            except Exception as exc:
-                raise BrokerUnavailableError(
-                    f"Cannot start the FastStream Kafka broker:"
-                    f" {describe_kafka_error(exc)}"
-                ) from exc
-        producer = producer_of(self._broker)
-        if self._connection.transport is None:
-            self._build(producer)
 
     async def aclose(self, timeout: float | None = None) -> int:
         """Deliver pending events, then close every client.
 
-        Safe to call more than once, and to cancel: the close goes on, and
-        a later call waits for the same close and returns its result.
+        Safe to call more than once, concurrently, and to cancel: the close
+        goes on, and a later call waits for the same close, within its own
+        timeout, which brings the close's deadline forward if it is sooner.
 
         Parameters
         ----------
         timeout
             Seconds the whole close may take: delivering pending events,
-            stopping the clients and flushing telemetry. None means the
-            manager's ``close_timeout``.
+            stopping the clients and flushing telemetry. None means
+            ``close_timeout``.
 
         Returns
         -------
@@ -535,169 +508,26 @@ class KafkaEventManager(EventManager):
             (reason ``failed``). Each was also reported to the failure
             callback.
         """
-        if self._close_task is None:
-            self._close_task = asyncio.create_task(
-                self._close(self.close_timeout if timeout is None else timeout),
-                name="otel-kafka-events-close",
-            )
-        return await asyncio.shield(self._close_task)
-
-    async def _close(self, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        self._closing = True
-        # Wake publishers waiting for room: they give up now.
-        self._sender.room.set()
-        failed_before = self._ledger.stats.failed
-        # What is left of the budget after the wait goes to stopping the
-        # clients and flushing telemetry.
-        reserve = min(1.0, timeout / 4)
-        await self._sender.drained(deadline - reserve - time.monotonic())
-        await self._registrations.close()
-        await self._sender.stop(
-            NotAcknowledgedError(
-                "sent, but not acknowledged before the event manager closed;"
-                " the broker may have written it"
-            ),
-            TimeoutError("still pending when the event manager was closed"),
+        budget = self.options.close_timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        session = self._session
+        undelivered = 0
+        # Telemetry flushes after the session; it keeps a slice of the time.
+        reserve = min(budget / 10, 0.5) if self._telemetry_to_flush() else 0.0
+        if session is not None:
+            undelivered = await asyncio.shield(session.close(budget - reserve))
+        parts = self._session_telemetry
+        await flush_telemetry(
+            self._telemetry,
+            max(deadline - time.monotonic(), 0.0),
+            parts.log_export if parts is not None else None,
         )
-        # Log records of delivered events ride on the producer: out first.
-        await log_export_drained(self._telemetry, deadline - reserve - time.monotonic())
-        await self._connection.close(
-            deadline - time.monotonic(), abandoned=self._sender.abandoned
-        )
-        if self._broker is not None and self._manage_broker:
-            await stop_broker(self._broker)
-        await super().aclose(max(deadline - time.monotonic(), 0.0))
-        undelivered = self._ledger.stats.failed - failed_before
-        if undelivered:
-            self.logger.error(
-                "Events not delivered before the event manager closed",
-                count=undelivered,
-                topic=self.topic,
-            )
+        await self._mark_closed()
         return undelivered
 
-    # The publisher's seam ---------------------------------------------------
-
-    def should_yield(self) -> bool:
-        """Whether a publisher should give the event loop a turn first."""
-        if self._since_yield >= _YIELD_EVERY:
-            self._since_yield = 0
-            return True
-        return False
-
-    def accept(self, event_type: EventType[Any], event: PendingEvent) -> bool:
-        """Take an encoded event for delivery, if the buffer has room.
-
-        Returns
-        -------
-        bool
-            True if accepted; False if the buffer is full (nothing was done:
-            call `accept_when_full`).
-
-        Raises
-        ------
-        EventManagerClosedError
-            If the manager is closing or closed.
-        EventManagerUsageError
-            If the event type could not be registered (a new copy of the
-            registration error each time).
-        EventTooLargeError
-            If the event exceeds the producer's maximum request size.
-        """
-        if self._closing:
-            raise EventManagerClosedError("This event manager was closed")
-        failure = self._registrations.failure(event_type.name)
-        if failure is not None:
-            raise failure
-        if event.size > self._max_request_size:
-            raise EventTooLargeError(
-                event_type.name,
-                f"encoded event is {event.size} bytes, more than the producer's"
-                f" max_request_size of {self._max_request_size}",
-            )
-        if not self._ledger.accept(event):
-            return False
-        self._since_yield += 1
-        self._sender.wake()
-        return True
-
-    async def accept_when_full(
-        self, event_type: EventType[Any], event: PendingEvent
-    ) -> bool:
-        """Apply the overflow policy to an event the full buffer refused.
-
-        Returns
-        -------
-        bool
-            True if the event was accepted after waiting for room; False if
-            it was dropped, or given up because the manager closed or its
-            event type failed to register while it waited (reported,
-            counted, and its waiter resolved either way).
-
-        Raises
-        ------
-        EventBufferFullError
-            With the ``raise`` policy, or ``block`` and ``raise_on_error``
-            after the wait.
-        """
-        buffer = self._buffer
-        full = EventBufferFullError(
-            f"Pending-event buffer of topic {self.topic!r} is full"
-            f" ({buffer.max_events} events or {buffer.max_bytes} bytes)"
-        )
-        if buffer.overflow is OverflowPolicy.RAISE:
-            raise full
-        if buffer.overflow is OverflowPolicy.BLOCK:
-            await self._wait_for_room(event.size, buffer.block_timeout)
-            if self._closing:
-                self._sender.settle(
-                    [
-                        self._ledger.refuse(
-                            event,
-                            Settled.CLOSED,
-                            EventManagerClosedError(
-                                "the event manager closed while the event"
-                                " waited for room in the buffer"
-                            ),
-                        )
-                    ]
-                )
-                return False
-            failure = self._registrations.failure(event_type.name)
-            if failure is not None:
-                # Registration failed for good during the wait.
-                self._sender.settle(
-                    [self._ledger.refuse(event, Settled.REJECTED, failure)]
-                )
-                return False
-            if event_type.schema_id is not None:
-                # Encoded before registration finished, during the wait.
-                set_schema_id(event.value, event_type.schema_id)
-            # The delivery timeout counts from when the buffer takes the
-            # event; the wait for room had a bound of its own.
-            event = event._replace(deadline=time.monotonic() + self.delivery_timeout)
-            if self._ledger.accept(event):
-                self._sender.wake()
-                return True
-            if self._raise_on_error:
-                raise full
-        self._sender.settle([self._ledger.drop(event, full)])
-        return False
-
-    async def _wait_for_room(self, size: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        room = self._sender.room
-        while not self._closing and not self._ledger.has_room(size):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            room.clear()
-            try:
-                async with asyncio.timeout(remaining):
-                    await room.wait()
-            except TimeoutError:
-                return
+    def _telemetry_to_flush(self) -> bool:
+        options = self.telemetry_options
+        return bool(options.logs or options.producer_spans)
 
     # Registration ---------------------------------------------------------
 
@@ -722,23 +552,59 @@ class KafkaEventManager(EventManager):
 
         Usage errors (missing topic, incompatible schema) are always raised.
         If the broker or registry is unreachable, this raises with
-        ``raise_on_error``; otherwise the publisher is returned at once and
-        registration is retried in the background while its events buffer.
+        ``raise_on_error``; otherwise the publisher is returned (within
+        three seconds, even from a registry that never answers) and
+        registration goes on in the background while its events buffer.
         """
         event_type = self.event_type_for(model)
+        session = self._session
+        if session is None:
+            raise EventManagerUninitializedError(
+                "Initialize the event manager before creating event publishers"
+            )
+        raise_on_error = self.options.raise_on_error
         try:
-            await self._registrations.register(event_type)
+            await session.register(
+                event_type, None if raise_on_error else FOREGROUND_REGISTRATION_LIMIT
+            )
         except RETRIABLE_REGISTRATION_ERRORS as exc:
-            if self._raise_on_error:
+            if raise_on_error:
                 if isinstance(exc, SchemaRegistryError | BrokerUnavailableError):
                     raise
                 raise BrokerUnavailableError(describe_kafka_error(exc)) from exc
             self.logger.error(
                 "Event registration failed, retrying in the background",
                 event_name=event_type.name,
-                error=f"{type(exc).__name__}: {exc}",
+                error=f"{type(exc).__name__}: {exc}"
+                if str(exc)
+                else f"{type(exc).__name__}: no answer within"
+                f" {FOREGROUND_REGISTRATION_LIMIT} s",
             )
-            self._registrations.register_in_background(event_type)
+            session.registrations.register_in_background(event_type)
         return KafkaEventPublisher(
-            event_type, self._telemetry, self, severity=self.severity_for(model)
+            event_type, self._telemetry, session, severity=self.severity_for(model)
         )
+
+
+def _registrar(
+    registry: Any,
+    registry_url: str | None,
+    schema_manager: SchemaRegistrar | None,
+    suffix: str,
+    compatibility: str | None,
+) -> SchemaRegistrar:
+    given = [x for x in (registry, registry_url, schema_manager) if x is not None]
+    if len(given) > 1:
+        raise EventManagerUsageError(
+            "Give schema_manager, registry or registry_url: only one"
+        )
+    if schema_manager is not None:
+        return schema_manager
+    if not given:
+        raise EventManagerUsageError(
+            "KafkaEventManager needs registry_url, a registry or a schema_manager"
+        )
+    try:
+        return SchemaRegistrar(given[0], suffix=suffix, compatibility=compatibility)
+    except TypeError as exc:
+        raise EventManagerUsageError(str(exc)) from exc

@@ -11,16 +11,18 @@ import abc
 import enum
 import time
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import structlog
 from opentelemetry._logs import SeverityNumber
 from structlog.stdlib import BoundLogger
 
-from ._encoding._event_type import EnrichedEvent, EventType
+from ._delivery._listeners import Guard
+from ._encoding._event_type import EventType
 from ._encoding._models import EventMetadata, EventPayload, json_dump, remember_schema
 from ._mock import PublishedList
 from ._options import TelemetryOptions
+from ._telemetry._listeners import LogSource
 from ._telemetry._setup import Telemetry, flush_telemetry
 from .errors import (
     DuplicateEventError,
@@ -28,9 +30,6 @@ from .errors import (
     EventManagerUninitializedError,
     EventManagerUsageError,
 )
-
-if TYPE_CHECKING:
-    from ._telemetry._log_destinations import LogExportStats
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
@@ -48,7 +47,7 @@ P = TypeVar("P", bound=EventPayload)
 DEFAULT_CLOSE_TIMEOUT = 15.0
 """Seconds `EventManager.aclose` takes at most by default: half of
 Kubernetes' default 30 s grace period, leaving the rest of the service time
-to shut down."""
+to shut down (`DeliveryOptions.close_timeout` for Kafka managers)."""
 
 
 class _State(enum.Enum):
@@ -161,28 +160,6 @@ class EventPublisher(abc.ABC, Generic[P]):
             If the payload cannot be encoded (naming the field).
         """
 
-    def _emit_log(self, enriched: EnrichedEvent) -> None:
-        """Emit the event's OTel log record, if log export is on."""
-        emitter = self._telemetry.log_emitter
-        if emitter is None:
-            return
-        if self._telemetry.log_body:
-            # The body holds every value: the event's own.
-            values = enriched.event.__dict__
-        else:
-            # The attributes are the id (passed on its own), the application
-            # and the payload fields: no need to make the event's values.
-            values = {"application": self._event_type.application, **enriched.fields}
-        emitter.emit(
-            self._event_type.full_name,
-            values,
-            enriched.event_id,
-            enriched.span_context,
-            self._severity,
-            trace_fields=self._event_type.trace_context,
-            timestamp_ns=enriched.timestamp_ns,
-        )
-
 
 class NoopEventPublisher(EventPublisher[P]):
     """Validates and encodes events, then discards them.
@@ -198,9 +175,11 @@ class NoopEventPublisher(EventPublisher[P]):
         logger: BoundLogger,
         *,
         severity: SeverityNumber = SeverityNumber.INFO,
+        guard: Guard | None = None,
     ) -> None:
         super().__init__(event_type, telemetry, severity=severity)
         self._logger = logger
+        self._guard = guard or Guard(logger)
 
     async def publish(self, payload: P, *, wait: bool | None = None) -> EventMetadata:
         """Build the event, log it at debug level and return it.
@@ -208,7 +187,20 @@ class NoopEventPublisher(EventPublisher[P]):
         ``wait`` is accepted and ignored: there is nothing to deliver.
         """
         enriched = self._event_type.enrich(payload)
-        self._emit_log(enriched)
+        telemetry = self._telemetry
+        if telemetry.emitter is not None:
+            telemetry.emit_now(
+                self._guard,
+                enriched.event_id,
+                LogSource(
+                    self._event_type,
+                    enriched.event,
+                    enriched.fields,
+                    enriched.span_context,
+                    enriched.timestamp_ns,
+                    self._severity,
+                ),
+            )
         self._logger.debug(
             "Would have published event",
             event_name=self.name,
@@ -279,8 +271,9 @@ class MockEventPublisher(NoopEventPublisher[P]):
         logger: BoundLogger,
         *,
         severity: SeverityNumber = SeverityNumber.INFO,
+        guard: Guard | None = None,
     ) -> None:
-        super().__init__(event_type, telemetry, logger, severity=severity)
+        super().__init__(event_type, telemetry, logger, severity=severity, guard=guard)
         self._published: PublishedList[P] = PublishedList()
 
     async def publish(self, payload: P, *, wait: bool | None = None) -> EventMetadata:
@@ -340,17 +333,18 @@ class EventManager(abc.ABC):
         self.telemetry_options = telemetry or TelemetryOptions()
         self.flat_payloads = flat_payloads
         self._telemetry = Telemetry(self.telemetry_options, topic)
+        self._guard = Guard(self.logger)
         self._publishers: dict[str, EventPublisher[Any]] = {}
         self._event_types: dict[type[Any], EventType[Any]] = {}
         self._pending_severity: dict[type[Any], SeverityNumber] = {}
         self._state = _State.UNINITIALIZED
 
     @property
-    def log_export_stats(self) -> dict[str, LogExportStats]:
+    def log_export_stats(self) -> dict[str, Any]:
         """Log records exported by `TelemetryOptions.log_export`, by
-        destination (``"kafka"``, ``"otlp"``); empty without it."""
-        export = self._telemetry.log_export
-        return export.stats if export is not None else {}
+        destination (``"kafka"``, ``"otlp"``): `LogExportStats` objects;
+        empty without it (always, for managers without Kafka)."""
+        return {}
 
     async def initialize(self) -> None:
         """Prepare the manager; call before `create_publisher`.
@@ -385,10 +379,15 @@ class EventManager(abc.ABC):
             self._telemetry,
             DEFAULT_CLOSE_TIMEOUT if timeout is None else timeout,
         )
+        await self._mark_closed()
+        return 0
+
+    async def _mark_closed(self) -> None:
+        """Forget the publishers; `create_publisher` refuses until the next
+        `initialize`."""
         self._publishers = {}
         self._event_types = {}
         self._state = _State.CLOSED
-        return 0
 
     async def create_publisher(
         self,
@@ -533,6 +532,7 @@ class NoopEventManager(EventManager):
             self._telemetry,
             self.logger,
             severity=self.severity_for(model),
+            guard=self._guard,
         )
         return publisher
 

@@ -3,9 +3,12 @@
 A service configured for ``safir.metrics`` starts unchanged: the same
 environment variables (``METRICS_ENABLED``, ``METRICS_APPLICATION``,
 ``KAFKA_BOOTSTRAP_SERVERS``, ``SCHEMA_MANAGER_REGISTRY_URL`` ...) select and
-configure the same kind of manager. Our additions use the ``METRICS_`` prefix
-(``METRICS_TRACE_CONTEXT``, ``METRICS_OTEL_LOGS``, ``METRICS_PRODUCER_SPANS``,
-``METRICS_RAISE_ON_ERROR``...).
+configure the same kind of manager. Our own settings are not declared here:
+they are the fields of `DeliveryOptions` and `TelemetryOptions` (with their
+nested `BufferOptions` and `LogExportOptions`), read from the environment
+variables those models name (``METRICS_DELIVERY_TIMEOUT``,
+``METRICS_OTEL_LOGS``, ``METRICS_BUFFER_MAX_EVENTS``,
+``METRICS_LOG_EXPORT_KAFKA`` ...).
 
 Examples
 --------
@@ -20,14 +23,16 @@ from __future__ import annotations
 
 import abc
 import enum
-import re
+import os
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import (
     AfterValidator,
     AliasChoices,
+    BaseModel,
     BeforeValidator,
     Field,
     SecretStr,
@@ -35,18 +40,24 @@ from pydantic import (
     field_serializer,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 from structlog.stdlib import BoundLogger
 
 from ._encoding._registry import SchemaRegistrar, make_registry_client
 from ._kafka import KafkaEventManager
-from ._manager import (
-    DEFAULT_CLOSE_TIMEOUT,
-    EventManager,
-    MockEventManager,
-    NoopEventManager,
+from ._manager import EventManager, MockEventManager, NoopEventManager
+from ._options import (
+    DeliveryOptions,
+    TelemetryOptions,
+    env_fields,
+    normalize_safir_names,
 )
-from ._options import BufferOptions, LogExport, OverflowPolicy, TelemetryOptions
 from ._secrets import mask_url, split_credentials
 
 if TYPE_CHECKING:
@@ -59,14 +70,16 @@ __all__ = [
     "KafkaConnectionSettings",
     "KafkaMetricsConfiguration",
     "KafkaSecurityProtocol",
-    "LogExportSettings",
     "MetricsConfiguration",
     "MockMetricsConfiguration",
     "SchemaManagerSettings",
     "metrics_configuration_factory",
+    "options_from_environment",
 ]
 
 DEFAULT_TOPIC_PREFIX = "lsst.square.metrics.events"
+
+_O = TypeVar("_O", bound=BaseModel)
 
 
 def _must_be(wanted: bool) -> Any:
@@ -82,29 +95,6 @@ def _url_text(value: Any) -> Any:
     """Accept pydantic URL objects (``HttpUrl``, ``AnyUrl``) as text."""
     if value is not None and not isinstance(value, str | bytes):
         return str(value)
-    return value
-
-
-_HUMAN_INTERVAL = re.compile(r"^\s*(?:\d+\s*[wdhms]\s*)+$", re.IGNORECASE)
-_UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
-
-
-def _interval(value: Any) -> Any:
-    """Read ``5m``, ``1h30m`` (as Safir's ``HumanTimedelta`` does) as well as
-    seconds and what pydantic reads as a ``timedelta``."""
-    if isinstance(value, str) and _HUMAN_INTERVAL.match(value):
-        return timedelta(
-            seconds=sum(
-                int(number) * _UNIT_SECONDS[unit.lower()]
-                for number, unit in re.findall(r"(\d+)\s*([wdhms])", value, re.I)
-            )
-        )
-    return value
-
-
-def _positive(value: timedelta | None) -> timedelta | None:
-    if value is not None and value.total_seconds() <= 0:
-        raise ValueError("Input should be a positive interval")
     return value
 
 
@@ -333,75 +323,102 @@ class EventsConfiguration(BaseSettings):
     )
 
 
-class LogExportSettings(BaseSettings):
-    """Settings of the Kafka manager's own log export (``METRICS_LOG_EXPORT_*``).
+class _OptionsFromEnvironment(PydanticBaseSettingsSource):
+    """Reads the option models' fields (`DeliveryOptions`,
+    `TelemetryOptions`) from the variables `env_fields` names.
 
-    Off unless ``METRICS_LOG_EXPORT_KAFKA`` is true or
-    ``METRICS_LOG_EXPORT_OTLP_ENDPOINT`` is set; either needs
-    ``METRICS_OTEL_LOGS=true``. See `LogExport`.
+    A nested optional model (`TelemetryOptions.log_export`) is given only
+    when one of its variables is set.
     """
 
-    model_config = SettingsConfigDict(
-        env_prefix="METRICS_LOG_EXPORT_", populate_by_name=True, extra="forbid"
-    )
+    def __init__(
+        self, settings_cls: type[BaseSettings], environ: Mapping[str, str]
+    ) -> None:
+        super().__init__(settings_cls)
+        self._environ = {key.upper(): value for key, value in environ.items()}
 
-    kafka: bool = Field(
-        False,
-        description=(
-            "Write the events' log records as OTLP to a topic of the events'"
-            " broker, for the Collector's kafka receiver."
-        ),
-    )
-    topic: str = Field("otlp_logs", min_length=1, description="That topic.")
-    encoding: Literal["otlp_proto", "otlp_json"] = Field(
-        "otlp_proto", description="`otlp_proto` or `otlp_json`, as the receiver's."
-    )
-    partition_by_trace_id: bool = Field(
-        False, description="Key each record by its trace id."
-    )
-    otlp_endpoint: str | None = Field(
-        None,
-        description="Also send them to this OTLP/HTTP logs URL.",
-    )
-    direct: bool = Field(
-        False,
-        description=(
-            "Write the records without the OpenTelemetry SDK, one for each"
-            " event Kafka acknowledged."
-        ),
-    )
-    timeout: float = Field(
-        10.0, gt=0, description="Seconds one export may take before it fails."
-    )
-    max_pending: int = Field(
-        100_000,
-        ge=1,
-        description="With direct: records waiting for export at most (then dropped).",
-    )
+    def get_field_value(
+        self, field: FieldInfo, field_name: str
+    ) -> tuple[Any, str, bool]:
+        # Not used: `__call__` builds the whole dict at once.
+        return None, field_name, False
 
-    @property
-    def enabled(self) -> bool:
-        """Whether any destination is set."""
-        return self.kafka or self.otlp_endpoint is not None
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, model in _option_groups(self.settings_cls).items():
+            group = _environment_values(model, self._environ)
+            if group:
+                values[name] = group
+        return values
 
-    def to_log_export(self) -> LogExport | None:
-        """The `LogExport` these settings describe (None when off)."""
-        if not self.enabled:
-            return None
-        return LogExport(
-            kafka=self.kafka,
-            topic=self.topic,
-            encoding=self.encoding,
-            partition_by_trace_id=self.partition_by_trace_id,
-            otlp_endpoint=self.otlp_endpoint,
-            direct=self.direct,
-            timeout=self.timeout,
-            max_pending=self.max_pending,
-        )
+
+def _environment_values(model: Any, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The values the environment gives the fields of an options model."""
+    group: dict[str, Any] = {}
+    for env, path, _ in env_fields(model):
+        if env in environ and not _has(group, path):
+            _put(group, path, environ[env])
+    return group
+
+
+def options_from_environment(
+    model: type[_O], environ: Mapping[str, str] | None = None
+) -> _O:
+    """An options model (`DeliveryOptions`, `TelemetryOptions` ...) with the
+    values of the environment variables it names, defaults otherwise.
+
+    Raises
+    ------
+    pydantic.ValidationError
+        If a variable's value is not valid for its setting.
+    """
+    source = os.environ if environ is None else environ
+    values = _environment_values(model, {k.upper(): v for k, v in source.items()})
+    return model.model_validate(values)
+
+
+def _option_groups(settings_cls: type[BaseSettings]) -> dict[str, Any]:
+    """The fields of a configuration that hold option models."""
+    groups = {}
+    for name, info in settings_cls.model_fields.items():
+        if info.annotation in (DeliveryOptions, TelemetryOptions):
+            groups[name] = info.annotation
+    return groups
+
+
+def _has(target: dict[str, Any], path: tuple[str, ...]) -> bool:
+    for key in path:
+        if not isinstance(target, dict) or key not in target:
+            return False
+        target = target[key]
+    return True
+
+
+def _put(target: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        target = target.setdefault(key, {})
+    target[path[-1]] = value
+
+
+class _EnvWithoutOptionGroups(EnvSettingsSource):
+    """pydantic-settings' own environment source, minus the option groups
+    (which it would read as one JSON variable named like the field)."""
+
+    def get_field_value(
+        self, field: FieldInfo, field_name: str
+    ) -> tuple[Any, str, bool]:
+        if field.annotation in (DeliveryOptions, TelemetryOptions):
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
 
 
 class BaseMetricsConfiguration(BaseSettings, abc.ABC):
-    """Settings shared by every kind of manager, including OpenTelemetry."""
+    """Settings shared by every kind of manager, including OpenTelemetry.
+
+    ``telemetry`` is a `TelemetryOptions`, read from the variables it names
+    (``METRICS_TRACE_CONTEXT``, ``METRICS_OTEL_LOGS``,
+    ``METRICS_PRODUCER_SPANS``, ``METRICS_LOG_EXPORT_*`` ...).
+    """
 
     model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
 
@@ -411,38 +428,29 @@ class BaseMetricsConfiguration(BaseSettings, abc.ABC):
         validation_alias=AliasChoices("appName", "application", "METRICS_APPLICATION"),
     )
     events: EventsConfiguration = Field(default_factory=EventsConfiguration)
-    trace_context: bool = Field(
-        True,
-        description="Put the caller's trace ids in every event.",
-        validation_alias=AliasChoices(
-            "traceContext", "trace_context", "METRICS_TRACE_CONTEXT"
-        ),
-    )
-    otel_logs: bool = Field(
-        False,
-        description="Emit every event as an OpenTelemetry log record.",
-        validation_alias=AliasChoices("otelLogs", "otel_logs", "METRICS_OTEL_LOGS"),
-    )
-    producer_spans: bool | Literal["event", "batch"] = Field(
-        False,
-        description=(
-            "PRODUCER spans: `event` (or true) for one per event, `batch` for"
-            " one per batch sent, linked to its events' spans."
-        ),
-        validation_alias=AliasChoices(
-            "producerSpans", "producer_spans", "METRICS_PRODUCER_SPANS"
-        ),
+    telemetry: TelemetryOptions = Field(
+        default_factory=TelemetryOptions,
+        description="How events connect to OpenTelemetry.",
     )
 
-    def telemetry_options(self, **overrides: Any) -> TelemetryOptions:
-        """The `TelemetryOptions` these settings describe."""
-        values: dict[str, Any] = {
-            "trace_context": self.trace_context,
-            "logs": self.otel_logs,
-            "producer_spans": self.producer_spans,
-        }
-        values.update(overrides)
-        return TelemetryOptions(**values)
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments first, then the environment: Safir's variables
+        and the option models' own."""
+        return (
+            init_settings,
+            _EnvWithoutOptionGroups(settings_cls),
+            _OptionsFromEnvironment(settings_cls, os.environ),
+            dotenv_settings,
+            file_secret_settings,
+        )
 
     @abc.abstractmethod
     def make_manager(
@@ -484,7 +492,7 @@ class DisabledMetricsConfiguration(BaseMetricsConfiguration):
         **kwargs: Any,
     ) -> NoopEventManager:
         """Build a `NoopEventManager` (``kafka_broker`` is ignored)."""
-        kwargs.setdefault("telemetry", self.telemetry_options())
+        kwargs.setdefault("telemetry", self.telemetry)
         return NoopEventManager(
             self.application, self.events.topic_prefix, logger, **kwargs
         )
@@ -508,7 +516,7 @@ class MockMetricsConfiguration(BaseMetricsConfiguration):
         **kwargs: Any,
     ) -> MockEventManager:
         """Build a `MockEventManager` (``kafka_broker`` is ignored)."""
-        kwargs.setdefault("telemetry", self.telemetry_options())
+        kwargs.setdefault("telemetry", self.telemetry)
         return MockEventManager(
             self.application, self.events.topic_prefix, logger, **kwargs
         )
@@ -517,8 +525,14 @@ class MockMetricsConfiguration(BaseMetricsConfiguration):
 class KafkaMetricsConfiguration(BaseMetricsConfiguration):
     """Events published to Kafka (the default when enabled).
 
-    Unknown settings are refused, as Safir refuses them, so that a
-    misspelled option fails at startup instead of being ignored.
+    ``delivery`` is a `DeliveryOptions`, read from the variables it names
+    (``METRICS_DELIVERY_TIMEOUT``, ``METRICS_CLOSE_TIMEOUT``,
+    ``METRICS_RAISE_ON_ERROR``, ``METRICS_BACKOFF_INTERVAL``,
+    ``METRICS_BUFFER_*`` ...). Safir's ``raiseOnError`` and
+    ``backoffInterval`` (and our option names given flat) are accepted at
+    the top level too.
+
+    Unknown settings given as keywords are refused, as Safir refuses them.
     """
 
     model_config = SettingsConfigDict(populate_by_name=True, extra="forbid")
@@ -531,101 +545,28 @@ class KafkaMetricsConfiguration(BaseMetricsConfiguration):
         default_factory=SchemaManagerSettings,
         validation_alias=AliasChoices("schemaManager", "schema_manager"),
     )
-    backoff_interval: Annotated[
-        timedelta | None, BeforeValidator(_interval), AfterValidator(_positive)
-    ] = Field(
-        None,
-        description=(
-            "Longest wait between two attempts to reconnect to Kafka or to"
-            " register a schema after a failure (5 s if unset). Safir's"
-            " setting of this name: there it is a pause in publishing."
-        ),
-        validation_alias=AliasChoices(
-            "backoffInterval",
-            "backoff_interval",
-            "METRICS_BACKOFF_INTERVAL",
-            "BACKOFF_INTERVAL",
-        ),
-    )
-    raise_on_error: bool = Field(
-        False,
-        description="Raise broker and registry errors instead of logging them.",
-        validation_alias=AliasChoices(
-            "raiseOnError", "raise_on_error", "METRICS_RAISE_ON_ERROR", "RAISE_ON_ERROR"
-        ),
-    )
-    delivery_timeout: float = Field(
-        120.0,
-        gt=0,
-        description="Seconds an event may take to be acknowledged.",
-        validation_alias=AliasChoices(
-            "deliveryTimeout", "delivery_timeout", "METRICS_DELIVERY_TIMEOUT"
-        ),
-    )
-    buffer_max_events: int = Field(
-        100_000,
-        ge=1,
-        validation_alias=AliasChoices(
-            "bufferMaxEvents", "buffer_max_events", "METRICS_BUFFER_MAX_EVENTS"
-        ),
-    )
-    buffer_max_bytes: int = Field(
-        64 * 1024 * 1024,
-        ge=1024,
-        validation_alias=AliasChoices(
-            "bufferMaxBytes", "buffer_max_bytes", "METRICS_BUFFER_MAX_BYTES"
-        ),
-    )
-    buffer_overflow: OverflowPolicy = Field(
-        OverflowPolicy.BLOCK,
-        validation_alias=AliasChoices(
-            "bufferOverflow", "buffer_overflow", "METRICS_BUFFER_OVERFLOW"
-        ),
-    )
-    close_timeout: float = Field(
-        DEFAULT_CLOSE_TIMEOUT,
-        gt=0,
-        description=(
-            "Seconds aclose() takes at most: delivering pending events,"
-            " stopping the clients and flushing telemetry."
-        ),
-        validation_alias=AliasChoices(
-            "closeTimeout", "close_timeout", "METRICS_CLOSE_TIMEOUT"
-        ),
-    )
-    enable_idempotence: bool | None = Field(
-        None,
-        description=(
-            "Kafka's idempotent producer: true requires it, false never uses"
-            " it; unset uses it unless the broker refuses it (such as Tansu),"
-            " then warns once and goes on without it."
-        ),
-        validation_alias=AliasChoices(
-            "enableIdempotence", "enable_idempotence", "METRICS_ENABLE_IDEMPOTENCE"
-        ),
-    )
-    log_export: LogExportSettings = Field(
-        default_factory=LogExportSettings,
-        validation_alias=AliasChoices("logExport", "log_export"),
+    delivery: DeliveryOptions = Field(
+        default_factory=DeliveryOptions,
+        description="How events are delivered to Kafka.",
     )
 
-    @model_validator(mode="after")
-    def _log_export_needs_logs(self) -> KafkaMetricsConfiguration:
-        if self.log_export.enabled and not self.otel_logs:
-            raise ValueError(
-                "METRICS_LOG_EXPORT_KAFKA / METRICS_LOG_EXPORT_OTLP_ENDPOINT"
-                " export the events' log records: set METRICS_OTEL_LOGS=true"
-                " as well"
-            )
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _delivery_names(cls, data: Any) -> Any:
+        """Safir's top-level names and our flat ones go into ``delivery``."""
+        if isinstance(data, dict):
+            return normalize_safir_names(data)
+        return data
 
-    def telemetry_options(self, **overrides: Any) -> TelemetryOptions:
-        """The `TelemetryOptions` these settings describe, with the log
-        export of ``METRICS_LOG_EXPORT_*``."""
-        export = self.log_export.to_log_export()
-        if export is not None:
-            overrides.setdefault("log_export", export)
-        return super().telemetry_options(**overrides)
+    @property
+    def raise_on_error(self) -> bool:
+        """Safir's name for ``delivery.raise_on_error``."""
+        return self.delivery.raise_on_error
+
+    @property
+    def backoff_interval(self) -> timedelta:
+        """Safir's name for ``delivery.backoff_interval``."""
+        return timedelta(seconds=self.delivery.backoff_interval)
 
     def make_manager(
         self,
@@ -638,10 +579,13 @@ class KafkaMetricsConfiguration(BaseMetricsConfiguration):
 
         With ``kafka_broker`` (a FastStream ``KafkaBroker``), events go
         through that broker's producer instead; the caller starts and stops
-        the broker, as with Safir.
+        the broker, as with Safir. Keyword arguments override the settings
+        (``telemetry=``, ``delivery=``, or any `DeliveryOptions` field).
         """
-        kwargs.setdefault("telemetry", self.telemetry_options())
-        kwargs.setdefault("bootstrap_servers", self.kafka.bootstrap_servers)
+        kwargs.setdefault("telemetry", self.telemetry)
+        kwargs.setdefault("delivery", self.delivery)
+        if "transport" not in kwargs:
+            kwargs.setdefault("bootstrap_servers", self.kafka.bootstrap_servers)
         if "registry" not in kwargs and "registry_url" not in kwargs:
             kwargs.setdefault("schema_manager", self.schema_manager.make_manager())
         else:
@@ -649,20 +593,6 @@ class KafkaMetricsConfiguration(BaseMetricsConfiguration):
             kwargs.setdefault("schema_compatibility", self.schema_manager.compatibility)
         if kafka_broker is not None:
             kwargs["kafka_broker"] = kafka_broker
-        if self.backoff_interval is not None:
-            kwargs.setdefault("backoff_interval", self.backoff_interval)
-        kwargs.setdefault("raise_on_error", self.raise_on_error)
-        kwargs.setdefault("delivery_timeout", self.delivery_timeout)
-        kwargs.setdefault("close_timeout", self.close_timeout)
-        kwargs.setdefault("enable_idempotence", self.enable_idempotence)
-        kwargs.setdefault(
-            "buffer",
-            BufferOptions(
-                max_events=self.buffer_max_events,
-                max_bytes=self.buffer_max_bytes,
-                overflow=self.buffer_overflow,
-            ),
-        )
         options = self.kafka.to_client_options()
         options.update(kwargs.pop("kafka_options", None) or {})
         return KafkaEventManager(

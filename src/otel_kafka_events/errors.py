@@ -351,7 +351,32 @@ class IdempotenceUnsupportedError(EventManagerError):
 
 
 class SchemaRegistryError(EventManagerError):
-    """The schema registry could not be reached or answered with an error."""
+    """The schema registry could not be reached or answered with an error.
+
+    Parameters
+    ----------
+    message
+        What went wrong, naming the registry.
+    url
+        The registry's URL (any password hidden), when known.
+    status
+        The HTTP status of its answer; None when there was no answer.
+    detail
+        The registry's own explanation, when it gave one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        status: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.detail = detail
 
 
 class BrokerUnavailableError(EventManagerError, KafkaConnectionError):  # type: ignore[misc]

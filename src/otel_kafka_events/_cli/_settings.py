@@ -13,12 +13,15 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from schema_registry.client import AsyncSchemaRegistryClient
 
-from .._encoding._registry import make_registry_client
-from ..config import DEFAULT_TOPIC_PREFIX, KafkaConnectionSettings
+from .._options import TelemetryOptions
+from ..config import (
+    EventsConfiguration,
+    KafkaConnectionSettings,
+    SchemaManagerSettings,
+    options_from_environment,
+)
 from ._errors import CliError
 
 __all__ = [
@@ -34,23 +37,30 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class EventSettings(BaseSettings):
-    """The settings that decide topics, schemas and subjects; all optional."""
+class EventSettings:
+    """The settings that decide topics, schemas and subjects, read from the
+    environment through the library's own settings models (all optional
+    here: a command that needs one says so)."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
-
-    topic_prefix: str = Field(
-        DEFAULT_TOPIC_PREFIX, validation_alias="METRICS_EVENTS_TOPIC_PREFIX"
-    )
-    trace_context: bool = Field(True, validation_alias="METRICS_TRACE_CONTEXT")
-    schema_suffix: str = Field("", validation_alias="SCHEMA_MANAGER_SUFFIX")
-    compatibility: str | None = Field(
-        None, validation_alias="SCHEMA_MANAGER_COMPATIBILITY"
-    )
+    def __init__(self) -> None:
+        self.topic_prefix = EventsConfiguration().topic_prefix
+        self.trace_context = options_from_environment(TelemetryOptions).trace_context
+        registry = schema_manager_settings()
+        self.schema_suffix = registry.suffix
+        self.compatibility = registry.compatibility
 
     def topic(self, application: str) -> str:
         """The events topic of ``application``, as its manager names it."""
         return f"{self.topic_prefix}.{application}"
+
+
+def schema_manager_settings(url: str | None = None) -> SchemaManagerSettings:
+    """``SCHEMA_MANAGER_*`` as the library reads them, with ``url`` (or a
+    placeholder, for commands that need no registry) as the URL."""
+    return SchemaManagerSettings(registry_url=url or _NO_REGISTRY)
+
+
+_NO_REGISTRY = "http://registry.unset.invalid"
 
 
 def bootstrap_option(function: F) -> F:
@@ -124,11 +134,5 @@ def remember(**values: str | None) -> None:
 def registry_client(url: str) -> AsyncSchemaRegistryClient:
     """A registry client for ``url`` with the service's registry credentials
     and timeout (``SCHEMA_MANAGER_REGISTRY_USERNAME``, ``_PASSWORD``,
-    ``_TIMEOUT``) from the environment."""
-    import os
-
-    username = os.environ.get("SCHEMA_MANAGER_REGISTRY_USERNAME")
-    password = os.environ.get("SCHEMA_MANAGER_REGISTRY_PASSWORD")
-    auth = (username, password) if username and password is not None else None
-    timeout = float(os.environ.get("SCHEMA_MANAGER_REGISTRY_TIMEOUT") or 10.0)
-    return make_registry_client(url, timeout, auth=auth)
+    ``_TIMEOUT``) read as the library reads them."""
+    return schema_manager_settings(url).make_registry_client()

@@ -1,37 +1,59 @@
-"""`Transport` over an aiokafka producer, and what Kafka errors mean.
+"""`AiokafkaTransport`: the `Transport` over aiokafka's producer and admin
+client, and what Kafka's errors mean.
 
-Everything that knows aiokafka's batch API, its error classes and Kafka's
-default partitioner lives here.
+Everything that knows aiokafka (its batch API, its error classes, its
+producer's insides where stopping needs them) and FastStream's broker lives
+here and in ``_faststream``; the rest of delivery sees only the seam.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
+    BrokerResponseError,
     KafkaError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
     UnknownProducerId,
+    for_code,
 )
-from aiokafka.partitioner import murmur2
+from structlog.stdlib import BoundLogger
 
-from ._transport import SendDone, SendFailure
+from ..errors import BrokerUnavailableError, IdempotenceUnsupportedError
+from ._faststream import producer_of, start_broker, stop_broker
+from ._transport import SendDone, SendFailure, TopicInfo
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_SIZE",
     "AiokafkaTransport",
+    "classify",
+    "describe_kafka_error",
     "is_connection_error",
-    "kafka_partition",
     "stop_producer",
 ]
 
 DEFAULT_MAX_REQUEST_SIZE = 1_048_576
 """aiokafka's default ``max_request_size``."""
+
+# Large batches let one round trip carry many events; aiokafka's 16 KiB
+# default caps a batch at about 150 small events.
+_DEFAULT_MAX_BATCH_SIZE = 512 * 1024
+
+_ADMIN_OPTIONS = (
+    "security_protocol",
+    "ssl_context",
+    "sasl_mechanism",
+    "sasl_plain_username",
+    "sasl_plain_password",
+    "client_id",
+    "request_timeout_ms",
+)
 
 # After these the producer is unusable (aiokafka's sender stops, or the broker
 # forgot the producer id, e.g. after a crash) while the batch was not written.
@@ -48,6 +70,20 @@ _CONNECTION_ERRORS = frozenset(
     }
 )
 
+# A produce request that got no answer in time: the broker may have written
+# it. Only the idempotent producer can send it again without a duplicate.
+_NO_ANSWER = frozenset({"RequestTimedOutError", "KafkaTimeoutError"})
+
+
+class _NotSentError(KafkaError):  # type: ignore[misc]
+    """Given up by a stop before aiokafka ever sent it: safe to send again."""
+
+    retriable = True
+
+
+class _MaybeSentError(KafkaError):  # type: ignore[misc]
+    """Given up by a stop after aiokafka had sent it: the broker may have it."""
+
 
 def is_connection_error(error: BaseException) -> bool:
     """Whether ``error`` means the broker could not be reached or answer."""
@@ -56,27 +92,24 @@ def is_connection_error(error: BaseException) -> bool:
     return isinstance(error, ConnectionError | TimeoutError | OSError)
 
 
-# A produce request that got no answer in time: the broker may have written
-# it. Only the idempotent producer can send it again without a duplicate.
-_NO_ANSWER = frozenset({"RequestTimedOutError", "KafkaTimeoutError"})
+def describe_kafka_error(error: BaseException) -> str:
+    """Say what went wrong talking to Kafka, without calling a broker that
+    answered "unreachable"."""
+    kind = "unreachable" if is_connection_error(error) else "refused the request"
+    return f"Kafka {kind}: {type(error).__name__}: {error}"
 
 
 def classify(error: BaseException, *, idempotent: bool) -> SendFailure:
     """What a failed send means for its events (see `SendFailure`)."""
+    if isinstance(error, _MaybeSentError):
+        return SendFailure.UNKNOWN
     if isinstance(error, _PRODUCER_FATAL):
-        return SendFailure.REPLACE_PRODUCER
+        return SendFailure.RESTART
     if not idempotent and type(error).__name__ in _NO_ANSWER:
         return SendFailure.UNKNOWN
     if is_connection_error(error) or getattr(error, "retriable", False):
         return SendFailure.RETRY
     return SendFailure.REJECT
-
-
-def kafka_partition(key: bytes, partitions: list[int]) -> int:
-    """The partition Kafka's default partitioner gives ``key``."""
-    ordered = sorted(partitions)
-    index: int = (murmur2(key) & 0x7FFFFFFF) % len(ordered)
-    return ordered[index]
 
 
 def _report_to(done: SendDone) -> Callable[[asyncio.Future[Any]], None]:
@@ -89,7 +122,7 @@ def _report_to(done: SendDone) -> Callable[[asyncio.Future[Any]], None]:
 
     def report(future: asyncio.Future[Any]) -> None:
         if future.cancelled():
-            done(None, asyncio.CancelledError("the producer cancelled the batch"))
+            done(None, _NotSentError("the producer cancelled the batch"))
             return
         error = future.exception()
         if error is not None:
@@ -107,16 +140,21 @@ class _Batch:
     it holds, taking keywords and checking serializers we never set; records
     go straight to that C builder instead (about a third less time per
     record), and the count of records is handed back to the
-    ``BatchBuilder`` before it is sent (`finish`). With an aiokafka whose
-    builder is laid out otherwise, ``BatchBuilder.append`` is used.
+    ``BatchBuilder`` before it is sent (`finish`). When the builder is laid
+    out otherwise (another aiokafka release), ``BatchBuilder.append`` is
+    used: the plain path, tested on its own.
     """
 
     __slots__ = ("_append_record", "_count", "builder")
 
-    def __init__(self, builder: Any) -> None:
+    def __init__(self, builder: Any, *, direct: bool = True) -> None:
         self.builder = builder
         records = getattr(builder, "_builder", None)
-        direct = isinstance(getattr(builder, "_relative_offset", None), int)
+        direct = (
+            direct
+            and isinstance(getattr(builder, "_relative_offset", None), int)
+            and callable(getattr(records, "append", None))
+        )
         self._append_record = records.append if direct and records else None
         self._count = 0
 
@@ -126,17 +164,21 @@ class _Batch:
         return self._append_record is not None
 
     def append(
-        self, value: bytearray, timestamp_ms: int, headers: list[tuple[str, bytes]]
+        self,
+        key: bytes | None,
+        value: bytearray,
+        timestamp_ms: int,
+        headers: list[tuple[str, bytes]],
     ) -> bool:
         append_record = self._append_record
         if append_record is None:
             return (
                 self.builder.append(
-                    key=None, value=value, timestamp=timestamp_ms, headers=headers
+                    key=key, value=value, timestamp=timestamp_ms, headers=headers
                 )
                 is not None
             )
-        if append_record(self._count, timestamp_ms, None, value, headers) is None:
+        if append_record(self._count, timestamp_ms, key, value, headers) is None:
             return False
         self._count += 1
         return True
@@ -150,54 +192,274 @@ class _Batch:
 
 
 class AiokafkaTransport:
-    """Sends record batches with a started ``AIOKafkaProducer``.
+    """Sends events with an aiokafka producer and checks topics with an
+    admin client.
+
+    The clients are made here from ``bootstrap_servers`` and
+    ``client_options``, or given: a ready ``producer`` and ``admin_client``,
+    or Safir's FastStream ``broker`` (whose aiokafka producer then carries
+    the events).
 
     Parameters
     ----------
+    bootstrap_servers
+        Where to connect, for clients made here.
+    client_options
+        Extra keyword arguments of the clients made here (security
+        protocol, SASL, SSL context, ``max_request_size`` ...).
     producer
-        The producer; its lifecycle belongs to the caller.
-    idempotent
-        Whether the producer was started idempotent (False when unknown):
-        only then is a batch that got no answer sent again.
+        A producer to use instead of making one.
+    admin_client
+        An admin client to use instead of making one.
+    broker
+        A FastStream ``KafkaBroker`` whose producer to use.
+    enable_idempotence
+        True: require the idempotent producer; False: never use it; None:
+        use it unless the broker refuses it, then warn once and go on
+        without it (``acks="all"`` still).
+    manage_clients
+        Start and stop the clients (None: only those made here).
+    manage_broker
+        Start and stop ``broker`` (Safir's ``manage_kafka_broker``).
+    logger
+        For the fallback warning.
     """
 
-    def __init__(self, producer: AIOKafkaProducer, *, idempotent: bool) -> None:
-        self.producer = producer
-        self.idempotent = idempotent
-        self._max_request_size = producer_max_request_size(producer)
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str | list[str] | None = None,
+        client_options: Mapping[str, Any] | None = None,
+        producer: AIOKafkaProducer | None = None,
+        admin_client: AIOKafkaAdminClient | None = None,
+        broker: Any = None,
+        enable_idempotence: bool | None = None,
+        manage_clients: bool | None = None,
+        manage_broker: bool = False,
+        logger: BoundLogger | None = None,
+    ) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._options = dict(client_options or {})
+        self._given_producer = producer
+        self._admin = admin_client
+        self._owns_admin = admin_client is None
+        self._broker = broker
+        self._manage_broker = manage_broker
+        self._requested_idempotence = enable_idempotence
+        self._idempotence = enable_idempotence is not False
+        self._manage_clients = manage_clients
+        self._logger = logger
+        self._producer: AIOKafkaProducer | None = None
+        self._owns_producer = producer is None and broker is None
+
+    # What the seam reads ------------------------------------------------------
+
+    @property
+    def target(self) -> str:
+        """The bootstrap servers, for messages."""
+        if self._bootstrap_servers is not None:
+            return str(self._bootstrap_servers)
+        return "the given Kafka client"
 
     @property
     def max_request_size(self) -> int:
         """The producer's ``max_request_size``."""
-        return self._max_request_size
+        producer = self._producer or self._given_producer
+        if producer is not None:
+            size = getattr(producer, "_max_request_size", None)
+            if size:
+                return int(size)
+        return int(self._options.get("max_request_size", DEFAULT_MAX_REQUEST_SIZE))
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether the producer is idempotent (a producer given to us is
+        taken as not idempotent: the safe guess)."""
+        return self._idempotence and self._owns_producer
+
+    @property
+    def producer(self) -> AIOKafkaProducer | None:
+        """The started producer, or None while stopped."""
+        return self._producer
+
+    # Lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the clients (a new producer each time, when made here).
+
+        Cancelled half-way, it stops what it started, so nothing is left
+        open.
+        """
+        try:
+            await self._start_clients()
+        except IdempotenceUnsupportedError:
+            raise
+        except (KafkaError, OSError) as exc:
+            raise BrokerUnavailableError(
+                f"Cannot connect to Kafka at {self.target}: {describe_kafka_error(exc)}"
+            ) from exc
+
+    async def _start_clients(self) -> None:
+        try:
+            if self._broker is not None:
+                if self._manage_broker:
+                    await start_broker(self._broker)
+                self._producer = producer_of(self._broker)
+            else:
+                await self._start_producer()
+            if self._admin is None:
+                self._admin = self._new_admin()
+            if self._manages(self._owns_admin):
+                await self._admin.start()
+        except BaseException:
+            # Shielded: a cancelled start still closes what it opened.
+            await asyncio.shield(self._discard_clients())
+            raise
+
+    def _manages(self, owned: bool) -> bool:
+        return owned if self._manage_clients is None else self._manage_clients
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        options = {
+            "max_batch_size": _DEFAULT_MAX_BATCH_SIZE,
+            "linger_ms": 0,
+            "acks": "all",
+            **self._options,
+            "enable_idempotence": self._idempotence,
+        }
+        return AIOKafkaProducer(bootstrap_servers=self._bootstrap_servers, **options)
+
+    def _new_admin(self) -> AIOKafkaAdminClient:
+        options = {k: v for k, v in self._options.items() if k in _ADMIN_OPTIONS}
+        return AIOKafkaAdminClient(bootstrap_servers=self._bootstrap_servers, **options)
+
+    async def _start_producer(self) -> None:
+        if self._given_producer is not None:
+            self._producer = self._given_producer
+            if self._manages(False):
+                await self._producer.start()
+            return
+        self._producer = self._new_producer()
+        if not self._manages(True):
+            return
+        try:
+            await self._producer.start()
+        except BrokerResponseError as exc:
+            # The broker answered (bootstrap worked), but refused to give
+            # the producer an id: it does not support idempotence.
+            if not self._idempotence:
+                raise
+            if self._requested_idempotence:
+                raise IdempotenceUnsupportedError(type(exc).__name__) from exc
+            await self._stop_owned_producer()
+            self._idempotence = False
+            if self._logger is not None:
+                self._logger.warning(
+                    "The Kafka broker refuses idempotent producers; continuing"
+                    " with acks=all without idempotence (set"
+                    " enable_idempotence / METRICS_ENABLE_IDEMPOTENCE to choose"
+                    " explicitly)",
+                    broker_answer=f"InitProducerId: {type(exc).__name__}",
+                    bootstrap_servers=self.target,
+                )
+            self._producer = self._new_producer()
+            await self._producer.start()
+
+    async def _stop_owned_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None and self._owns_producer:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def _discard_clients(self) -> None:
+        await self._stop_owned_producer()
+        if self._admin is not None and self._owns_admin:
+            with contextlib.suppress(Exception):
+                await self._admin.close()
+            self._admin = None
+        if self._broker is not None and self._manage_broker:
+            await stop_broker(self._broker)
+
+    async def stop(self, timeout: float, *, abandoned: bool) -> None:
+        """Stop the clients this transport manages within about ``timeout``
+        seconds (see `stop_producer`)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        producer, self._producer = self._producer, None
+        admin = self._admin
+        if self._owns_admin:
+            self._admin = None
+        if producer is not None and self._manages(self._owns_producer):
+            await stop_producer(producer, timeout, abandoned=abandoned)
+        if admin is not None and self._manages(self._owns_admin):
+            with contextlib.suppress(TimeoutError, Exception):
+                async with asyncio.timeout(max(deadline - loop.time(), 0.05)):
+                    await admin.close()
+        if self._broker is not None and self._manage_broker:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(deadline - loop.time(), 0.05)):
+                    await stop_broker(self._broker)
+
+    # Sending --------------------------------------------------------------------
 
     def new_batch(self) -> _Batch:
         """Start an empty batch (``max_batch_size`` of the producer)."""
-        return _Batch(self.producer.create_batch())
+        return _Batch(self._started().create_batch())
 
     async def send(
         self, batch: Any, topic: str, partition: int, done: SendDone
     ) -> None:
         """Hand a batch to the producer; ``done`` hears its offset or error."""
-        future = await self.producer.send_batch(
+        future = await self._started().send_batch(
             batch.finish(), topic, partition=partition
         )
         future.add_done_callback(_report_to(done))
 
-    async def partition_for(self, topic: str, key: bytes) -> int:
-        """The partition of ``key``, as Kafka's default partitioner picks it."""
-        partitions = await self.producer.partitions_for(topic)
-        return kafka_partition(key, list(partitions))
+    async def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Send one record and wait for its acknowledgement."""
+        await self._started().send_and_wait(topic, value=value, key=key)
+
+    def _started(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise BrokerUnavailableError(f"not connected to Kafka at {self.target}")
+        return self._producer
+
+    async def describe_topic(self, topic: str) -> TopicInfo:
+        """The topic's partitions, or the broker's error code for it."""
+        admin = self._admin
+        if admin is None or self._producer is None:
+            raise BrokerUnavailableError(f"not connected to Kafka at {self.target}")
+        try:
+            described = await admin.describe_topics([topic])
+        except KafkaError as exc:
+            if is_connection_error(exc) or exc.retriable:
+                raise BrokerUnavailableError(describe_kafka_error(exc)) from exc
+            return TopicInfo(
+                (), getattr(exc, "errno", -1), type(exc).__name__, retriable=False
+            )
+        except OSError as exc:
+            raise BrokerUnavailableError(describe_kafka_error(exc)) from exc
+        for entry in described:
+            if entry.get("topic") != topic:
+                continue
+            code = int(entry.get("error_code", 0))
+            partitions = tuple(
+                sorted(int(p["partition"]) for p in entry.get("partitions") or ())
+            )
+            if code == 0:
+                return TopicInfo(partitions)
+            error_class = for_code(code)
+            return TopicInfo(
+                (),
+                code,
+                str(getattr(error_class, "message", error_class.__name__)),
+                retriable=bool(getattr(error_class, "retriable", False)),
+            )
+        return TopicInfo((), 3, "UNKNOWN_TOPIC_OR_PARTITION")
 
     def classify(self, error: BaseException) -> SendFailure:
         """See `classify`."""
         return classify(error, idempotent=self.idempotent)
-
-
-def producer_max_request_size(producer: Any) -> int:
-    """``max_request_size`` of an aiokafka producer (its default if unknown)."""
-    size = getattr(producer, "_max_request_size", None)
-    return int(size) if size else DEFAULT_MAX_REQUEST_SIZE
 
 
 async def stop_producer(
@@ -214,34 +476,29 @@ async def stop_producer(
     as it opens new ones), then the batches it still holds are failed, and
     the stop goes on from there. Nothing given up is written later, and the
     producer ends closed, so no ResourceWarning follows. This reaches into
-    aiokafka 0.14's internals; with other versions it only calls ``stop``.
-
-    Parameters
-    ----------
-    producer
-        A started producer.
-    timeout
-        Seconds a graceful stop may take when nothing was given up.
-    abandoned
-        Whether batches were given up that the producer may still hold.
+    aiokafka 0.14's internals; where they are laid out otherwise it only
+    calls ``stop``, bounded by the time left.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(timeout, 0.0)
+    # Giving up and closing get a tenth of the budget each, at least 20 ms.
+    slice_ = max(timeout / 10, 0.02)
     if abandoned:
-        await _give_up_sends(producer, deadline + 1.0)
+        await _give_up_sends(producer, loop.time() + slice_)
     stopping = asyncio.ensure_future(producer.stop())
-    await asyncio.wait({stopping}, timeout=max(deadline - loop.time(), 0.0))
+    await asyncio.wait({stopping}, timeout=max(deadline - loop.time() - slice_, 0.0))
     if not stopping.done():
         # Out of time: what the producer still holds is given up now.
-        await _give_up_sends(producer, loop.time() + 1.0)
-        await asyncio.wait({stopping}, timeout=1.0)
+        await _give_up_sends(producer, loop.time() + slice_ / 2)
+        await asyncio.wait({stopping}, timeout=slice_ / 2)
         stopping.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await stopping
     # A stop that failed half-way leaves the client open: close it on its own.
     with contextlib.suppress(TimeoutError, Exception):
-        async with asyncio.timeout(1.0):
+        async with asyncio.timeout(max(deadline - loop.time(), 0.01)):
             await producer.client.close()
+    _abort_connections(producer)
 
 
 async def _give_up_sends(producer: AIOKafkaProducer, until: float) -> None:
@@ -250,7 +507,10 @@ async def _give_up_sends(producer: AIOKafkaProducer, until: float) -> None:
     Its requests in flight end when their connections are aborted, which
     is done as often as it opens new ones, until the sender has stopped or
     ``until`` (loop time) has passed. The batches are failed only then: the
-    sender must not be handling them at the same time.
+    sender must not be handling them at the same time. A batch aiokafka
+    never drained fails with an error that says it was not sent (safe to
+    send again); one it sent fails with one that says the broker may have
+    it.
     """
     loop = asyncio.get_running_loop()
     sender = getattr(producer, "_sender", None)
@@ -266,19 +526,30 @@ async def _give_up_sends(producer: AIOKafkaProducer, until: float) -> None:
     accumulator = getattr(producer, "_message_accumulator", None)
     queued = getattr(accumulator, "_batches", None)
     pending = getattr(accumulator, "_pending_batches", None)
-    if accumulator is not None and queued is not None and pending is not None:
-        # A batch that was sent and requeued removes itself from the pending
-        # set when it completes; put it back there so that its callback
-        # finds it.
-        pending.update(batch for batches in queued.values() for batch in batches)
+    if accumulator is None or queued is None or pending is None:
+        return
+    queued_batches = [batch for batches in queued.values() for batch in batches]
+    never_sent = {
+        id(batch) for batch in queued_batches if getattr(batch, "retry_count", 1) == 0
+    }
+    held = {id(batch): batch for batch in (*pending, *queued_batches)}
+    # A batch that was sent and requeued removes itself from the pending set
+    # when it completes: put it back there, so that its callback finds it.
+    pending.update(queued_batches)
+    for batch in held.values():
+        error: KafkaError = (
+            _NotSentError("given up before it was sent")
+            if id(batch) in never_sent
+            else _MaybeSentError("given up after it was sent; the broker may have it")
+        )
         with contextlib.suppress(Exception):
-            accumulator.fail_all(KafkaError("the event manager was closed"))
+            batch.failure(error)
         # Failing a batch also fails its drain waiter, which only aiokafka's
         # sender would have read; read it here, or asyncio reports it.
-        for batch in pending:
-            waiter = getattr(batch, "_drain_waiter", None)
-            if waiter is not None and waiter.done() and not waiter.cancelled():
-                waiter.exception()
+        waiter = getattr(batch, "_drain_waiter", None)
+        if waiter is not None and waiter.done() and not waiter.cancelled():
+            waiter.exception()
+    accumulator._exception = KafkaError("the producer was stopped")
 
 
 def _abort_connections(producer: AIOKafkaProducer) -> None:

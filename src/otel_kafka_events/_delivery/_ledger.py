@@ -2,16 +2,16 @@
 
 Pure bookkeeping, with no asyncio, no Kafka client and no clock of its own:
 the caller passes the time in. That keeps every rule below checkable by a
-test that drives the ledger step by step (``tests/test_ledger_state.py``).
+test that drives the ledger step by step (``tests/unit/delivery``).
 
 Invariants
 ----------
 1. Every accepted event ends exactly once, as delivered, failed or dropped,
    and ``published == delivered + failed + dropped + buffered`` after every
    method returns.
-2. An event fails by timeout only once its own deadline has passed, whatever
-   other partitions or event types are doing; an expired event is never
-   handed out in a batch again.
+2. An event fails by time only once its own deadline has passed, whatever
+   other partitions or event types are doing, whether it is queued or sent;
+   an expired event is never handed out in a batch again.
 3. Each partition has at most one batch out at a time, and its queue keeps
    every event type's events in publish order, also when a batch comes
    back for a retry or a newly registered type's backlog joins it.
@@ -19,8 +19,7 @@ Invariants
    ``buffered_bytes`` its byte bound.
 
 Nothing here notifies anyone: each method that settles events returns
-`Settlement` objects, and the caller tells waiters, spans, callbacks and
-logs (see ``_settle.py``).
+`Settlement` objects, and the caller tells waiters and listeners.
 """
 
 from __future__ import annotations
@@ -30,15 +29,14 @@ import heapq
 import operator
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .._options import BufferOptions
-from .._telemetry._propagation import Headers
+from ._transport import Headers
 
 __all__ = [
     "Batch",
-    "DeliveredEvent",
     "DeliveryFailure",
     "DeliveryStats",
     "Ledger",
@@ -59,7 +57,7 @@ class Settled(enum.Enum):
     TIMED_OUT_KAFKA = "timed out waiting for Kafka"
     """Still queued at its deadline (broker unreachable, or retrying)."""
     NOT_ACKNOWLEDGED = "sent but not acknowledged in time"
-    """Sent, with no answer by the deadline: the broker may have it."""
+    """Sent, with no answer by its deadline: the broker may have it."""
     REJECTED = "rejected"
     """The broker refused it, or its event type cannot be registered."""
     CLOSED = "closed"
@@ -73,15 +71,6 @@ class Settled(enum.Enum):
         if self is Settled.CLOSED:
             return "shutdown"
         return "failed"
-
-
-@dataclass(frozen=True)
-class DeliveredEvent:
-    """Where Kafka stored an event."""
-
-    topic: str
-    partition: int
-    offset: int
 
 
 @dataclass(frozen=True)
@@ -110,9 +99,27 @@ class DeliveryFailure:
 
 @dataclass(frozen=True)
 class DeliveryStats:
-    """Counters of a Kafka event manager since it was created.
+    """Counters of a Kafka event manager since it was last initialized.
 
     ``published == delivered + failed + dropped + buffered`` at every moment.
+
+    Attributes
+    ----------
+    published
+        Events accepted by ``publish`` (dropped ones included).
+    delivered
+        Events Kafka acknowledged.
+    failed
+        Events that will not be delivered (timed out, refused, closed).
+    dropped
+        Events the overflow policy dropped.
+    buffered
+        Events accepted and not yet settled.
+    buffered_bytes
+        Their encoded size.
+    listener_errors
+        Calls into listeners (spans, log records, metrics, the failure
+        callback) that raised; each was logged and the event settled anyway.
     """
 
     published: int
@@ -121,14 +128,15 @@ class DeliveryStats:
     dropped: int
     buffered: int
     buffered_bytes: int
+    listener_errors: int = 0
 
 
 class PendingEvent(NamedTuple):
     """An encoded event on its way to Kafka.
 
     A tuple, so that the garbage collector stops tracking it once it holds
-    only plain values (no waiter, no span): a full buffer then costs the
-    collector nothing.
+    only plain values (no waiter, no attachment): a full buffer then costs
+    the collector nothing.
     """
 
     event_name: str
@@ -141,11 +149,11 @@ class PendingEvent(NamedTuple):
     """When its delivery timeout runs out, on the caller's monotonic clock."""
     waiter: Any = None
     """An object the caller resolves with the outcome (a future), or None."""
-    span: Any = None
-    """The event's producer span, or None."""
-    context: Any = None
-    """The caller's span context, kept only for batch producer spans (which
-    link to it), else None."""
+    attachment: Any = None
+    """What a listener attached at publish (a producer span, or the caller's
+    span context for batch spans); delivery only carries it."""
+    key: bytes | None = None
+    """The record key, or None."""
 
 
 _DEADLINE = operator.attrgetter("deadline")
@@ -164,7 +172,7 @@ class Settlement:
     error
         Why, for every outcome but `Settled.DELIVERED`.
     partition
-        Where a delivered batch was written.
+        Where a delivered run of events was written.
     base_offset
         The offset of its first event (the others follow it).
     """
@@ -176,22 +184,36 @@ class Settlement:
     base_offset: int | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Batch:
     """Events handed out for one send to one partition.
 
-    Its deadline is the latest of its events': a batch holds only events
-    that were live when it was built, and none may be reported failed for
-    time before its own deadline.
+    Attributes
+    ----------
+    partition
+        Where it goes.
+    events
+        Its events, in record order.
+    settled
+        Indexes of events already settled while the batch was out (their
+        deadline passed first); None while there are none.
     """
 
     partition: int
     events: list[PendingEvent]
+    settled: set[int] | None = field(default=None)
+
+    def open_events(self) -> Iterator[tuple[int, PendingEvent]]:
+        """The events not settled yet, with their index in the batch."""
+        settled = self.settled
+        for index, event in enumerate(self.events):
+            if settled is None or index not in settled:
+                yield index, event
 
     @property
-    def deadline(self) -> float:
-        """The latest deadline among its events."""
-        return max(event.deadline for event in self.events)
+    def done(self) -> bool:
+        """Whether every event of the batch is settled."""
+        return self.settled is not None and len(self.settled) == len(self.events)
 
 
 class Ledger:
@@ -212,10 +234,12 @@ class Ledger:
 
     def __init__(self, buffer: BufferOptions) -> None:
         self.buffer = buffer
+        self._max_events = buffer.max_events
+        self._max_bytes = buffer.max_bytes
         self._waiting: dict[str, deque[PendingEvent]] = {}
         self._partition_of: dict[str, int] = {}
         self._queues: dict[int, deque[PendingEvent]] = {}
-        self._in_flight: dict[int, Batch] = {}
+        self._out: dict[int, Batch] = {}
         self._published = 0
         self._delivered = 0
         self._failed = 0
@@ -246,17 +270,14 @@ class Ledger:
 
     def has_room(self, size: int) -> bool:
         """Whether an event of ``size`` bytes fits within the bounds."""
-        return (
-            self._buffered < self.buffer.max_events
-            and self._bytes + size <= self.buffer.max_bytes
+        return self._buffered < self._max_events and self._bytes + size <= (
+            self._max_bytes
         )
 
     def accept(self, event: PendingEvent) -> bool:
         """Take ``event`` if it fits; False (nothing changed) if not."""
         size = event.size
-        if self._buffered >= self.buffer.max_events or (
-            self._bytes + size > self.buffer.max_bytes
-        ):
+        if self._buffered >= self._max_events or (self._bytes + size > self._max_bytes):
             return False
         self._published += 1
         self._buffered += 1
@@ -288,10 +309,6 @@ class Ledger:
 
     # Registration -----------------------------------------------------------
 
-    def is_registered(self, event_name: str) -> bool:
-        """Whether the event type has a partition (its schema is registered)."""
-        return event_name in self._partition_of
-
     def waiting(self, event_name: str) -> Iterable[PendingEvent]:
         """The events of a type still waiting for its registration."""
         return tuple(self._waiting.get(event_name, ()))
@@ -309,8 +326,7 @@ class Ledger:
         queue = self._queues.setdefault(partition, deque())
         backlog = self._waiting.pop(event_name, None)
         if backlog:
-            merged = deque(heapq.merge(queue, backlog, key=_DEADLINE))
-            self._queues[partition] = merged
+            self._queues[partition] = deque(heapq.merge(queue, backlog, key=_DEADLINE))
 
     def fail_type(self, event_name: str, error: BaseException) -> list[Settlement]:
         """Fail the backlog of an event type that cannot be registered."""
@@ -326,12 +342,16 @@ class Ledger:
         return [
             partition
             for partition, queue in self._queues.items()
-            if queue and partition not in self._in_flight
+            if queue and partition not in self._out
         ]
 
     def can_send(self, partition: int) -> bool:
         """Whether ``partition`` has queued events and no batch out."""
-        return bool(self._queues.get(partition)) and partition not in self._in_flight
+        return bool(self._queues.get(partition)) and partition not in self._out
+
+    def is_out(self, batch: Batch) -> bool:
+        """Whether ``batch`` is still out (not yet settled as a whole)."""
+        return self._out.get(batch.partition) is batch
 
     def take(
         self, partition: int, now: float, fits: Callable[[PendingEvent], bool]
@@ -348,7 +368,7 @@ class Ledger:
         Batch or None
             None if the partition has a batch out, or nothing live to send.
         """
-        if partition in self._in_flight:
+        if partition in self._out:
             return None
         queue = self._queues.get(partition)
         if not queue:
@@ -362,36 +382,40 @@ class Ledger:
         if not taken:
             return None
         batch = Batch(partition, taken)
-        self._in_flight[partition] = batch
+        self._out[partition] = batch
         return batch
 
-    def in_flight(self) -> list[Batch]:
-        """The batches handed out and not yet settled."""
-        return list(self._in_flight.values())
-
-    def delivered(self, batch: Batch, base_offset: int) -> Settlement:
-        """Settle a batch Kafka acknowledged."""
+    def delivered(self, batch: Batch, base_offset: int) -> list[Settlement]:
+        """Settle a batch Kafka acknowledged: its events not settled yet,
+        in runs of consecutive offsets."""
         self._release(batch)
-        events = batch.events
-        self._delivered += len(events)
-        self._buffered -= len(events)
-        self._bytes -= sum(event.size for event in events)
-        return Settlement(
-            events,
-            Settled.DELIVERED,
-            partition=batch.partition,
-            base_offset=base_offset,
-        )
+        runs = [(0, batch.events)] if batch.settled is None else _runs(batch)
+        settlements = []
+        for start, events in runs:
+            self._delivered += len(events)
+            self._buffered -= len(events)
+            self._bytes -= sum(event.size for event in events)
+            settlements.append(
+                Settlement(
+                    events,
+                    Settled.DELIVERED,
+                    partition=batch.partition,
+                    base_offset=base_offset + start,
+                )
+            )
+        return settlements
 
     def retry(self, batch: Batch, now: float, error: BaseException) -> list[Settlement]:
         """Put a batch that failed retriably back at the head of its queue.
 
-        Its events go back in their order, ahead of anything queued since
-        (which is younger); those whose deadline has passed fail instead.
+        Its open events go back in their order, ahead of anything queued
+        since (which is younger); those whose deadline has passed fail
+        instead.
         """
         self._release(batch)
-        live = [e for e in batch.events if e.deadline > now]
-        expired = [e for e in batch.events if e.deadline <= now]
+        open_events = [event for _, event in batch.open_events()]
+        live = [e for e in open_events if e.deadline > now]
+        expired = [e for e in open_events if e.deadline <= now]
         if live:
             queue = self._queues[batch.partition]
             self._queues[batch.partition] = deque(
@@ -404,17 +428,17 @@ class Ledger:
     def fail(
         self, batch: Batch, outcome: Settled, error: BaseException
     ) -> list[Settlement]:
-        """Settle a batch that will not be sent again."""
+        """Settle the open events of a batch that will not be sent again."""
         self._release(batch)
-        return [self._settle_failed(batch.events, outcome, error)]
+        events = [event for _, event in batch.open_events()]
+        if not events:
+            return []
+        return [self._settle_failed(events, outcome, error)]
 
     def expire(
         self, now: float, error: Callable[[Settled], BaseException]
     ) -> list[Settlement]:
         """Fail every queued event whose deadline has passed.
-
-        Batches in flight are left alone: their events were sent, and only
-        the send's own result (or its deadline) settles them.
 
         Parameters
         ----------
@@ -434,9 +458,39 @@ class Ledger:
                 )
         return settlements
 
+    def expire_batch(
+        self, batch: Batch, now: float, error: BaseException
+    ) -> list[Settlement]:
+        """Fail the events of a sent batch whose deadline has passed, as not
+        acknowledged: the broker may have them.
+
+        The batch stays out for its other events; one whose events are all
+        settled this way is given up (`is_out` then says False, and its
+        answer, should one come, is to be ignored).
+        """
+        overdue = [
+            (index, event)
+            for index, event in batch.open_events()
+            if event.deadline <= now
+        ]
+        if not overdue:
+            return []
+        if batch.settled is None:
+            batch.settled = set()
+        batch.settled.update(index for index, _ in overdue)
+        if batch.done:
+            self._release(batch)
+        return [
+            self._settle_failed(
+                [event for _, event in overdue], Settled.NOT_ACKNOWLEDGED, error
+            )
+        ]
+
     def next_deadline(self) -> float | None:
-        """The earliest deadline among queued events (None if none)."""
+        """The earliest deadline among queued and sent events (None if none)."""
         heads = [queue[0].deadline for queue, _ in self._queues_with_outcome() if queue]
+        for batch in self._out.values():
+            heads.extend(event.deadline for _, event in batch.open_events())
         return min(heads, default=None)
 
     def close(
@@ -445,11 +499,14 @@ class Ledger:
         """Settle everything left as `Settled.CLOSED`: the batches out with
         ``in_flight_error`` (the broker may have them), then the queues with
         ``queued_error``."""
-        settlements = [
-            self._settle_failed(batch.events, Settled.CLOSED, in_flight_error)
-            for batch in self._in_flight.values()
-        ]
-        self._in_flight.clear()
+        settlements = []
+        for batch in self._out.values():
+            events = [event for _, event in batch.open_events()]
+            if events:
+                settlements.append(
+                    self._settle_failed(events, Settled.CLOSED, in_flight_error)
+                )
+        self._out.clear()
         for queue, _ in self._queues_with_outcome():
             if queue:
                 settlements.append(
@@ -467,9 +524,9 @@ class Ledger:
             yield queue, Settled.TIMED_OUT_KAFKA
 
     def _release(self, batch: Batch) -> None:
-        if self._in_flight.get(batch.partition) is not batch:
+        if self._out.get(batch.partition) is not batch:
             raise ValueError(f"batch of partition {batch.partition} is not out")
-        del self._in_flight[batch.partition]
+        del self._out[batch.partition]
 
     def _settle_failed(
         self, events: list[PendingEvent], outcome: Settled, error: BaseException
@@ -478,3 +535,16 @@ class Ledger:
         self._buffered -= len(events)
         self._bytes -= sum(event.size for event in events)
         return Settlement(events, outcome, error)
+
+
+def _runs(batch: Batch) -> list[tuple[int, list[PendingEvent]]]:
+    """The open events of a batch as runs of consecutive indexes."""
+    runs: list[tuple[int, list[PendingEvent]]] = []
+    previous = -2
+    for index, event in batch.open_events():
+        if index == previous + 1:
+            runs[-1][1].append(event)
+        else:
+            runs.append((index, [event]))
+        previous = index
+    return runs

@@ -15,7 +15,6 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka.errors import KafkaError
 from structlog.stdlib import BoundLogger
 
 from .._encoding._codec import set_schema_id
@@ -28,19 +27,19 @@ from ..errors import (
     KafkaTopicError,
     SchemaRegistryError,
 )
-from ._aiokafka import is_connection_error
 from ._backoff import Backoff
-from ._connection import KafkaConnection
 from ._ledger import Ledger, Settlement
+from ._partitioner import partition_for_key
 from ._ratelimit import RateLimitedLog
+from ._transport import Transport
 
 __all__ = ["RETRIABLE_REGISTRATION_ERRORS", "Registrations", "fresh_copy"]
+
+_UNKNOWN_TOPIC = 3
 
 RETRIABLE_REGISTRATION_ERRORS = (
     SchemaRegistryError,
     BrokerUnavailableError,
-    KafkaError,
-    OSError,
     TimeoutError,
 )
 """What makes a registration worth trying again later."""
@@ -67,20 +66,20 @@ class Registrations:
         The events topic.
     registrar
         Registers schemas in the registry.
-    connection
-        The Kafka clients (topic metadata, partitions).
+    transport
+        Asked about the topic.
+    is_connected
+        Whether the transport may be asked now.
     ledger
         Told when a type is registered, or can never be.
     settle
         Reports the settlements of a type that can never be registered.
     on_registered
         Called after each registration (to wake the sender).
-    retry_backoff
-        First delay between background attempts.
+    backoff
+        First and longest delay between background attempts.
     logger
         For registration messages.
-    max_backoff
-        Longest delay between background attempts.
     """
 
     def __init__(
@@ -88,22 +87,22 @@ class Registrations:
         *,
         topic: str,
         registrar: SchemaRegistrar,
-        connection: KafkaConnection,
+        transport: Transport,
+        is_connected: Callable[[], bool],
         ledger: Ledger,
         settle: Callable[[list[Settlement]], None],
         on_registered: Callable[[], None],
-        retry_backoff: float,
+        backoff: tuple[float, float],
         logger: BoundLogger,
-        max_backoff: float = 5.0,
     ) -> None:
         self._topic = topic
-        self._max_backoff = max_backoff
         self._registrar = registrar
-        self._connection = connection
+        self._transport = transport
+        self._is_connected = is_connected
         self._ledger = ledger
         self._settle = settle
         self._on_registered = on_registered
-        self._retry_backoff = retry_backoff
+        self._backoff = backoff
         self._logger = logger
         self._log = RateLimitedLog(logger, 10.0)
         # Each event type of this session: None, or why it can never be
@@ -116,7 +115,7 @@ class Registrations:
         """Why events of a type cannot be accepted (None if they can).
 
         A type that cannot be registered answers with a new copy of its
-        registration error; a type this object never saw (a publisher made
+        registration error; a type this session never saw (a publisher made
         before its manager was closed and initialized again) answers with
         `EventManagerUninitializedError`.
         """
@@ -139,24 +138,20 @@ class Registrations:
             If the topic does not exist.
         IncompatibleSchemaError
             If the registry refuses the schema.
-        BrokerUnavailableError, SchemaRegistryError, KafkaError
+        BrokerUnavailableError, SchemaRegistryError
             If Kafka or the registry cannot be reached (worth a retry).
         """
         self._status.setdefault(event_type.name, None)
-        transport = self._connection.transport
-        admin = self._connection.admin
-        if transport is None or admin is None:
+        if not self._is_connected():
             raise BrokerUnavailableError(
-                f"not connected to Kafka at {self._connection.target}"
+                f"not connected to Kafka at {self._transport.target}"
             )
-        await self._check_topic(admin)
+        partitions = await self._check_topic()
         schema_id = await self._registrar.register(
             event_type.full_name, event_type.schema
         )
         event_type.set_schema_id(schema_id)
-        partition = await transport.partition_for(
-            self._topic, event_type.full_name.encode()
-        )
+        partition = partition_for_key(event_type.full_name.encode(), partitions)
         # Events encoded before the id was known carry a placeholder.
         for event in self._ledger.waiting(event_type.name):
             set_schema_id(event.value, schema_id)
@@ -165,8 +160,12 @@ class Registrations:
 
     def register_in_background(self, event_type: EventType[Any]) -> None:
         """Retry `register` until it works, cannot work, or `close`."""
+        self._status.setdefault(event_type.name, None)
         self._wakeups.setdefault(event_type.name, asyncio.Event())
-        task = asyncio.create_task(self._keep_registering(event_type))
+        task = asyncio.create_task(
+            self._keep_registering(event_type),
+            name=f"otel-kafka-events-register-{event_type.name}",
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -186,7 +185,7 @@ class Registrations:
 
     async def _keep_registering(self, event_type: EventType[Any]) -> None:
         wakeup = self._wakeups[event_type.name]
-        backoff = Backoff(self._retry_backoff, self._max_backoff)
+        backoff = Backoff(*self._backoff)
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -198,7 +197,9 @@ class Registrations:
                 except EventManagerUsageError as exc:
                     self._give_up(event_type, exc)
                     return
-                except RETRIABLE_REGISTRATION_ERRORS as exc:
+                except Exception as exc:
+                    # Anything else is taken as an outage: retried, never
+                    # allowed to end the retries silently.
                     self._log.error(
                         f"register-{event_type.name}",
                         "Event registration still failing",
@@ -222,17 +223,26 @@ class Registrations:
         )
         self._settle(self._ledger.fail_type(event_type.name, error))
 
-    async def _check_topic(self, admin: Any) -> None:
-        try:
-            topics = await admin.describe_topics([self._topic])
-        except KafkaError as exc:
-            if is_connection_error(exc) or exc.retriable:
-                raise
-            raise KafkaTopicError(self._topic, f"{type(exc).__name__}: {exc}") from exc
-        for topic in topics:
-            if topic.get("topic") == self._topic:
-                code = topic.get("error_code", 0)
-                if code == 0 and topic.get("partitions"):
-                    return
-                raise KafkaTopicError.from_error_code(self._topic, code)
-        raise KafkaTopicError.missing(self._topic)
+    async def _check_topic(self) -> tuple[int, ...]:
+        """The topic's partitions.
+
+        Raises
+        ------
+        KafkaTopicError
+            If the broker says the topic cannot be used.
+        BrokerUnavailableError
+            If its answer may change (no leader yet, say).
+        """
+        info = await self._transport.describe_topic(self._topic)
+        if info.error_code == 0 and info.partitions:
+            return info.partitions
+        if info.error_code == _UNKNOWN_TOPIC:
+            # Retriable in the protocol, but here it means the topic was not
+            # created: the application's configuration must change.
+            raise KafkaTopicError.missing(self._topic)
+        if info.retriable or info.error_code == 0:
+            raise BrokerUnavailableError(
+                f"Kafka topic {self._topic!r} is not ready yet"
+                f" ({info.error_name or 'no partitions'})"
+            )
+        raise KafkaTopicError.from_error_code(self._topic, info.error_code)

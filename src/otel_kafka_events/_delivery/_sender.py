@@ -1,4 +1,4 @@
-"""Moving events from the ledger to a transport, one batch per partition.
+"""Moving events from the ledger to the transport, one batch per partition.
 
 A send starts when events are queued for a partition that has nothing out:
 the loop below starts the first, and the end of each send starts the next
@@ -7,9 +7,13 @@ turn. While the publisher keeps the event loop busy, every hop between an
 acknowledgement and the next request waits for it to yield, so fewer hops
 mean bigger batches and less backlog. The loop, woken by new events, a new
 connection or the next deadline, expires what is overdue (queued events,
-and batches out past their deadline) and starts sends after a backoff.
-Every decision about an event is the ledger's; this module only times and
-carries them out.
+and the events of batches out past their own deadline) and starts sends
+after a backoff. Every decision about an event is the ledger's; this
+module only times and carries them out.
+
+The loop never dies of an error: what the transport raises becomes a send
+failure, and anything else is counted by the guard and retried after a
+backoff.
 """
 
 from __future__ import annotations
@@ -21,13 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .._telemetry._propagation import Headers
-from .._telemetry._spans import BatchSpans, end_producer_span
 from ..errors import NotAcknowledgedError
 from ._backoff import Backoff
+from ._connection import Connection
 from ._ledger import Batch, Ledger, PendingEvent, Settled, Settlement
-from ._settle import Reporter
-from ._transport import RecordBatch, SendFailure, Transport
+from ._listeners import Listeners
+from ._settle import Settler
+from ._transport import Headers, RecordBatch, SendFailure, Transport
 
 __all__ = ["Sender"]
 
@@ -36,17 +40,17 @@ __all__ = ["Sender"]
 class _Send:
     batch: Batch
     transport: Transport
-    deadline: float
-    """The batch's deadline (its youngest event's)."""
+    first_deadline: float
+    """The earliest deadline of its events: the bound of the handover."""
     handover: asyncio.Task[None] | None = None
     """Running until the transport owns the batch."""
     handed_over: bool = False
-    span: Any = None
-    """Its producer span (``producer_spans="batch"``)."""
+    tokens: tuple[Any, ...] | None = None
+    """What the batch listeners returned (a batch producer span)."""
 
 
 class _QueuedTooLongError(TimeoutError):
-    """The deadline passed before the transport took the batch."""
+    """A deadline passed before the transport took the batch."""
 
 
 class Sender:
@@ -56,48 +60,44 @@ class Sender:
     ----------
     ledger
         The events and their accounts.
-    reporter
-        Notifies about settled events.
+    settler
+        Resolves waiters and tells listeners about settled events.
+    listeners
+        Told about batches.
     topic
         The destination topic.
-    transport
-        Returns the transport to send with, or None while not connected.
-    replace_transport
-        Called with a transport whose producer can send nothing any more.
-    retry_backoff
-        First delay before a partition is sent to again after a retriable
-        failure (doubling, up to 5 s).
+    connection
+        The transport, and whether it may send now.
+    backoff
+        First and longest delay before a partition is sent to again after a
+        retriable failure.
     delivery_timeout
         Seconds an event may take; only for error messages (each event
         carries its own deadline).
     clock
         Monotonic time in seconds; asyncio's timeouts use the same clock.
-    batch_spans
-        Starts a producer span per batch sent, if given.
     """
 
     def __init__(
         self,
         ledger: Ledger,
-        reporter: Reporter,
+        settler: Settler,
+        listeners: Listeners,
         *,
         topic: str,
-        transport: Callable[[], Transport | None],
-        replace_transport: Callable[[Transport], None],
-        retry_backoff: float,
+        connection: Connection,
+        backoff: tuple[float, float],
         delivery_timeout: float,
         clock: Callable[[], float] = time.monotonic,
-        batch_spans: BatchSpans | None = None,
     ) -> None:
         self._ledger = ledger
-        self._reporter = reporter
+        self._settler = settler
+        self._listeners = listeners
         self._topic = topic
-        self._transport = transport
-        self._replace_transport = replace_transport
-        self._backoff = Backoff(retry_backoff)
+        self._connection = connection
+        self._backoff = Backoff(*backoff)
         self._delivery_timeout = delivery_timeout
         self._clock = clock
-        self._batch_spans = batch_spans
         self._sends: dict[int, _Send] = {}
         self._stopping = False
         self._retry_at: dict[int, float] = {}
@@ -167,9 +167,10 @@ class Sender:
         if self._sends:
             self.abandoned = True
         for send in self._sends.values():
-            if send.span is not None:
-                self._end_span(send, None, in_flight_error)
-        # What the transport still reports for these is ignored (`_sent`).
+            self._listeners.batch_ended(
+                send.tokens, send.batch.partition, None, in_flight_error
+            )
+        # What the transport still reports for these is ignored (`_finish`).
         self._sends.clear()
         self.settle(self._ledger.close(in_flight_error, queued_error))
         self._stopping = False
@@ -177,39 +178,51 @@ class Sender:
     def settle(self, settlements: list[Settlement]) -> None:
         """Report settlements and wake those waiting for room."""
         if settlements:
-            self._reporter.report(settlements)
+            self._settler.settle(settlements)
             self.room.set()
 
     # The loop -----------------------------------------------------------------
 
     async def _run(self) -> None:
-        ledger = self._ledger
+        backoff = Backoff(0.05, 1.0)
         while True:
             self._woken = False
             self._wakeup.clear()
-            now = self._clock()
-            self._expire_sends(now)
-            self.settle(ledger.expire(now, self._timeout_error))
-            transport = self._transport()
-            if transport is not None:
-                for partition in ledger.sendable():
-                    if self._retry_at.get(partition, 0.0) <= now:
-                        self._start_send(transport, partition, now)
-            if ledger.buffered == 0:
-                self._idle.set()
-            delay = self._next_wakeup(now, transport is not None)
+            try:
+                delay = self._turn()
+                backoff.reset()
+            except Exception as exc:
+                # A defect, ours or a library's: counted and logged, and the
+                # loop goes on after a pause rather than leaving events
+                # unsettled.
+                self._listeners.guard.failed("sender", exc)
+                delay = backoff.next()
             try:
                 async with asyncio.timeout(delay):
                     await self._wakeup.wait()
             except TimeoutError:
                 pass
 
+    def _turn(self) -> float | None:
+        """One look at the ledger; seconds until the next look is due."""
+        ledger = self._ledger
+        now = self._clock()
+        self._expire_sends(now)
+        self.settle(ledger.expire(now, self._timeout_error))
+        ready = self._connection.ready
+        if ready:
+            transport = self._connection.transport
+            for partition in ledger.sendable():
+                if self._retry_at.get(partition, 0.0) <= now:
+                    self._start_send(transport, partition, now)
+        if ledger.buffered == 0:
+            self._idle.set()
+        return self._next_wakeup(now, ready)
+
     def _next_wakeup(self, now: float, connected: bool) -> float | None:
         """Seconds until the loop has something to do without being woken."""
-        times = [send.deadline for send in self._sends.values() if send.handed_over]
         deadline = self._ledger.next_deadline()
-        if deadline is not None:
-            times.append(deadline)
+        times = [] if deadline is None else [deadline]
         if connected:
             times.extend(
                 at
@@ -221,36 +234,36 @@ class Sender:
         return max(min(times) - now, 0.0)
 
     def _start_send(self, transport: Transport, partition: int, now: float) -> None:
-        records = transport.new_batch()
+        try:
+            records = transport.new_batch()
+        except Exception as exc:
+            self._listeners.guard.failed("transport", exc)
+            self._retry_at[partition] = now + self._backoff.next()
+            return
         batch = self._ledger.take(partition, now, _filler(records))
         if batch is None:
             return
-        send = _Send(batch, transport, batch.deadline)
-        if self._batch_spans is not None:
-            send.span = self._batch_spans.start(
-                partition, len(batch.events), (e.context for e in batch.events)
-            )
+        send = _Send(batch, transport, min(event.deadline for event in batch.events))
+        send.tokens = self._listeners.batch_started(partition, batch.events)
         self._sends[partition] = send
         send.handover = asyncio.create_task(self._hand_over(send, records))
 
     async def _hand_over(self, send: _Send, records: RecordBatch) -> None:
-        """Give a batch to the transport, within its deadline.
+        """Give a batch to the transport, within its earliest deadline.
 
-        aiokafka retries a batch on its own until ``request_timeout_ms``
-        (forever with the idempotent producer) and queues the partition's
-        next batch behind it: without the deadline, ``delivery_timeout``
-        would not hold while the broker is away. Once the transport owns
-        the batch, `_sent` hears how it went, or the loop gives it up at its
-        deadline (`_expire_sends`).
+        aiokafka retries a batch on its own and queues the partition's next
+        batch behind it: without a bound, ``delivery_timeout`` would not
+        hold while the broker is away. Once the transport owns the batch,
+        `_finish` hears how it went, or the loop gives its events up at
+        their deadlines (`_expire_sends`).
         """
-        partition = send.batch.partition
         try:
-            async with asyncio.timeout_at(send.deadline):
+            async with asyncio.timeout_at(send.first_deadline):
                 await send.transport.send(
                     records,
                     self._topic,
-                    partition,
-                    lambda offset, error: self._sent(send, offset, error),
+                    send.batch.partition,
+                    lambda offset, error: self._finish(send, offset, error),
                 )
         except TimeoutError as exc:
             error: BaseException = _QueuedTooLongError(
@@ -260,38 +273,43 @@ class Sender:
         except asyncio.CancelledError:
             if self._stopping:
                 raise
-            error = TimeoutError("send cancelled")
+            error = _QueuedTooLongError("send cancelled")
         except Exception as exc:
             error = exc
         else:
             send.handover = None
             send.handed_over = True
-            # Its deadline may be the loop's next wake-up.
+            # Its deadlines may be the loop's next wake-up.
             self.wake()
             return
         send.handover = None
         self._finish(send, None, error)
 
-    def _sent(
-        self, send: _Send, offset: int | None, error: BaseException | None
-    ) -> None:
-        """The transport's word on a batch it owned (a callback)."""
-        self._finish(send, offset, error)
-
     def _expire_sends(self, now: float) -> None:
-        """Give up the batches out past their deadline: the broker may have
-        written them, so they are not acknowledged (and never resent)."""
-        for send in list(self._sends.values()):
-            if send.handed_over and send.deadline <= now:
-                self.abandoned = True
-                self._finish(
-                    send,
-                    None,
-                    NotAcknowledgedError(
-                        f"sent, but not acknowledged within the delivery timeout"
-                        f" of {self._delivery_timeout} s"
-                    ),
+        """Give up the events of batches out past their own deadline: the
+        broker may have written them, so they are not acknowledged (and
+        never resent)."""
+        ledger = self._ledger
+        for partition, send in list(self._sends.items()):
+            if not send.handed_over:
+                continue
+            settlements = ledger.expire_batch(
+                send.batch,
+                now,
+                NotAcknowledgedError(
+                    f"sent, but not acknowledged within the delivery timeout"
+                    f" of {self._delivery_timeout} s"
+                ),
+            )
+            if not settlements:
+                continue
+            self.abandoned = True
+            if not ledger.is_out(send.batch):
+                del self._sends[partition]
+                self._listeners.batch_ended(
+                    send.tokens, partition, None, settlements[0].error
                 )
+            self.settle(settlements)
 
     def _finish(
         self, send: _Send, offset: int | None, error: BaseException | None
@@ -301,8 +319,7 @@ class Sender:
         if self._sends.get(partition) is not send:
             return  # already settled: given up, or the sender stopped
         del self._sends[partition]
-        if send.span is not None:
-            self._end_span(send, offset, error)
+        self._listeners.batch_ended(send.tokens, partition, offset, error)
         now = self._clock()
         batch = send.batch
         ledger = self._ledger
@@ -310,41 +327,46 @@ class Sender:
             assert offset is not None
             self._backoff.reset()
             self._retry_at.pop(partition, None)
-            self.settle([ledger.delivered(batch, offset)])
-        elif isinstance(error, NotAcknowledgedError):
-            self.settle(ledger.fail(batch, Settled.NOT_ACKNOWLEDGED, error))
+            self.settle(ledger.delivered(batch, offset))
         elif isinstance(error, _QueuedTooLongError):
             self.settle(ledger.retry(batch, now, error))
         else:
-            kind = send.transport.classify(error)
+            kind = self._classify(send.transport, error)
             if kind is SendFailure.REJECT:
                 self.settle(ledger.fail(batch, Settled.REJECTED, error))
             elif kind is SendFailure.UNKNOWN:
                 self.settle(ledger.fail(batch, Settled.NOT_ACKNOWLEDGED, error))
             else:
                 self._retry_at[partition] = now + self._backoff.next()
-                self._reporter.retrying(batch, error)
+                self._listeners.retrying(batch.events, error)
                 self.settle(ledger.retry(batch, now, error))
-                if kind is SendFailure.REPLACE_PRODUCER:
-                    self._replace_transport(send.transport)
-        if error is None and not self._stopping:
+                if kind is SendFailure.RESTART:
+                    self._restart()
+        if (
+            error is None
+            and not self._stopping
+            and self._connection.ready
+            and ledger.can_send(partition)
+        ):
             # The next batch goes out now, not at the loop's next turn.
-            transport = self._transport()
-            if transport is not None and ledger.can_send(partition):
-                self._start_send(transport, partition, now)
+            self._start_send(self._connection.transport, partition, now)
         if ledger.buffered == 0:
             self._idle.set()
         self.wake()
 
-    def _end_span(
-        self, send: _Send, offset: int | None, error: BaseException | None
-    ) -> None:
+    def _classify(self, transport: Transport, error: BaseException) -> SendFailure:
         try:
-            end_producer_span(
-                send.span, partition=send.batch.partition, offset=offset, error=error
-            )
-        except Exception as exc:  # a span processor's failure is not ours
-            self._reporter.notification_failed("span", exc)
+            return transport.classify(error)
+        except Exception as exc:
+            self._listeners.guard.failed("transport", exc)
+            return SendFailure.UNKNOWN
+
+    def _restart(self) -> None:
+        """The transport can send nothing more: the connection stops it and
+        starts it again. Stopping fails every batch it still holds, each
+        with an error that says whether it was ever sent, so those come back
+        here (`_finish`) as retries or as not acknowledged."""
+        self._connection.restart()
 
     def _timeout_error(self, outcome: Settled) -> BaseException:
         waiting = (
@@ -370,6 +392,6 @@ def _filler(records: RecordBatch) -> Callable[[PendingEvent], bool]:
         if headers is not last[0]:
             last[0] = headers
             header_list[0] = list(headers) if headers else []
-        return append(event.value, event.timestamp_ms, header_list[0])
+        return append(event.key, event.value, event.timestamp_ms, header_list[0])
 
     return fits

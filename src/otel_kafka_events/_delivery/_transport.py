@@ -1,9 +1,10 @@
-"""The seam between the sender and whatever carries batches to Kafka.
+"""The seam between delivery and whatever carries records to Kafka.
 
-The sender speaks only to a `Transport`: build a batch, send it, choose a
-partition, say what an error means. `AiokafkaTransport` (``_kafka_transport``)
-is the real one; the test suite has an in-memory one, so the sender's logic
-is tested without a broker, the way httpx tests its client on a mock
+Delivery speaks only to a `Transport`: start and stop it, build a batch,
+send it, ask about a topic, say what an error means. `AiokafkaTransport`
+(``_aiokafka``) is the real one; `otel_kafka_events.testing.MemoryTransport`
+keeps records in memory, so that the event manager's own behaviour is
+tested without a broker, the way httpx tests its client on a mock
 transport.
 """
 
@@ -11,9 +12,20 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["RecordBatch", "SendDone", "SendFailure", "Transport"]
+__all__ = [
+    "Headers",
+    "RecordBatch",
+    "SendDone",
+    "SendFailure",
+    "TopicInfo",
+    "Transport",
+]
+
+Headers = tuple[tuple[str, bytes], ...]
+"""Kafka record headers: ``(key, value)`` pairs, shared by events of a span."""
 
 SendDone = Callable[[int | None, BaseException | None], None]
 """Told how a send ended: ``(base_offset, None)`` once the broker has
@@ -25,9 +37,9 @@ class SendFailure(enum.Enum):
 
     RETRY = "retry"
     """Not written; sending again may work (connection lost, leader moved)."""
-    REPLACE_PRODUCER = "replace producer"
-    """Not written, and the producer cannot send anything any more: send
-    again with a new one."""
+    RESTART = "restart"
+    """Not written, and the transport can send nothing more until it is
+    stopped and started again (a Kafka producer that lost its identity)."""
     REJECT = "reject"
     """The broker refused the batch; sending it again will not help."""
     UNKNOWN = "unknown"
@@ -35,22 +47,87 @@ class SendFailure(enum.Enum):
     again could write it twice, so it is not acknowledged, and not resent."""
 
 
+@dataclass(frozen=True)
+class TopicInfo:
+    """What the broker says about a topic.
+
+    Attributes
+    ----------
+    partitions
+        Its partition ids (empty when it has none, or on error).
+    error_code
+        The broker's Kafka error code for it; 0 when it is usable.
+    error_name
+        The protocol name of ``error_code`` (``UNKNOWN_TOPIC_OR_PARTITION``),
+        or None.
+    retriable
+        Whether asking again later may succeed (a leader being elected).
+    """
+
+    partitions: tuple[int, ...]
+    error_code: int = 0
+    error_name: str | None = None
+    retriable: bool = False
+
+
 class RecordBatch(Protocol):
     """A batch being built for one partition."""
 
     def append(
-        self, value: bytearray, timestamp_ms: int, headers: list[tuple[str, bytes]]
+        self,
+        key: bytes | None,
+        value: bytearray,
+        timestamp_ms: int,
+        headers: list[tuple[str, bytes]],
     ) -> bool:
         """Add one record; False (nothing added) when the batch is full."""
         ...
 
 
 class Transport(Protocol):
-    """Carries record batches to the partitions of a topic."""
+    """Carries record batches to the partitions of a topic.
+
+    A transport owns its clients. `start` is called before anything else
+    and again after `stop` (a reconnection, or a restart after
+    `SendFailure.RESTART`); between `stop` and the next successful `start`
+    nothing is sent.
+    """
+
+    @property
+    def target(self) -> str:
+        """Where it connects, for messages (``"kafka:9092"``)."""
+        ...
 
     @property
     def max_request_size(self) -> int:
-        """The largest record, headers included, the transport can send."""
+        """The largest request the transport sends, in bytes."""
+        ...
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether a batch that got no answer can be sent again without a
+        duplicate (Kafka's idempotent producer)."""
+        ...
+
+    async def start(self) -> None:
+        """Connect.
+
+        Raises
+        ------
+        BrokerUnavailableError
+            If Kafka cannot be reached now (worth trying again later).
+        IdempotenceUnsupportedError
+            If idempotence is required and the broker refuses it.
+        """
+        ...
+
+    async def stop(self, timeout: float, *, abandoned: bool) -> None:
+        """Disconnect within about ``timeout`` seconds.
+
+        ``abandoned`` says that batches the transport still holds were given
+        up (their events already settled): they are failed at once rather
+        than waited for.
+        """
         ...
 
     def new_batch(self) -> RecordBatch:
@@ -66,13 +143,23 @@ class Transport(Protocol):
         batch may be written whatever happens to the caller. ``done`` is
         called exactly once, later, from the event loop (never from within
         this call), with the offset the broker gave the batch's first record
-        or the error the send ended with. A caller that stops waiting simply
-        ignores the call.
+        or the error the send ended with.
         """
         ...
 
-    async def partition_for(self, topic: str, key: bytes) -> int:
-        """The partition records with ``key`` go to."""
+    async def describe_topic(self, topic: str) -> TopicInfo:
+        """What the broker says about ``topic``.
+
+        Raises
+        ------
+        BrokerUnavailableError
+            If the broker cannot be asked now.
+        """
+        ...
+
+    async def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Write one record outside the event batches and wait for its
+        acknowledgement (the manager's own log export uses it)."""
         ...
 
     def classify(self, error: BaseException) -> SendFailure:

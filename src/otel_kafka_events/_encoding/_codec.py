@@ -399,18 +399,35 @@ class EventDecoder:
     Parameters
     ----------
     registry
-        An ``AsyncSchemaRegistryClient`` (python-schema-registry-client), or a
-        registry URL.
+        A registry URL, an ``AsyncSchemaRegistryClient``, or a
+        `SchemaRegistry` (such as
+        `otel_kafka_events.testing.MemorySchemaRegistry`).
     """
 
     def __init__(self, registry: Any) -> None:
-        if isinstance(registry, str):
-            # Shares one TLS context across requests (see make_registry_client).
-            from ._registry import make_registry_client
+        from ._registry import as_registry
 
-            registry = make_registry_client(registry)
-        self._registry = registry
-        self._schemas: dict[int, Any] = {}
+        self._registry = as_registry(registry)
+        self._schemas: dict[int, tuple[str, Any]] = {}
+
+    async def writer_schema(self, schema_id: int) -> tuple[str, Any] | None:
+        """The name and parsed form of the schema with id ``schema_id``, or
+        None if the registry has none.
+
+        Raises
+        ------
+        SchemaRegistryError
+            If the registry cannot be asked.
+        """
+        found = self._schemas.get(schema_id)
+        if found is None:
+            raw = await self._registry.schema_by_id(schema_id)
+            if raw is None:
+                return None
+            name = str(raw.get("name", "")) if isinstance(raw, dict) else str(raw)
+            found = (name, parse_schema(raw))
+            self._schemas[schema_id] = found
+        return found
 
     async def decode(self, value: bytes) -> dict[str, Any]:
         """Decode one record value into a dict of field values.
@@ -419,16 +436,14 @@ class EventDecoder:
         ------
         ValueError
             If the value is not Confluent-framed or its schema id is unknown.
+        SchemaRegistryError
+            If the registry cannot be asked.
         """
         schema_id, body = split_confluent_frame(value)
-        parsed = self._schemas.get(schema_id)
-        if parsed is None:
-            found = await self._registry.get_by_id(schema_id)
-            if found is None:
-                raise ValueError(f"schema id {schema_id} is unknown to the registry")
-            parsed = parse_schema(found.raw_schema)
-            self._schemas[schema_id] = parsed
-        result = schemaless_reader(io.BytesIO(body), parsed, None)
+        writer = await self.writer_schema(schema_id)
+        if writer is None:
+            raise ValueError(f"schema id {schema_id} is unknown to the registry")
+        result = schemaless_reader(io.BytesIO(body), writer[1], None)
         if not isinstance(result, dict):
             raise ValueError(f"schema id {schema_id} is not a record schema")
         return result
@@ -445,6 +460,7 @@ async def decode(value: bytes, registry: Any) -> dict[str, Any]:
     value
         The Kafka record value.
     registry
-        A registry URL or an ``AsyncSchemaRegistryClient``.
+        A registry URL, an ``AsyncSchemaRegistryClient`` or a
+        `SchemaRegistry`.
     """
     return await EventDecoder(registry).decode(value)

@@ -15,14 +15,14 @@ import base64
 import datetime as dt
 import io
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from fastavro import parse_schema, schemaless_reader
+from fastavro import schemaless_reader
 
-from ._codec import split_confluent_frame
+from ._codec import EventDecoder, split_confluent_frame
 
 __all__ = ["DecodedRecord", "RecordDecoder", "json_value", "trace_id_of"]
 
@@ -119,12 +119,6 @@ def trace_id_of(
     return None
 
 
-@dataclass
-class _WriterSchema:
-    name: str
-    parsed: Any = field(repr=False)
-
-
 class RecordDecoder:
     """Decodes consumed records through a schema registry.
 
@@ -133,23 +127,19 @@ class RecordDecoder:
     Parameters
     ----------
     registry
-        An ``AsyncSchemaRegistryClient``, or a registry URL.
+        A registry URL, an ``AsyncSchemaRegistryClient`` or a
+        `SchemaRegistry`.
     """
 
     def __init__(self, registry: Any) -> None:
-        if isinstance(registry, str):
-            from ._registry import make_registry_client
-
-            registry = make_registry_client(registry)
-        self._registry = registry
-        self._schemas: dict[int, _WriterSchema] = {}
+        self._decoder = EventDecoder(registry)
 
     async def decode(self, record: Any) -> DecodedRecord:
         """Decode one aiokafka ``ConsumerRecord``.
 
         Raises
         ------
-        httpx.HTTPError, schema_registry.client.errors.ClientError
+        SchemaRegistryError
             If the registry cannot be asked for the writer schema; a value
             that is not Confluent-framed, or whose schema id the registry
             does not know, gives a record with ``error`` set instead.
@@ -181,7 +171,7 @@ class RecordDecoder:
                 trace_id=trace_id_of(None, headers),
                 error=f"not a Confluent-framed Avro value: {exc}",
             )
-        writer = await self._writer_schema(schema_id)
+        writer = await self._decoder.writer_schema(schema_id)
         if writer is None:
             return DecodedRecord(
                 **base,
@@ -192,12 +182,13 @@ class RecordDecoder:
                 error=f"schema id {schema_id} is unknown to the registry",
             )
         try:
-            value = schemaless_reader(io.BytesIO(body), writer.parsed, None)
+            name, parsed = writer
+            value = schemaless_reader(io.BytesIO(body), parsed, None)
         except Exception as exc:
             return DecodedRecord(
                 **base,
                 schema_id=schema_id,
-                event=writer.name,
+                event=name,
                 value=None,
                 trace_id=trace_id_of(None, headers),
                 error=f"Avro body does not match schema {schema_id}: {exc}",
@@ -206,19 +197,7 @@ class RecordDecoder:
         return DecodedRecord(
             **base,
             schema_id=schema_id,
-            event=writer.name,
+            event=name,
             value=fields,
             trace_id=trace_id_of(fields, headers),
         )
-
-    async def _writer_schema(self, schema_id: int) -> _WriterSchema | None:
-        writer = self._schemas.get(schema_id)
-        if writer is None:
-            found = await self._registry.get_by_id(schema_id)
-            if found is None:
-                return None
-            raw = found.raw_schema
-            name = str(raw.get("name", "")) if isinstance(raw, dict) else str(raw)
-            writer = _WriterSchema(name, parse_schema(raw))
-            self._schemas[schema_id] = writer
-        return writer

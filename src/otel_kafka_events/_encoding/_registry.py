@@ -1,21 +1,37 @@
-"""Schema registration through python-schema-registry-client."""
+"""The schema registry: the seam, its HTTP implementation, and registration.
+
+`SchemaRegistry` is what the library needs from a Confluent-compatible
+registry. `HttpSchemaRegistry` implements it over python-schema-registry-
+client and is the one place that knows how that client and the registry
+behind it fail: an unreachable host, a request that never gets an answer,
+an ingress answering ``502`` with an HTML page, a truncated or odd JSON
+body. Each becomes a `SchemaRegistryError` naming the registry's URL
+(password hidden) and the HTTP status, which registration treats as an
+outage and retries. `otel_kafka_events.testing.MemorySchemaRegistry` is the
+in-memory implementation for tests. `SchemaRegistrar` names subjects, sets
+compatibility levels and explains refusals, on any implementation.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 import ssl
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 from schema_registry.client import AsyncSchemaRegistryClient, schema
 from schema_registry.client.errors import ClientError
 
-from .._secrets import split_credentials
+from .._secrets import mask_url, split_credentials
 from ..errors import IncompatibleSchemaError, SchemaRegistryError
 
 __all__ = [
     "COMPATIBILITY_LEVELS",
+    "HttpSchemaRegistry",
     "SchemaRegistrar",
+    "SchemaRegistry",
+    "as_registry",
     "field_at",
     "make_registry_client",
 ]
@@ -30,6 +46,47 @@ COMPATIBILITY_LEVELS: tuple[str, ...] = (
     "FULL_TRANSITIVE",
 )
 """The subject compatibility levels, as Confluent spells them."""
+
+
+@runtime_checkable
+class SchemaRegistry(Protocol):
+    """What the library asks of a Confluent-compatible schema registry.
+
+    Every method raises `SchemaRegistryError` when the registry cannot
+    answer or refuses; its ``status`` is the HTTP status (409 for a schema
+    incompatible with the subject's versions) or None when there was no
+    answer at all.
+    """
+
+    @property
+    def url(self) -> str:
+        """Where it is, for messages (any password hidden)."""
+        ...
+
+    async def register(self, subject: str, avro_schema: dict[str, Any]) -> int:
+        """Register ``avro_schema`` under ``subject`` and return its id (the
+        id it already has, if it is registered)."""
+        ...
+
+    async def set_compatibility(self, subject: str, level: str) -> None:
+        """Set the compatibility level of ``subject``."""
+        ...
+
+    async def compatibility_problems(
+        self, subject: str, avro_schema: dict[str, Any]
+    ) -> list[str]:
+        """Why ``avro_schema`` is incompatible with the latest version of
+        ``subject`` under its level, one entry per problem (empty when it is
+        compatible, or the registry gives no reasons)."""
+        ...
+
+    async def latest_schema(self, subject: str) -> dict[str, Any] | None:
+        """The latest schema of ``subject``, or None if it has none."""
+        ...
+
+    async def schema_by_id(self, schema_id: int) -> dict[str, Any] | None:
+        """The schema with id ``schema_id``, or None if there is none."""
+        ...
 
 
 def make_registry_client(
@@ -79,13 +136,180 @@ def make_registry_client(
     return client
 
 
+class _NotJsonError(Exception):
+    """The registry (or something in front of it) answered with a body that
+    is not JSON."""
+
+    def __init__(self, status: int, snippet: str) -> None:
+        super().__init__(status, snippet)
+        self.status = status
+        self.snippet = snippet
+
+
+async def _require_json(response: httpx.Response) -> None:
+    """An httpx response hook: refuse a body that is not JSON, before the
+    client library's ``response.json()`` raises a bare ``JSONDecodeError``."""
+    body = await response.aread()
+    if not body.strip():
+        if response.is_success:
+            return
+        raise _NotJsonError(response.status_code, "(empty body)")
+    try:
+        json.loads(body)
+    except ValueError:
+        text = body[:120].decode("utf-8", "replace")
+        raise _NotJsonError(response.status_code, " ".join(text.split())) from None
+
+
+class HttpSchemaRegistry:
+    """`SchemaRegistry` over python-schema-registry-client.
+
+    Parameters
+    ----------
+    client
+        The client (see `make_registry_client`).
+    """
+
+    def __init__(self, client: AsyncSchemaRegistryClient) -> None:
+        self.client = client
+        self._url = mask_url(str(client.url_manager.url))
+        self._timeout = _timeout_of(client)
+        hooks = client.client_kwargs.setdefault("event_hooks", {})
+        responses = hooks.setdefault("response", [])
+        if _require_json not in responses:
+            responses.append(_require_json)
+
+    @property
+    def url(self) -> str:
+        """The registry's URL."""
+        return self._url
+
+    def _error(self, action: str, error: BaseException) -> SchemaRegistryError:
+        """The `SchemaRegistryError` for a failed request."""
+        where = f"Schema registry at {self._url}"
+        if isinstance(error, ClientError):
+            status = error.http_code
+            answer = error.server_traceback
+            detail = (
+                str(answer["message"])
+                if isinstance(answer, dict) and answer.get("message")
+                else str(error.message)
+            )
+            return SchemaRegistryError(
+                f"{where} refused to {action}: HTTP {status}: {detail}",
+                url=self._url,
+                status=status,
+                detail=detail,
+            )
+        if isinstance(error, _NotJsonError):
+            return SchemaRegistryError(
+                f"{where} answered HTTP {error.status} with a body that is not"
+                f" JSON while asked to {action} (a proxy or ingress in front of"
+                f" it?): {error.snippet}",
+                url=self._url,
+                status=error.status,
+            )
+        if isinstance(error, httpx.TimeoutException | TimeoutError):
+            return SchemaRegistryError(
+                f"{where} did not answer within {self._timeout} s while asked to"
+                f" {action}",
+                url=self._url,
+            )
+        if isinstance(error, httpx.HTTPError | OSError):
+            return SchemaRegistryError(
+                f"{where} is unreachable (asked to {action}):"
+                f" {type(error).__name__}: {error}",
+                url=self._url,
+            )
+        return SchemaRegistryError(
+            f"{where} gave an answer that could not be read while asked to"
+            f" {action}: {type(error).__name__}: {error}",
+            url=self._url,
+        )
+
+    async def register(self, subject: str, avro_schema: dict[str, Any]) -> int:
+        try:
+            schema_id = await self.client.register(
+                subject, schema.AvroSchema(avro_schema)
+            )
+        except Exception as exc:
+            raise self._error(f"register {subject!r}", exc) from exc
+        if not isinstance(schema_id, int):
+            raise self._error(
+                f"register {subject!r}", ValueError(f"schema id {schema_id!r}")
+            )
+        return schema_id
+
+    async def set_compatibility(self, subject: str, level: str) -> None:
+        try:
+            await self.client.update_compatibility(level, subject)
+        except Exception as exc:
+            raise self._error(f"set the compatibility of {subject!r}", exc) from exc
+
+    async def compatibility_problems(
+        self, subject: str, avro_schema: dict[str, Any]
+    ) -> list[str]:
+        try:
+            verdict = await self.client.test_compatibility(
+                subject, schema.AvroSchema(avro_schema), verbose=True
+            )
+        except Exception as exc:
+            raise self._error(f"check a schema of {subject!r}", exc) from exc
+        if isinstance(verdict, dict) and verdict.get("messages"):
+            return [str(message) for message in verdict["messages"]]
+        return []
+
+    async def latest_schema(self, subject: str) -> dict[str, Any] | None:
+        try:
+            found = await self.client.get_schema(subject)
+        except Exception as exc:
+            raise self._error(f"give the latest schema of {subject!r}", exc) from exc
+        if found is None:
+            return None
+        raw: dict[str, Any] = found.schema.raw_schema
+        return raw
+
+    async def schema_by_id(self, schema_id: int) -> dict[str, Any] | None:
+        try:
+            found = await self.client.get_by_id(schema_id)
+        except Exception as exc:
+            raise self._error(f"give schema id {schema_id}", exc) from exc
+        if found is None:
+            return None
+        raw: dict[str, Any] = found.raw_schema
+        return raw
+
+
+def _timeout_of(client: AsyncSchemaRegistryClient) -> float | None:
+    timeout = client.client_kwargs.get("timeout")
+    if isinstance(timeout, httpx.Timeout):
+        return timeout.read
+    return timeout if isinstance(timeout, int | float) else None
+
+
+def as_registry(registry: Any) -> SchemaRegistry:
+    """A `SchemaRegistry` from a URL, an ``AsyncSchemaRegistryClient``, or
+    an implementation of the protocol (returned as it is)."""
+    if isinstance(registry, str):
+        return HttpSchemaRegistry(make_registry_client(registry))
+    if isinstance(registry, AsyncSchemaRegistryClient):
+        return HttpSchemaRegistry(registry)
+    if isinstance(registry, SchemaRegistry):
+        return registry
+    raise TypeError(
+        "registry must be a URL, an AsyncSchemaRegistryClient or a"
+        f" SchemaRegistry, got {type(registry).__name__}"
+    )
+
+
 class SchemaRegistrar:
     """Registers event schemas under ``{namespace}.{name}{suffix}`` subjects.
 
     Parameters
     ----------
-    client
-        The registry client.
+    registry
+        The registry: a `SchemaRegistry`, an ``AsyncSchemaRegistryClient``
+        or a URL.
     suffix
         Appended to every subject (Safir's ``SCHEMA_MANAGER_SUFFIX``).
     compatibility
@@ -95,7 +319,7 @@ class SchemaRegistrar:
 
     def __init__(
         self,
-        client: AsyncSchemaRegistryClient,
+        registry: Any,
         *,
         suffix: str = "",
         compatibility: str | None = None,
@@ -105,7 +329,7 @@ class SchemaRegistrar:
                 f"schema compatibility must be one of {sorted(COMPATIBILITY_LEVELS)},"
                 f" got {compatibility!r}"
             )
-        self.client = client
+        self.registry = as_registry(registry)
         self.suffix = suffix
         self.compatibility = compatibility
 
@@ -124,31 +348,22 @@ class SchemaRegistrar:
             If the registry is unreachable or answers with another error.
         """
         subject = self.subject(full_name)
-        parsed = schema.AvroSchema(avro_schema)
+        registry = self.registry
         try:
             if self.compatibility is not None:
-                await self.client.update_compatibility(self.compatibility, subject)
-            schema_id: int = await self.client.register(subject, parsed)
-        except ClientError as exc:
-            if exc.http_code == 409:
-                raise IncompatibleSchemaError(
-                    subject, await self._explain(subject, parsed, exc)
-                ) from exc
-            raise SchemaRegistryError(
-                f"Schema registry refused subject {subject!r}: {exc.message}"
-                f" (HTTP {exc.http_code})"
+                await registry.set_compatibility(subject, self.compatibility)
+            return await registry.register(subject, avro_schema)
+        except SchemaRegistryError as exc:
+            if exc.status != 409:
+                raise
+            raise IncompatibleSchemaError(
+                subject, await self._explain(subject, avro_schema, exc)
             ) from exc
-        except (httpx.HTTPError, OSError) as exc:
-            raise SchemaRegistryError(
-                f"Schema registry unreachable while registering {subject!r}:"
-                f" {type(exc).__name__}: {exc}"
-            ) from exc
-        return schema_id
 
     async def _explain(
-        self, subject: str, parsed: schema.AvroSchema, error: ClientError
+        self, subject: str, avro_schema: dict[str, Any], error: SchemaRegistryError
     ) -> list[str]:
-        """The registry's reasons for refusing ``parsed``, each given once.
+        """The registry's reasons for refusing a schema, each given once.
 
         The refusal's own message repeats every reason inside one long
         sentence, so the ``messages`` of a verbose compatibility check are
@@ -157,27 +372,22 @@ class SchemaRegistrar:
         reading schema, which is turned here into the field's dotted name so
         that both registries' errors name the broken field.
         """
-        detail = error.server_traceback
-        registry_message = ""
-        if isinstance(detail, dict) and detail.get("message"):
-            registry_message = str(detail["message"])
         try:
-            verdict = await self.client.test_compatibility(
-                subject, parsed, verbose=True
-            )
-        except (ClientError, httpx.HTTPError, OSError):
-            verdict = None
-        if isinstance(verdict, dict) and verdict.get("messages"):
-            return [str(message) for message in verdict["messages"]]
+            problems = await self.registry.compatibility_problems(subject, avro_schema)
+        except SchemaRegistryError:
+            problems = []
+        if problems:
+            return problems
+        registry_message = error.detail
         if not registry_message:
             return []
         return [
             registry_message,
-            *await self._name_fields(subject, parsed, registry_message),
+            *await self._name_fields(subject, avro_schema, registry_message),
         ]
 
     async def _name_fields(
-        self, subject: str, parsed: schema.AvroSchema, message: str
+        self, subject: str, avro_schema: dict[str, Any], message: str
     ) -> list[str]:
         """One ``field '<name>': <problem>`` line per ``<problem> at <path>``
         entry of an Apicurio-style message; empty if it has none."""
@@ -186,13 +396,13 @@ class SchemaRegistrar:
             return []
         # The path runs through the reader: the new schema when checking
         # backward, the registered one when checking forward.
-        readers: list[Any] = [parsed.raw_schema]
+        readers: list[Any] = [avro_schema]
         try:
-            latest = await self.client.get_schema(subject)
-        except (ClientError, httpx.HTTPError, OSError):
+            latest = await self.registry.latest_schema(subject)
+        except SchemaRegistryError:
             latest = None
         if latest is not None:
-            readers.append(latest.schema.raw_schema)
+            readers.append(latest)
         named: list[str] = []
         for problem, path in problems:
             names = {n for r in readers if (n := field_at(r, path)) is not None}

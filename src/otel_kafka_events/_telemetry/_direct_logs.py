@@ -1,7 +1,7 @@
 """The direct log path: OTLP records of delivered events, without the SDK.
 
 `DirectLogRecords` stands in for `EventLogEmitter` when
-`LogExport.direct` is on; see its docstring and docs/opentelemetry.md.
+`LogExportOptions.direct` is on; see its docstring and docs/opentelemetry.md.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from opentelemetry._logs import SeverityNumber
 from opentelemetry.trace import SpanContext
 
 from .._delivery._ratelimit import RateLimitedLog
-from .._options import LogExport
+from .._options import LogExportOptions
 from . import _otlp_wire as wire
 from ._log_destinations import Destination
 from ._logs import SCOPE, not_copied, record_fields
@@ -57,7 +57,7 @@ class DirectLogRecords:
 
     def __init__(
         self,
-        export: LogExport,
+        export: LogExportOptions,
         destinations: Sequence[Destination],
         resource: Any,
         *,
@@ -193,7 +193,7 @@ class DirectLogRecords:
 
     def _records(self, events: Iterable[Any]) -> dict[bytes | None, list[bytes]]:
         """The records of the events still pending, by Kafka key (the trace
-        id with `LogExport.partition_by_trace_id`, else None)."""
+        id with `LogExportOptions.partition_by_trace_id`, else None)."""
         pop = self._pending.pop
         observed = wire.observed_field(time.time_ns())
         varint = wire.varint

@@ -1,4 +1,4 @@
-"""Where the log records of a Kafka event manager's `LogExport` go.
+"""Where the log records of a Kafka event manager's `LogExportOptions` go.
 
 A `Destination` takes ``ExportLogsServiceRequest`` messages (with their
 Kafka keys) and answers with a `concurrent.futures.Future`; its `Counts`
@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._options import LogExport
+from .._delivery._transport import Transport
+from .._options import LogExportOptions
 from ._producer_thread import Message, ProducerThread
 
 __all__ = [
@@ -29,13 +30,13 @@ __all__ = [
     "counting",
     "http_destination",
     "kafka_thread_destination",
-    "manager_producer_destination",
+    "transport_destination",
 ]
 
 
 @dataclass(frozen=True)
 class LogExportStats:
-    """Log records of events exported by one destination of `LogExport`.
+    """Log records of events exported by one destination of `LogExportOptions`.
 
     Attributes
     ----------
@@ -47,7 +48,7 @@ class LogExportStats:
         Records whose export failed (destination down, timeout, refusal).
     dropped
         Records not exported because too many were waiting
-        (`LogExport.max_pending`, direct path only).
+        (`LogExportOptions.max_pending`, direct path only).
     """
 
     destination: str
@@ -165,7 +166,7 @@ class Destination:
 
 
 def kafka_thread_destination(
-    export: LogExport,
+    export: LogExportOptions,
     bootstrap_servers: str | list[str],
     kafka_options: Mapping[str, Any],
 ) -> Destination:
@@ -181,15 +182,14 @@ def kafka_thread_destination(
     return Destination(Counts("kafka"), producer.send, producer.close)
 
 
-def manager_producer_destination(
-    export: LogExport, transport: Callable[[], Any]
+def transport_destination(
+    export: LogExportOptions, transport: Transport
 ) -> Destination:
-    """Kafka through the event manager's own producer, on its event loop.
+    """Kafka through the event manager's own transport, on its event loop.
 
-    The direct path runs on that loop already (the reporter calls it), so
-    its records take the manager's connection without a thread or a client
-    of their own. ``transport`` returns the manager's current transport
-    (None while it is not connected: the export then fails).
+    The direct path runs on that loop already (the session's listeners call
+    it), so its records take the manager's connection without a thread or a
+    client of their own, through the same seam as the events.
     """
     from ._otlp_kafka import encoder
 
@@ -202,16 +202,14 @@ def manager_producer_destination(
     ) -> None:
         try:
             async with asyncio.timeout(timeout):
-                producer = getattr(transport(), "producer", None)
-                if producer is None:
-                    raise ConnectionError("the event manager is not connected")
-                acks = [
-                    await producer.send(
-                        topic, value=encode(value) if encode else value, key=key
+                await asyncio.gather(
+                    *(
+                        transport.produce(
+                            topic, key, encode(value) if encode else value
+                        )
+                        for key, value in messages
                     )
-                    for key, value in messages
-                ]
-                await asyncio.gather(*acks)
+                )
         except Exception as exc:
             future.set_exception(exc)
         except BaseException as exc:  # cancelled: the loop is going away
@@ -228,11 +226,11 @@ def manager_producer_destination(
         task.add_done_callback(tasks.discard)
         return future
 
-    # The manager stops its producer itself.
+    # The manager stops its transport itself.
     return Destination(Counts("kafka"), send, lambda timeout: None)
 
 
-def http_destination(export: LogExport) -> Destination:
+def http_destination(export: LogExportOptions) -> Destination:
     assert export.otlp_endpoint is not None
     sender = _HttpSender(export.otlp_endpoint, export.timeout)
 

@@ -1,6 +1,6 @@
 """A Kafka event manager's own export of its events' log records.
 
-Built from `LogExport` by `LogExportPipeline`, in one of two ways:
+Built from `LogExportOptions` by `LogExportPipeline`, in one of two ways:
 
 - **SDK** (``direct=False``): a LoggerProvider of the manager's own, with a
   batch processor per destination (`KafkaLogRecordExporter`, the SDK's
@@ -18,11 +18,12 @@ and failures logged; nothing they do touches Kafka delivery of the events.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from .._delivery._ratelimit import RateLimitedLog
-from .._options import LogExport
+from .._delivery._transport import Transport
+from .._options import LogExportOptions
 from ._direct_logs import DirectLogRecords
 from ._log_destinations import (
     Counts,
@@ -30,7 +31,7 @@ from ._log_destinations import (
     counting,
     http_destination,
     kafka_thread_destination,
-    manager_producer_destination,
+    transport_destination,
 )
 from ._logs import EventLogEmitter
 
@@ -51,7 +52,7 @@ def _resource_of(logger_provider: Any) -> Any:
 
 
 class LogExportPipeline:
-    """The log export of one Kafka event manager (`LogExport`).
+    """The log export of one Kafka event manager (`LogExportOptions`).
 
     Parameters
     ----------
@@ -66,21 +67,21 @@ class LogExportPipeline:
         The event manager's Kafka connection: the SDK path's exporter makes
         a client of its own with them.
     transport
-        Returns the event manager's transport (or None while it is not
-        connected): the direct path produces with its producer.
+        The event manager's transport: the direct path's Kafka records go
+        through it.
     log
         Where export failures are reported.
     """
 
     def __init__(
         self,
-        export: LogExport,
+        export: LogExportOptions,
         *,
         log_mode: str,
         logger_provider: Any,
         bootstrap_servers: str | list[str] | None,
         kafka_options: Mapping[str, Any],
-        transport: Callable[[], Any] | None = None,
+        transport: Transport | None = None,
         log: RateLimitedLog | None = None,
     ) -> None:
         self.export = export
@@ -92,10 +93,12 @@ class LogExportPipeline:
         if export.direct:
             destinations = []
             if export.kafka and transport is not None:
-                destinations.append(manager_producer_destination(export, transport))
+                destinations.append(transport_destination(export, transport))
             elif export.kafka:
                 if bootstrap_servers is None:
-                    raise ValueError("LogExport(kafka=True) needs bootstrap_servers")
+                    raise ValueError(
+                        "LogExportOptions(kafka=True) needs bootstrap_servers"
+                    )
                 destinations.append(
                     kafka_thread_destination(export, bootstrap_servers, options)
                 )
@@ -118,7 +121,7 @@ class LogExportPipeline:
         else:
             if export.kafka and bootstrap_servers is None:
                 raise ValueError(
-                    "LogExport(kafka=True, direct=False) needs the manager's"
+                    "LogExportOptions(kafka=True, direct=False) needs the manager's"
                     " bootstrap_servers (it connects a client of its own)"
                 )
             self._destinations = []
@@ -129,7 +132,7 @@ class LogExportPipeline:
 
     def _sdk_provider(
         self,
-        export: LogExport,
+        export: LogExportOptions,
         resource: Any,
         bootstrap_servers: str | list[str] | None,
         options: Mapping[str, Any],

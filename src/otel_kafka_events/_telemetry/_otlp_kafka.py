@@ -14,7 +14,7 @@ import base64
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
@@ -26,8 +26,20 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 
 from ._producer_thread import Message, ProducerThread
 
-if TYPE_CHECKING:
-    from ..config import KafkaConnectionSettings
+
+class ConnectionSettings(Protocol):
+    """What `KafkaLogRecordExporter.from_settings` reads (as
+    `otel_kafka_events.KafkaConnectionSettings` has it)."""
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The bootstrap servers."""
+        ...
+
+    def to_client_options(self) -> dict[str, Any]:
+        """Keyword arguments of an aiokafka client."""
+        ...
+
 
 __all__ = [
     "DEFAULT_LOGS_TOPIC",
@@ -166,7 +178,7 @@ class KafkaLogRecordExporter(LogRecordExporter):
 
     @classmethod
     def from_settings(
-        cls, settings: KafkaConnectionSettings, **kwargs: Any
+        cls, settings: ConnectionSettings, **kwargs: Any
     ) -> KafkaLogRecordExporter:
         """An exporter with the connection settings (``KAFKA_*``, security
         included) the event manager's configuration uses.

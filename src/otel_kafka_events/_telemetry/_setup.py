@@ -1,30 +1,58 @@
-"""The OTel parts of a manager, built once from its `TelemetryOptions`."""
+"""The OpenTelemetry side of an event manager, built from its
+`TelemetryOptions`: what ``publish`` adds to each event (trace headers, a
+producer span) and the listeners each delivery session registers."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Span, SpanContext
+
+from .._delivery._listeners import DeliveryListener, Guard
 from .._delivery._ratelimit import RateLimitedLog
+from .._delivery._transport import Headers, Transport
 from .._options import TelemetryOptions
+from ._listeners import (
+    BatchSpanListener,
+    DirectLogListener,
+    EventLogListener,
+    LogSource,
+    ProducerSpanListener,
+    emit_record,
+)
+from ._log_export import LogExportPipeline
 from ._logs import EventLogEmitter
 from ._propagation import HeaderInjector
 from ._spans import BatchSpans, ProducerSpans
 
-if TYPE_CHECKING:
-    from ._log_export import LogExportPipeline
+__all__ = ["SessionTelemetry", "Telemetry", "flush_telemetry"]
 
-__all__ = ["Telemetry", "flush_telemetry", "log_export_drained"]
+
+@dataclass
+class SessionTelemetry:
+    """The telemetry of one delivery session.
+
+    Attributes
+    ----------
+    listeners
+        To register with the session.
+    log_export
+        The manager's own log export (`TelemetryOptions.log_export`), if
+        any: closed after the session.
+    """
+
+    listeners: list[DeliveryListener] = field(default_factory=list)
+    log_export: LogExportPipeline | None = None
 
 
 class Telemetry:
-    """Log emitter, header injector and span factory of one manager.
-
-    Each part is None when its option is off, so the publish path tests one
-    attribute instead of re-reading options.
+    """What `TelemetryOptions` turn on, each part None when off.
 
     Parameters
     ----------
@@ -36,81 +64,127 @@ class Telemetry:
 
     def __init__(self, options: TelemetryOptions, topic: str) -> None:
         self.options = options
-        # With `TelemetryOptions.log_export`, the Kafka manager's own export
-        # (`bind_log_export`) provides the emitter.
-        self.log_emitter: Any = (
-            EventLogEmitter(options.logger_provider, options.log_mode)
-            if options.logs and options.log_export is None
-            else None
-        )
-        self.log_export: LogExportPipeline | None = None
-        self.log_body = options.log_mode == "body"
+        self.body_mode = options.log_mode == "body"
         """Log records carry the whole event in their body."""
         self.injector = (
             HeaderInjector(
                 allow_baggage=bool(options.baggage),
-                baggage_keys=options._baggage_keys,
+                baggage_keys=options.baggage_keys,
             )
             if options.propagation_headers
             else None
         )
-        self.producer_spans = (
+        """Builds each record's trace headers, or None."""
+        self.event_spans = (
             ProducerSpans(topic, options.tracer_provider)
             if options.producer_spans in (True, "event")
             else None
         )
-        """Starts a span per event (``producer_spans="event"``)."""
+        """Starts a span per event (``producer_spans="event"``), or None."""
         self.batch_spans = (
             BatchSpans(topic, options.tracer_provider)
             if options.producer_spans == "batch"
             else None
         )
-        """Starts a span per batch (``producer_spans="batch"``)."""
+        """Starts a span per batch (``producer_spans="batch"``), or None."""
+        self.emitter = (
+            EventLogEmitter(options.logger_provider, options.log_mode)
+            if options.logs and options.log_export is None
+            else None
+        )
+        """Emits log records through the application's LoggerProvider."""
+        self.wants_log_source = options.logs
+        """Whether publishers pass a `LogSource` along with each event."""
 
-    def bind_log_export(
+    def start_event_span(
+        self, guard: Guard, event_id: str, timestamp_ns: int
+    ) -> tuple[Span | None, SpanContext | None]:
+        """Start an event's producer span as a child of the current context.
+
+        Returns
+        -------
+        tuple
+            The span (None if starting it failed: the guard counted it), and
+            its context when it is recorded (the ``traceparent`` then names
+            it), else None.
+        """
+        assert self.event_spans is not None
+        try:
+            span = self.event_spans.start(
+                otel_context.get_current(), event_id, timestamp_ns
+            )
+            context = span.get_span_context()
+        except BaseException as exc:
+            guard.failed("producer spans", exc)
+            return None, None
+        return span, context if context.is_valid else None
+
+    def headers(
+        self, guard: Guard, span_context: SpanContext | None, span: Span | None
+    ) -> tuple[Headers | None, int]:
+        """The trace headers of a record and their size (None, 0 when off or
+        when the propagator raised: the guard counted it)."""
+        injector = self.injector
+        if injector is None:
+            return None, 0
+        try:
+            return injector.headers(span_context, span)
+        except BaseException as exc:
+            guard.failed("propagation", exc)
+            return None, 0
+
+    def emit_now(self, guard: Guard, event_id: str, source: LogSource) -> None:
+        """Emit an event's log record at once (managers without delivery)."""
+        emitter = self.emitter
+        if emitter is not None:
+            guard("log records", emit_record, emitter, event_id, source, self.body_mode)
+
+    def for_session(
         self,
         *,
+        transport: Transport,
         bootstrap_servers: str | list[str] | None,
         kafka_options: Mapping[str, Any],
-        transport: Callable[[], Any],
         log: RateLimitedLog,
-    ) -> LogExportPipeline | None:
-        """Build the Kafka manager's own log export, if
-        `TelemetryOptions.log_export` asks for one, with the manager's Kafka
-        connection (``transport`` returns its current transport); its
-        emitter becomes `log_emitter`."""
+    ) -> SessionTelemetry:
+        """The listeners (and log export) of a new delivery session."""
+        session = SessionTelemetry()
         export = self.options.log_export
-        if export is None:
-            return None
-        try:
-            from ._log_export import LogExportPipeline
-        except ImportError as exc:  # pragma: no cover - depends on extras
-            raise ImportError(
-                "TelemetryOptions.log_export needs the OpenTelemetry SDK and"
-                " OTLP packages: install otel-kafka-events[otlp-kafka]"
-            ) from exc
-        self.log_export = LogExportPipeline(
-            export,
-            log_mode=self.options.log_mode,
-            logger_provider=self.options.logger_provider,
-            bootstrap_servers=bootstrap_servers,
-            kafka_options=kafka_options,
-            transport=transport,
-            log=log,
-        )
-        self.log_emitter = self.log_export.emitter
-        return self.log_export
+        if export is not None:
+            pipeline = LogExportPipeline(
+                export,
+                log_mode=self.options.log_mode,
+                logger_provider=self.options.logger_provider,
+                bootstrap_servers=bootstrap_servers,
+                kafka_options=kafka_options,
+                transport=transport,
+                log=log,
+            )
+            session.log_export = pipeline
+            if pipeline.direct is not None:
+                session.listeners.append(
+                    DirectLogListener(pipeline.direct, body_mode=self.body_mode)
+                )
+            else:
+                session.listeners.append(
+                    EventLogListener(pipeline.emitter, body_mode=self.body_mode)
+                )
+        elif self.emitter is not None:
+            session.listeners.append(
+                EventLogListener(self.emitter, body_mode=self.body_mode)
+            )
+        if self.event_spans is not None:
+            session.listeners.append(ProducerSpanListener())
+        if self.batch_spans is not None:
+            session.listeners.append(BatchSpanListener(self.batch_spans))
+        return session
 
 
-async def log_export_drained(telemetry: Telemetry, timeout: float) -> None:
-    """Wait up to ``timeout`` seconds for the direct log export's records in
-    flight: before the Kafka manager stops the producer that carries them."""
-    export = telemetry.log_export
-    if export is not None and export.direct is not None:
-        await export.direct.drained(timeout)
-
-
-async def flush_telemetry(telemetry: Telemetry, timeout: float) -> None:
+async def flush_telemetry(
+    telemetry: Telemetry,
+    timeout: float,
+    log_export: LogExportPipeline | None = None,
+) -> None:
     """Flush the SDK pipelines the manager fed, within ``timeout`` seconds.
 
     The manager's own log export (`TelemetryOptions.log_export`), which is
@@ -145,8 +219,8 @@ async def flush_telemetry(telemetry: Telemetry, timeout: float) -> None:
         for flush in (getattr(p, "force_flush", None) for p in providers)
         if flush is not None
     ]
-    export = telemetry.log_export
-    if export is not None:
+    if log_export is not None:
+        export = log_export
         flushes.append(_in_daemon_thread(lambda ms: export.close(ms / 1000), millis))
     if flushes:
         await asyncio.wait(flushes, timeout=max(timeout, 0.0))

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 from ._broker_base import BrokerCapabilities, LocalBroker
 from ._environment import stack_environment
 from ._events import EventsTopic, consume_events
+from ._memory_registry import MemorySchemaRegistry
+from ._memory_transport import MemoryRecord, MemoryTransport, SendError, SendOutcome
 from ._noida import NoidaBroker
 from ._redis import RedisServer
 from ._registry import LocalSchemaRegistry
@@ -43,11 +45,16 @@ __all__ = [
     "LocalBroker",
     "LocalKafkaStack",
     "LocalSchemaRegistry",
+    "MemoryRecord",
+    "MemorySchemaRegistry",
+    "MemoryTransport",
     "NoidaBroker",
     "OtelCollector",
     "OtlpReceiver",
     "ReceivedLog",
     "RedisServer",
+    "SendError",
+    "SendOutcome",
     "TansuBroker",
     "consume_events",
     "make_broker",

@@ -23,7 +23,7 @@ from typing import Any, cast
 import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
-from .._registry_client import COMPATIBILITY_LEVELS
+from .._encoding._registry import COMPATIBILITY_LEVELS
 
 __all__ = [
     "COMPATIBILITY_LEVELS",

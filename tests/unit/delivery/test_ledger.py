@@ -4,7 +4,7 @@ A hypothesis state machine publishes events of several types to several
 partitions, lets registrations succeed late or fail, hands out batches,
 finishes their sends (acknowledged, retriable failure, refusal, no answer by
 the deadline, with or without the broker having written them), moves the
-clock and closes. The "topic" is `FakeTransport`'s partition logs. After
+clock and closes. The "topic" is a log of records per partition. After
 every step it checks the invariants stated in ``_ledger.py``.
 """
 
@@ -29,7 +29,20 @@ from otel_kafka_events._delivery._ledger import (
     Settlement,
 )
 
-from .fake_transport import FakeTransport
+
+class Topic:
+    """Partition logs, and batches of at most ``capacity`` records."""
+
+    def __init__(self, partitions: int) -> None:
+        self.logs: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
+
+    def write(self, records: list[bytes], partition: int) -> int:
+        """Append records to a partition; the offset of the first."""
+        log = self.logs[partition]
+        base = len(log)
+        log.extend(records)
+        return base
+
 
 TIMEOUT = 10.0
 TYPES = ("alpha", "beta", "gamma")
@@ -52,7 +65,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.ledger = Ledger(BufferOptions(max_events=MAX_EVENTS, max_bytes=MAX_BYTES))
-        self.transport = FakeTransport(PARTITIONS)
+        self.transport = Topic(PARTITIONS)
         self.now = 0.0
         self.sequence = dict.fromkeys(TYPES, 0)
         self.registered: set[str] = set()
@@ -128,13 +141,15 @@ class LedgerMachine(RuleBasedStateMachine):
     def send(self, partition: int, capacity: int) -> None:
         # The sender always expires before handing out a batch.
         self.record(self.ledger.expire(self.now, lambda o: TimeoutError(o.value)))
-        records = self.transport.new_batch()
-        records.capacity = capacity
-        batch = self.ledger.take(
-            partition,
-            self.now,
-            lambda e: records.append(e.value, e.timestamp_ms, []),
-        )
+        records: list[bytes] = []
+
+        def fits(event: PendingEvent) -> bool:
+            if len(records) >= capacity:
+                return False
+            records.append(bytes(event.value))
+            return True
+
+        batch = self.ledger.take(partition, self.now, fits)
         if partition in self.batches:
             assert batch is None, "two batches out for one partition"
             return
@@ -144,7 +159,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert event.deadline > self.now, "an expired event was handed out"
             assert event.event_name in self.registered
             self.handed_out.add(event.event_id)
-        assert [bytes(e.value) for e in batch.events] == records.records
+        assert [bytes(e.value) for e in batch.events] == records
         self.batches[partition] = (batch, records)
 
     @precondition(lambda self: bool(self.batches))
@@ -153,7 +168,7 @@ class LedgerMachine(RuleBasedStateMachine):
         partition = data.draw(st.sampled_from(sorted(self.batches)))
         batch, records = self.batches.pop(partition)
         offset = self.transport.write(records, partition)
-        self.record([self.ledger.delivered(batch, offset)])
+        self.record(self.ledger.delivered(batch, offset))
 
     @precondition(lambda self: bool(self.batches))
     @rule(data=st.data())
@@ -171,20 +186,23 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: bool(self.batches))
     @rule(data=st.data(), written=st.booleans())
-    def not_acknowledged_by_the_deadline(
+    def sent_events_reach_their_deadline(
         self, data: st.DataObject, written: bool
     ) -> None:
+        """The sender gives each sent event up at its own deadline; the
+        broker may have written the batch all the same."""
         partition = data.draw(st.sampled_from(sorted(self.batches)))
         batch, records = self.batches[partition]
-        if self.now < batch.deadline:
-            return  # the sender waits for a batch until its deadline
-        del self.batches[partition]
-        if written:
-            self.transport.write(records, partition)
-            self.maybe_written.update(e.event_id for e in batch.events)
-        self.record(
-            self.ledger.fail(batch, Settled.NOT_ACKNOWLEDGED, TimeoutError("no ack"))
-        )
+        settlements = self.ledger.expire_batch(batch, self.now, TimeoutError("no ack"))
+        self.record(settlements)
+        for settlement in settlements:
+            assert settlement.outcome is Settled.NOT_ACKNOWLEDGED
+            self.maybe_written.update(e.event_id for e in settlement.events)
+        if not self.ledger.is_out(batch):
+            # Every event was given up: the batch is gone from the ledger.
+            del self.batches[partition]
+            if written:
+                self.transport.write(records, partition)
 
     @precondition(lambda self: not self.closed)
     @rule(seconds=st.floats(0, 3))
@@ -194,6 +212,14 @@ class LedgerMachine(RuleBasedStateMachine):
     @precondition(lambda self: not self.closed)
     @rule()
     def expire(self) -> None:
+        # As the sender does: the events of sent batches first, then queues.
+        for partition, (batch, _) in list(self.batches.items()):
+            settlements = self.ledger.expire_batch(batch, self.now, TimeoutError())
+            self.record(settlements)
+            for settlement in settlements:
+                self.maybe_written.update(e.event_id for e in settlement.events)
+            if not self.ledger.is_out(batch):
+                del self.batches[partition]
         before = self.ledger.next_deadline()
         self.record(self.ledger.expire(self.now, lambda o: TimeoutError(o.value)))
         after = self.ledger.next_deadline()
