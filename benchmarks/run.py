@@ -51,7 +51,7 @@ from benchmarks._publish import (
 )
 from benchmarks._safir import prepare_safir, safir_result
 from otel_kafka_events import LogExportOptions, TelemetryOptions
-from otel_kafka_events.testing import BROKER_KINDS, LocalKafkaStack
+from otel_kafka_events_devstack import BROKER_KINDS, LocalKafkaStack
 
 SCENARIOS = ("1", "2", "2x200", "3", "4", "5", "6", "7", "8")
 """Selectable groups; "1" includes 1d, "2x200" includes 2x200one, "4" includes

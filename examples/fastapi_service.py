@@ -73,7 +73,7 @@ from otel_kafka_events.fastapi import EventDependency, EventMaker
 from otel_kafka_events.otel import add_trace_context
 
 if TYPE_CHECKING:
-    from otel_kafka_events.testing import LocalKafkaStack
+    from otel_kafka_events_devstack import LocalKafkaStack
 
 # -- the event -----------------------------------------------------------------
 
@@ -280,7 +280,7 @@ async def main(stack: LocalKafkaStack | None = None) -> None:
         If the event is missing from Kafka or OTLP, or the trace ids differ.
     """
     # An in-process OTLP receiver stands in for an OTel Collector.
-    from otel_kafka_events.testing import LocalKafkaStack, OtlpReceiver
+    from otel_kafka_events_devstack import LocalKafkaStack, OtlpReceiver
 
     async with AsyncExitStack() as resources:
         if stack is None:

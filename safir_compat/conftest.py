@@ -68,7 +68,7 @@ from otel_kafka_events import (  # noqa: E402
     EventsConfiguration,
     KafkaMetricsConfiguration,
 )
-from otel_kafka_events.testing import LocalKafkaStack, RedisServer  # noqa: E402
+from otel_kafka_events_devstack import LocalKafkaStack, RedisServer  # noqa: E402
 
 from .support.kafka import (  # noqa: E402
     KafkaClients,

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from otel_kafka_events.testing import BROKER_ENV_VAR, BrokerCapabilities
+from otel_kafka_events_devstack import BROKER_ENV_VAR, BrokerCapabilities
 
 __all__ = ["BROKER_KIND", "capabilities", "only_in_leg", "requires"]
 
@@ -21,14 +21,14 @@ BROKER_KIND = os.environ.get(BROKER_ENV_VAR, "tansu").strip().lower() or "tansu"
 def capabilities() -> BrokerCapabilities:
     """Capabilities of the broker kind this run uses (without starting it)."""
     if BROKER_KIND == "noida":
-        from otel_kafka_events.testing import NoidaBroker
+        from otel_kafka_events_devstack import NoidaBroker
 
         return NoidaBroker.capabilities
     if BROKER_KIND == "kafka":
-        from otel_kafka_events.testing._apache_kafka import ApacheKafkaBroker
+        from otel_kafka_events_devstack._apache_kafka import ApacheKafkaBroker
 
         return ApacheKafkaBroker.capabilities
-    from otel_kafka_events.testing import TansuBroker
+    from otel_kafka_events_devstack import TansuBroker
 
     return TansuBroker.capabilities
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest_asyncio
 
 from otel_kafka_events import KafkaEventManager
-from otel_kafka_events.testing import LocalKafkaStack
+from otel_kafka_events_devstack import LocalKafkaStack
 
 from .broker_support import capabilities
 

@@ -21,9 +21,13 @@ from typing import NoReturn
 
 import pytest
 
-from otel_kafka_events.testing import LocalSchemaRegistry
-from otel_kafka_events.testing._apicurio import ApicurioRegistry
-from otel_kafka_events.testing._otelcol import BUILD_HINT, OtelCollector, find_collector
+from otel_kafka_events_devstack import LocalSchemaRegistry
+from otel_kafka_events_devstack._apicurio import ApicurioRegistry
+from otel_kafka_events_devstack._otelcol import (
+    BUILD_HINT,
+    OtelCollector,
+    find_collector,
+)
 
 REGISTRIES_ENV_VAR = "OTEL_KAFKA_EVENTS_TEST_REGISTRIES"
 REGISTRY_KINDS = ("local", "apicurio")

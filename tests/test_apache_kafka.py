@@ -27,7 +27,7 @@ from aiokafka.errors import (
 )
 from aiokafka.helpers import create_ssl_context
 
-from otel_kafka_events.testing._apache_kafka import (
+from otel_kafka_events_devstack._apache_kafka import (
     SCRAM_MECHANISM,
     ApacheKafkaBroker,
     find_java,

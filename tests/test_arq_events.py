@@ -23,7 +23,8 @@ from otel_kafka_events.arq import (
     make_on_job_start,
     publish_queue_stats,
 )
-from otel_kafka_events.testing import LocalKafkaStack, RedisServer, consume_events
+from otel_kafka_events.testing import consume_events
+from otel_kafka_events_devstack import LocalKafkaStack, RedisServer
 
 from .conftest import ManagerFactory
 

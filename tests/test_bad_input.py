@@ -26,7 +26,7 @@ from otel_kafka_events import (
     UnsupportedAvroSchemaError,
 )
 from otel_kafka_events.errors import EventPayloadError, EventTooLargeError
-from otel_kafka_events.testing import LocalKafkaStack
+from otel_kafka_events_devstack import LocalKafkaStack
 
 from .broker_support import capabilities
 from .test_reliability_delivery import read_all

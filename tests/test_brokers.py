@@ -22,16 +22,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import TopicAlreadyExistsError, UnknownError
 from aiokafka.structs import ConsumerRecord
 
-from otel_kafka_events.testing._broker_base import SubprocessBroker
-from otel_kafka_events.testing._noida import NoidaBroker
-from otel_kafka_events.testing._registry import LocalSchemaRegistry
-from otel_kafka_events.testing._stack import (
+from otel_kafka_events_devstack._broker_base import SubprocessBroker
+from otel_kafka_events_devstack._noida import NoidaBroker
+from otel_kafka_events_devstack._registry import LocalSchemaRegistry
+from otel_kafka_events_devstack._stack import (
     BROKER_ENV_VAR,
     LocalKafkaStack,
     create_topic,
     make_broker,
 )
-from otel_kafka_events.testing._tansu import TansuBroker
+from otel_kafka_events_devstack._tansu import TansuBroker
 
 from .broker_support import only_in_leg
 
@@ -269,7 +269,7 @@ def test_broker_started_from_a_finished_thread_keeps_running() -> None:
 _CHILD = textwrap.dedent(
     """
     import sys, time
-    from otel_kafka_events.testing._stack import make_broker
+    from otel_kafka_events_devstack._stack import make_broker
 
     broker = make_broker(sys.argv[1])
     broker.start()

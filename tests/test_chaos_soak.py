@@ -28,8 +28,8 @@ from otel_kafka_events import (
     OverflowPolicy,
 )
 from otel_kafka_events.errors import EventManagerClosedError, NotAcknowledgedError
-from otel_kafka_events.testing import LocalKafkaStack
-from otel_kafka_events.testing._broker_base import SubprocessBroker
+from otel_kafka_events_devstack import LocalKafkaStack
+from otel_kafka_events_devstack._broker_base import SubprocessBroker
 
 from .broker_support import capabilities
 from .tcp_proxy import TcpProxy

@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
     """
     import asyncio, gc, os, signal, sys
     from otel_kafka_events import EventPayload, KafkaEventManager
-    from otel_kafka_events.testing import LocalKafkaStack, make_broker
+    from otel_kafka_events_devstack import LocalKafkaStack, make_broker
 
     class Ping(EventPayload):
         n: int

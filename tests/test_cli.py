@@ -28,7 +28,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from otel_kafka_events import EventPayload, KafkaEventManager, TelemetryOptions
 from otel_kafka_events._cli import cli
 from otel_kafka_events._version import __version__
-from otel_kafka_events.testing import EventsTopic, LocalKafkaStack
+from otel_kafka_events.testing import EventsTopic
+from otel_kafka_events_devstack import LocalKafkaStack
 
 from .broker_support import BROKER_KIND, capabilities
 

@@ -29,7 +29,7 @@ from otel_kafka_events._encoding._codec import (
 )
 from otel_kafka_events._encoding._event_type import EventType
 from otel_kafka_events.errors import EventPayloadError
-from otel_kafka_events.testing import LocalSchemaRegistry
+from otel_kafka_events_devstack import LocalSchemaRegistry
 
 TOPIC = "test.events.codec_app"
 

@@ -30,7 +30,7 @@ from otel_kafka_events import (
     metrics_configuration_factory,
 )
 from otel_kafka_events.errors import BrokerUnavailableError
-from otel_kafka_events.testing import LocalKafkaStack
+from otel_kafka_events_devstack import LocalKafkaStack
 
 from .broker_support import capabilities
 

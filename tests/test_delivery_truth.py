@@ -43,7 +43,7 @@ from otel_kafka_events.errors import (
     EventRejectedError,
     IncompatibleSchemaError,
 )
-from otel_kafka_events.testing import LocalKafkaStack, LocalSchemaRegistry
+from otel_kafka_events_devstack import LocalKafkaStack, LocalSchemaRegistry
 
 from .broker_support import BROKER_KIND
 from .tcp_proxy import TcpProxy

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 import structlog
 
-from otel_kafka_events.testing import LocalKafkaStack, OtlpReceiver
-from otel_kafka_events.testing._apicurio import (
+from otel_kafka_events_devstack import LocalKafkaStack, OtlpReceiver
+from otel_kafka_events_devstack._apicurio import (
     APICURIO_VERSION,
     _cached,
     apicurio_cache_dir,

@@ -27,7 +27,7 @@ from types import ModuleType
 
 import pytest
 
-from otel_kafka_events.testing import LocalKafkaStack
+from otel_kafka_events_devstack import LocalKafkaStack
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -19,7 +19,8 @@ from otel_kafka_events import (
     SchemaManagerSettings,
 )
 from otel_kafka_events.config import KafkaConnectionSettings
-from otel_kafka_events.testing import LocalKafkaStack, consume_events
+from otel_kafka_events.testing import consume_events
+from otel_kafka_events_devstack import LocalKafkaStack
 
 from .broker_support import requires
 from .conftest import TOPIC_PREFIX, unique_application

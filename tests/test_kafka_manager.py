@@ -37,7 +37,7 @@ from otel_kafka_events import (
 from otel_kafka_events._encoding._codec import split_confluent_frame
 from otel_kafka_events._encoding._registry import HttpSchemaRegistry
 from otel_kafka_events.errors import EventManagerClosedError, IncompatibleSchemaError
-from otel_kafka_events.testing import LocalKafkaStack
+from otel_kafka_events_devstack import LocalKafkaStack
 
 from .broker_support import requires
 from .conftest import TOPIC_PREFIX, ManagerFactory

@@ -17,8 +17,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from otel_kafka_events import EventPayload, KafkaEventManager
 from otel_kafka_events.config import KafkaMetricsConfiguration
 from otel_kafka_events.errors import BrokerUnavailableError
-from otel_kafka_events.testing import LocalSchemaRegistry
-from otel_kafka_events.testing._apache_kafka import ApacheKafkaBroker, find_java
+from otel_kafka_events_devstack import LocalSchemaRegistry
+from otel_kafka_events_devstack._apache_kafka import ApacheKafkaBroker, find_java
 
 from .broker_support import only_in_leg
 

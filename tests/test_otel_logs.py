@@ -40,7 +40,7 @@ from otel_kafka_events import (
     TelemetryOptions,
     decode,
 )
-from otel_kafka_events.testing import LocalKafkaStack, OtlpReceiver
+from otel_kafka_events_devstack import LocalKafkaStack, OtlpReceiver
 
 from .conftest import ManagerFactory
 

@@ -56,7 +56,7 @@ from otel_kafka_events import (
     TelemetryOptions,
 )
 from otel_kafka_events.otel import extract_context, headers_to_carrier, process_span
-from otel_kafka_events.testing import LocalKafkaStack
+from otel_kafka_events_devstack import LocalKafkaStack
 
 from .conftest import ManagerFactory
 

@@ -27,7 +27,7 @@ from otel_kafka_events import (
     decode,
 )
 from otel_kafka_events.errors import EventBufferFullError, EventTooLargeError
-from otel_kafka_events.testing import LocalKafkaStack
+from otel_kafka_events_devstack import LocalKafkaStack
 
 from .conftest import TOPIC_PREFIX, ManagerFactory, unique_application
 

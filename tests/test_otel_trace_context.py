@@ -24,7 +24,7 @@ from otel_kafka_events import (
     TracedEventMetadata,
     decode,
 )
-from otel_kafka_events.testing import LocalKafkaStack
+from otel_kafka_events_devstack import LocalKafkaStack
 
 from .conftest import ManagerFactory
 

@@ -46,10 +46,10 @@ from otel_kafka_events import (
 from otel_kafka_events._telemetry._logs import EventLogEmitter
 from otel_kafka_events.config import KafkaConnectionSettings, KafkaSecurityProtocol
 from otel_kafka_events.otel import KafkaLogRecordExporter
-from otel_kafka_events.testing import OtlpReceiver, TansuBroker
-from otel_kafka_events.testing._otelcol import KafkaLogsSource, OtelCollector
-from otel_kafka_events.testing._process import find_free_port
-from otel_kafka_events.testing._stack import LocalKafkaStack
+from otel_kafka_events_devstack import OtlpReceiver, TansuBroker
+from otel_kafka_events_devstack._otelcol import KafkaLogsSource, OtelCollector
+from otel_kafka_events_devstack._process import find_free_port
+from otel_kafka_events_devstack._stack import LocalKafkaStack
 
 from .conftest import ManagerFactory, unique_application
 from .peers import require_collector

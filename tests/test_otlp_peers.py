@@ -38,8 +38,8 @@ from otel_kafka_events import (
     NoopEventManager,
     TelemetryOptions,
 )
-from otel_kafka_events.testing import OtlpReceiver
-from otel_kafka_events.testing._otlp import ReceivedLog
+from otel_kafka_events_devstack import OtlpReceiver
+from otel_kafka_events_devstack._otlp import ReceivedLog
 
 from .conftest import TOPIC_PREFIX, ManagerFactory, unique_application
 

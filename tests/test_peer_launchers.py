@@ -21,14 +21,14 @@ from opentelemetry.proto.logs.v1.logs_pb2 import (
     SeverityNumber,
 )
 
-from otel_kafka_events.testing import _apicurio, _java
-from otel_kafka_events.testing._apicurio import ApicurioRegistry
-from otel_kafka_events.testing._otelcol import (
+from otel_kafka_events_devstack import _apicurio, _java
+from otel_kafka_events_devstack._apicurio import ApicurioRegistry
+from otel_kafka_events_devstack._otelcol import (
     KafkaLogsSource,
     OtelCollector,
     read_exported_logs,
 )
-from otel_kafka_events.testing._stack import LocalKafkaStack
+from otel_kafka_events_devstack._stack import LocalKafkaStack
 
 from .peers import require_collector
 

@@ -22,7 +22,7 @@ from schema_registry.client import (
 )
 from schema_registry.client.errors import ClientError
 
-from otel_kafka_events.testing._registry import LocalSchemaRegistry
+from otel_kafka_events_devstack._registry import LocalSchemaRegistry
 
 
 def record(*fields: dict[str, Any], name: str = "Order") -> dict[str, Any]:

@@ -18,7 +18,7 @@ from otel_kafka_events import (
 )
 from otel_kafka_events.config import KafkaConnectionSettings
 from otel_kafka_events.errors import SchemaRegistryError
-from otel_kafka_events.testing import LocalKafkaStack, LocalSchemaRegistry
+from otel_kafka_events_devstack import LocalKafkaStack, LocalSchemaRegistry
 
 from .broker_support import capabilities
 from .conftest import TOPIC_PREFIX, unique_application

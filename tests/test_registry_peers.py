@@ -18,7 +18,7 @@ from schema_registry.client import AsyncSchemaRegistryClient
 from otel_kafka_events import EventDecoder, EventPayload, KafkaEventManager, decode
 from otel_kafka_events._encoding._codec import split_confluent_frame
 from otel_kafka_events.errors import IncompatibleSchemaError
-from otel_kafka_events.testing import LocalKafkaStack
+from otel_kafka_events_devstack import LocalKafkaStack
 
 from .conftest import ManagerFactory
 from .peers import RegistryPeer

@@ -39,7 +39,7 @@ from otel_kafka_events.errors import (
     EventPayloadError,
     EventTooLargeError,
 )
-from otel_kafka_events.testing import (
+from otel_kafka_events_devstack import (
     LocalBroker,
     LocalKafkaStack,
     LocalSchemaRegistry,
@@ -69,7 +69,7 @@ def new_broker(port: int = 0) -> LocalBroker:
         return NoidaBroker(port=port)
     if BROKER_KIND == "kafka":
         # Imported lazily, like the testing package does: it needs a JVM.
-        from otel_kafka_events.testing._apache_kafka import ApacheKafkaBroker
+        from otel_kafka_events_devstack._apache_kafka import ApacheKafkaBroker
 
         return ApacheKafkaBroker(port=port)
     return TansuBroker(port=port)

@@ -35,10 +35,7 @@ from otel_kafka_events.errors import (
     IncompatibleSchemaError,
     SchemaRegistryError,
 )
-from otel_kafka_events.testing import (
-    LocalKafkaStack,
-    LocalSchemaRegistry,
-)
+from otel_kafka_events_devstack import LocalKafkaStack, LocalSchemaRegistry
 
 from .broker_support import requires
 from .test_reliability_delivery import (

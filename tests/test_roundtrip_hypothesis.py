@@ -39,7 +39,7 @@ from otel_kafka_events import (
 from otel_kafka_events._encoding._event_type import EventType
 from otel_kafka_events._encoding._registry import make_registry_client
 from otel_kafka_events.errors import EventPayloadError
-from otel_kafka_events.testing import LocalKafkaStack, LocalSchemaRegistry
+from otel_kafka_events_devstack import LocalKafkaStack, LocalSchemaRegistry
 
 from .broker_support import capabilities
 from .test_reliability_delivery import read_all

@@ -12,7 +12,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from otel_kafka_events import EventPayload, decode
 from otel_kafka_events.otel import add_trace_context
-from otel_kafka_events.testing import LocalKafkaStack
+from otel_kafka_events_devstack import LocalKafkaStack
 
 from .conftest import ManagerFactory
 

@@ -24,7 +24,7 @@ from otel_kafka_events.config import (
     KafkaSecurityProtocol,
     SchemaManagerSettings,
 )
-from otel_kafka_events.testing import LocalBroker, LocalKafkaStack, LocalSchemaRegistry
+from otel_kafka_events_devstack import LocalBroker, LocalKafkaStack, LocalSchemaRegistry
 
 __all__ = [
     "BrokerContainer",

@@ -3,25 +3,97 @@
 Every command runs through `_Group.invoke`, which turns the failures a user
 can fix (see `explain`) into one line on stderr and a non-zero exit status,
 and Ctrl-C into a quiet exit.
+
+Besides its own commands, the group runs those that installed distributions
+register under the `COMMANDS_GROUP` entry-point group: the development stack
+(``otel-kafka-events-devstack``) adds ``stack`` and ``demo`` there. They are
+loaded on first use, so that ``import otel_kafka_events._cli`` stays cheap
+and a command module may import this package.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from typing import Any
 
 import click
 
 from .._version import __version__
 from ._console import err
-from ._errors import explain
+from ._errors import CliError, explain
 
-__all__ = ["cli", "main"]
+__all__ = ["COMMANDS_GROUP", "cli", "main"]
+
+COMMANDS_GROUP = "otel_kafka_events.commands"
+"""The entry-point group whose entries are Click commands of this group."""
+
+DEVSTACK = "otel-kafka-events-devstack"
+"""The distribution that brings the ``stack`` and ``demo`` commands."""
+
+_DEVSTACK_COMMANDS = ("stack", "demo")
+_INSTALL_DEVSTACK = f"pip install 'otel-kafka-events[testing]' (or {DEVSTACK})"
+
+
+def _unavailable(name: str, cause: str) -> click.Command:
+    """A stand-in for a command that could not be loaded: running it says why.
+
+    It takes any arguments, ``--help`` included, so that the one line
+    naming what to install is what the user sees.
+    """
+
+    def fail() -> None:
+        raise CliError(cause, _INSTALL_DEVSTACK, exit_code=2)
+
+    return click.Command(
+        name,
+        callback=fail,
+        help=f"(not installed: needs {DEVSTACK})",
+        add_help_option=False,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
 
 
 class _Group(click.Group):
-    """A group that reports expected failures as one line, not a traceback."""
+    """A group that reports expected failures as one line, not a traceback,
+    and adds the commands of other distributions on first use."""
+
+    _plugins_loaded = False
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for entry in metadata.entry_points(group=COMMANDS_GROUP):
+            if entry.name in self.commands:
+                continue  # a built-in command is never replaced
+            try:
+                command = entry.load()
+            except Exception as exc:
+                # A broken plugin must not take the other commands down.
+                self.add_command(
+                    _unavailable(
+                        entry.name,
+                        f"the {entry.name} command of {entry.value} could not be"
+                        f" loaded ({type(exc).__name__}: {exc})",
+                    ),
+                    entry.name,
+                )
+                continue
+            self.add_command(command, entry.name)
+        for name in _DEVSTACK_COMMANDS:
+            if name not in self.commands:
+                cause = f"the {name} command comes with {DEVSTACK}, not installed"
+                self.add_command(_unavailable(name, cause))
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugins()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._load_plugins()
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         context: dict[str, Any] = ctx.ensure_object(dict)
@@ -49,12 +121,10 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from ._demo import demo
     from ._registry import check, schema, subjects
-    from ._stack import stack
     from ._tail import tail
 
-    for command in (stack, tail, schema, subjects, check, demo):
+    for command in (tail, schema, subjects, check):
         cli.add_command(command)
 
 

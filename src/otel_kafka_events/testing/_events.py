@@ -10,11 +10,32 @@ each record through the registry.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._encoding._records import DecodedRecord, RecordDecoder
-from ._stack import LocalKafkaStack
 
-__all__ = ["EventsTopic", "consume_events"]
+if TYPE_CHECKING:
+    from aiokafka.structs import ConsumerRecord
+
+__all__ = ["EventsTopic", "ReadableStack", "consume_events"]
+
+
+class ReadableStack(Protocol):
+    """A broker and registry to read events back from.
+
+    ``LocalKafkaStack`` of ``otel-kafka-events-devstack`` is one.
+    """
+
+    @property
+    def registry_url(self) -> str:
+        """Base URL of the schema registry holding the schemas."""
+        ...
+
+    async def consume(
+        self, topic: str, count: int, timeout: float = ...
+    ) -> list[ConsumerRecord[Any, Any]]:
+        """The first ``count`` records of ``topic``, from the beginning."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -39,7 +60,7 @@ class EventsTopic:
 
 
 async def consume_events(
-    stack: LocalKafkaStack, topic: str, count: int, *, timeout: float = 10.0
+    stack: ReadableStack, topic: str, count: int, *, timeout: float = 10.0
 ) -> list[DecodedRecord]:
     """Read the first ``count`` records of ``topic`` and decode them.
 

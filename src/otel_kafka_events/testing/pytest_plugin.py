@@ -4,6 +4,11 @@ Enable in a ``conftest.py``::
 
     pytest_plugins = ["otel_kafka_events.testing.pytest_plugin"]
 
+The fixtures that need a broker start one with
+``otel-kafka-events-devstack``, which the ``testing`` extra installs; it is
+imported only when such a fixture is used, and without it the fixture fails
+with one line saying what to install.
+
 Fixtures
 --------
 local_kafka_stack
@@ -40,16 +45,19 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
 
 from .._encoding._records import DecodedRecord
 from .._manager import MockEventManager
-from ._environment import stack_environment
 from ._events import EventsTopic
 from ._events import consume_events as _consume_events
-from ._stack import LocalKafkaStack
+
+if TYPE_CHECKING:
+    from otel_kafka_events_devstack import LocalKafkaStack
 
 __all__ = [
     "consume_events",
@@ -66,6 +74,22 @@ EVENTS_TOPIC_PREFIX = "test.events"
 
 ConsumeEvents = Callable[..., Awaitable[list[DecodedRecord]]]
 
+DEVSTACK_MISSING = (
+    "the local Kafka stack comes with otel-kafka-events-devstack, which is not"
+    " installed: pip install 'otel-kafka-events[testing]'"
+    " (or otel-kafka-events-devstack)"
+)
+"""The one line a fixture that needs a broker fails with, without it."""
+
+
+def _devstack() -> ModuleType:
+    """``otel_kafka_events_devstack``, or fail the test saying what to install."""
+    try:
+        import otel_kafka_events_devstack
+    except ImportError as exc:
+        pytest.fail(f"{DEVSTACK_MISSING} ({exc})", pytrace=False)
+    return otel_kafka_events_devstack
+
 
 @pytest.fixture(scope="session")
 def local_kafka_stack() -> Iterator[LocalKafkaStack]:
@@ -74,7 +98,7 @@ def local_kafka_stack() -> Iterator[LocalKafkaStack]:
     Started from the main thread on purpose: the broker process is tied to
     the lifetime of the thread that starts it.
     """
-    with LocalKafkaStack() as stack:
+    with _devstack().LocalKafkaStack() as stack:
         yield stack
 
 
@@ -83,7 +107,7 @@ def local_kafka_env(
     local_kafka_stack: LocalKafkaStack, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, str]:
     """The stack's connection settings, set in the environment for one test."""
-    environment = stack_environment(
+    environment: dict[str, str] = _devstack().stack_environment(
         local_kafka_stack.bootstrap_servers,
         local_kafka_stack.registry_url,
         idempotent_producer=local_kafka_stack.broker.capabilities.idempotent_producer,

@@ -9,7 +9,8 @@ from typing import Any
 from sample_shop import Shop
 
 from otel_kafka_events import KafkaEventManager, MockEventManager, MockEventPublisher
-from otel_kafka_events.testing import EventsTopic, LocalKafkaStack
+from otel_kafka_events.testing import EventsTopic
+from otel_kafka_events_devstack import LocalKafkaStack
 
 
 async def test_checkout_reaches_kafka(

@@ -2,8 +2,9 @@
 
 Starts the local stack (a broker and `LocalSchemaRegistry` on 127.0.0.1),
 publishes events inside an OpenTelemetry span, reads them back from Kafka,
-decodes them through the registry and prints them. It needs the ``testing``
-and ``otel`` extras and stops everything it started.
+decodes them through the registry and prints them. It needs the OpenTelemetry
+SDK (the ``otel`` extra of otel-kafka-events) and stops everything it
+started.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from datetime import timedelta
 import click
 from pydantic import BaseModel
 
-from .. import EventPayload, KafkaEventManager, TelemetryOptions
-from .._encoding._records import RecordDecoder
-from ._console import err, out
-from ._errors import CliError
-from ._running import run
+from otel_kafka_events import EventPayload, KafkaEventManager, TelemetryOptions
+from otel_kafka_events._cli import CliError, err, out, run
+from otel_kafka_events.testing import consume_events
+
+from ._stack import BROKER_KINDS, LocalKafkaStack
 
 __all__ = ["demo"]
 
@@ -63,11 +64,9 @@ async def run_demo(broker: str, count: int) -> bool:
     try:
         from opentelemetry import trace
         from opentelemetry.sdk.trace import TracerProvider
-
-        from ..testing import LocalKafkaStack
     except ImportError as exc:
         raise CliError(
-            f"the demo needs the testing and otel extras ({exc})",
+            f"the demo needs the OpenTelemetry SDK ({exc})",
             "pip install 'otel-kafka-events[testing,otel]'",
         ) from exc
 
@@ -108,10 +107,12 @@ async def run_demo(broker: str, count: int) -> bool:
         out.print(f"Published {count} events in trace {trace_id}")
         out.print(f"Undelivered: {undelivered}")
         out.print(f"Subject: {manager.subject_for('query_completed')}")
-        records = await stack.consume(manager.topic, count, timeout=30) if count else []
-        decoder = RecordDecoder(stack.registry_url)
-        for record in records:
-            decoded = await decoder.decode(record)
+        records = (
+            await consume_events(stack, manager.topic, count, timeout=30)
+            if count
+            else []
+        )
+        for decoded in records:
             out.print(
                 f"offset {decoded.offset}: trace {decoded.trace_id}\n"
                 + json.dumps(decoded.to_json()["value"], indent=2),
@@ -127,7 +128,7 @@ async def run_demo(broker: str, count: int) -> bool:
 @click.command()
 @click.option(
     "--broker",
-    type=click.Choice(["tansu", "noida", "kafka"]),
+    type=click.Choice(BROKER_KINDS),
     default="tansu",
     show_default=True,
     help="Local broker to start.",

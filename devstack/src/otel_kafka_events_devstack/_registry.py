@@ -2,11 +2,11 @@
 
 `LocalSchemaRegistry` serves the subset of the Confluent Schema Registry REST
 API that ``python-schema-registry-client`` uses, over a real HTTP socket on
-127.0.0.1. What it stores and how it judges compatibility is the runtime's
-pure `SchemaStore` (Apache Avro's own reader/writer checker), so verdicts
-match what a real registry would say for the usual schema evolutions; this
-module only maps requests onto the store and its answers back to JSON.
-"""
+127.0.0.1. What it stores and how it judges compatibility (Apache Avro's own
+reader/writer checker) is the runtime's pure `SchemaStore`, from
+``otel_kafka_events.testing``, so verdicts match what a real registry would
+say for the usual schema evolutions; this module only maps requests onto the
+store and its answers back to JSON."""
 
 from __future__ import annotations
 
@@ -21,16 +21,16 @@ from types import TracebackType
 from typing import Any, Self, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ._lifecycle import StartStop
-from ._schema_store import (
-    COMPATIBILITY_LEVELS,
+from otel_kafka_events.testing._schema_store import (
     SchemaStore,
     SchemaStoreError,
     SchemaVersion,
     compatibility_level,
 )
 
-__all__ = ["COMPATIBILITY_LEVELS", "LocalSchemaRegistry"]
+from ._lifecycle import StartStop
+
+__all__ = ["LocalSchemaRegistry"]
 
 
 _CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"

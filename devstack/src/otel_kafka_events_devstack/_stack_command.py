@@ -21,9 +21,10 @@ from typing import Any
 
 import click
 
-from ._console import err, out
-from ._errors import CliError
-from ._settings import EventSettings
+from otel_kafka_events._cli import CliError, EventSettings, err, out
+
+from ._environment import stack_environment
+from ._stack import BROKER_KINDS, LocalKafkaStack
 
 __all__ = ["stack"]
 
@@ -99,7 +100,7 @@ def _topics(
 @click.command()
 @click.option(
     "--broker",
-    type=click.Choice(["tansu", "noida", "kafka"]),
+    type=click.Choice(BROKER_KINDS),
     default="tansu",
     show_default=True,
     help="Broker to run (kafka needs Java 17 and Maven).",
@@ -141,13 +142,6 @@ def stack(
     METRICS_APPLICATION), prints the environment lines a service needs to
     publish to them, and stops everything on Ctrl-C or SIGTERM.
     """
-    try:
-        from ..testing import LocalKafkaStack, stack_environment
-    except ImportError as exc:
-        raise CliError(
-            f"the local stack needs the testing extra ({exc})",
-            "pip install 'otel-kafka-events[testing]'",
-        ) from exc
     settings = EventSettings()
     if not applications and (from_env := os.environ.get("METRICS_APPLICATION")):
         applications = (from_env,)
@@ -195,7 +189,7 @@ def stack(
 
 def _start_receiver() -> Any:
     try:
-        from ..testing import OtlpReceiver
+        from ._otlp import OtlpReceiver
     except ImportError as exc:
         raise CliError(
             f"--otlp needs the otel extra ({exc})",

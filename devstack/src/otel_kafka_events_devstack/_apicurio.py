@@ -9,7 +9,7 @@ and run with a Java 21+ runtime found on the machine (`find_java_at_least`).
 
 Fetch it ahead of the tests (as ``.ci/run`` does) with::
 
-    python -m otel_kafka_events.testing._apicurio fetch
+    python -m otel_kafka_events_devstack._apicurio fetch
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .._encoding._registry import COMPATIBILITY_LEVELS
+from otel_kafka_events.testing._schema_store import COMPATIBILITY_LEVELS
+
 from ._java import JavaRuntime, describe_java_search, find_java_at_least
 from ._maven import DEPENDENCY_PLUGIN, locked, output_tail, run_maven
 from ._process import find_free_port
@@ -302,13 +303,13 @@ class ApicurioRegistry(ServerProcess):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m otel_kafka_events.testing._apicurio fetch``.
+    """``python -m otel_kafka_events_devstack._apicurio fetch``.
 
     Resolves the distribution into the cache and prints the cache folder;
     with ``--check-java`` also fails (exit code 2) when no Java 21+ is found.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m otel_kafka_events.testing._apicurio",
+        prog="python -m otel_kafka_events_devstack._apicurio",
         description="Manage the Apicurio Registry used by the tests.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
