@@ -476,8 +476,7 @@ class ApacheKafkaBroker(SubprocessBroker):
         self._heap = tuple(heap)
         self.version = version
         # The other listeners' ports, picked together with the PLAINTEXT one
-        # and kept with it (see _command).
-        self._ports_for: int | None = None
+        # and kept with it (see _choose_ports).
         self._controller_port = 0
         self._sasl_port = 0
         self._ssl_port = 0
@@ -547,16 +546,15 @@ class ApacheKafkaBroker(SubprocessBroker):
             raise RuntimeError("the Apache Kafka broker needs 'java' (17+) on PATH")
         return java, resolve_kafka_classpath(self.version)
 
-    def _command(self, port: int, workdir: Path) -> list[str]:
+    def _choose_ports(self) -> None:
+        super()._choose_ports()
+        self._controller_port = find_free_port()
+        self._sasl_port = find_free_port() if self._scram_users else 0
+        self._ssl_port = find_free_port() if self._ssl else 0
+
+    def _command(self, workdir: Path) -> list[str]:
         java, jars = self._java_and_jars()
         classpath = os.pathsep.join(map(str, jars))
-        if self._ports_for != port:
-            # A new PLAINTEXT port means the base class is still retrying
-            # after a port clash, before any client saw an address.
-            self._controller_port = find_free_port()
-            self._sasl_port = find_free_port() if self._scram_users else 0
-            self._ssl_port = find_free_port() if self._ssl else 0
-            self._ports_for = port
         if self._ssl and not (workdir / "ca.pem").is_file():
             _write_tls_files(workdir)
         self._ca_path = workdir / "ca.pem" if self._ssl else None
@@ -564,7 +562,7 @@ class ApacheKafkaBroker(SubprocessBroker):
         config = workdir / "server.properties"
         # Rewritten on every start: the ports may differ after a retry, and
         # nothing in it is tied to the formatted data.
-        config.write_text(self._server_properties(port, workdir))
+        config.write_text(self._server_properties(self.port, workdir))
         jvm = [
             java,
             *self._heap,

@@ -83,7 +83,7 @@ class NoidaBroker(SubprocessBroker):
     # Logged once every service listens; a port in use makes noida-db exit 1.
     ready_marker = "press Ctrl-C to stop"
 
-    def _command(self, port: int, workdir: Path) -> list[str]:
+    def _command(self, workdir: Path) -> list[str]:
         return [
             str(noida_binary()),
             "start",
@@ -92,7 +92,7 @@ class NoidaBroker(SubprocessBroker):
             "--host",
             "127.0.0.1",
             "--kafka-port",
-            str(port),
+            str(self.port),
             "--data-dir",
             str(workdir),
         ]

@@ -212,6 +212,7 @@ class OtelCollector(ServerProcess):
     """
 
     name = "otelcol"
+    ready_marker = _READY_MARKER
 
     def __init__(
         self,
@@ -359,9 +360,6 @@ class OtelCollector(ServerProcess):
             if name.startswith("OTEL_") and not name.startswith("OTEL_KAFKA_EVENTS"):
                 env.pop(name)
         return env
-
-    def _is_ready(self, log: str) -> bool:
-        return _READY_MARKER in log
 
     def stop(self) -> None:
         """Stop the collector (its file exporter flushes on the way out) and

@@ -1,4 +1,4 @@
-"""Child-process helpers shared by the local brokers.
+"""Child-process helpers shared by every local server.
 
 Every server started for tests must die with the process that started it, even
 when that process is killed without running its ``finally`` blocks. On Linux
@@ -9,16 +9,26 @@ the child asks the kernel for ``SIGKILL`` when its parent exits
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import ctypes
+import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO
 
-__all__ = ["find_free_port", "kill_with_parent", "track_process", "wait_for_port"]
+__all__ = [
+    "find_free_port",
+    "kill_with_parent",
+    "spawn_process",
+    "track_process",
+    "wait_for_port",
+]
 
 _PR_SET_PDEATHSIG = 1
 _live_processes: weakref.WeakSet[subprocess.Popen[bytes]] = weakref.WeakSet()
@@ -45,6 +55,60 @@ def _kill_leftovers() -> None:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+_spawner_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_spawner_lock = threading.Lock()
+
+
+def _spawner() -> concurrent.futures.ThreadPoolExecutor:
+    """The thread that starts child processes when not on the main thread.
+
+    ``PR_SET_PDEATHSIG`` (see `kill_with_parent`) fires when the *thread* that
+    forked the child exits, not the process. A server started from a
+    short-lived thread, such as an ``asyncio.to_thread`` worker whose event
+    loop has since closed, would be killed under a running test. This one
+    thread lives until interpreter exit.
+    """
+    global _spawner_pool
+    with _spawner_lock:
+        if _spawner_pool is None:
+            _spawner_pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="devstack-spawner"
+            )
+        return _spawner_pool
+
+
+def spawn_process(
+    argv: Sequence[str],
+    *,
+    log: IO[bytes],
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a child that dies with this process and is killed at exit.
+
+    Output goes to ``log``. The child gets its own session so that a Ctrl-C in
+    the terminal reaches only the test runner, which then stops it in order.
+    """
+
+    def popen() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            preexec_fn=kill_with_parent,
+            start_new_session=True,
+        )
+        track_process(process)
+        return process
+
+    if threading.current_thread() is threading.main_thread():
+        return popen()
+    return _spawner().submit(popen).result()
 
 
 def find_free_port() -> int:

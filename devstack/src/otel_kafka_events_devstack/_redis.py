@@ -49,6 +49,7 @@ class RedisServer(ServerProcess):
     """
 
     name = "redis"
+    ready_marker = "Ready to accept connections"
 
     def __init__(self, *, start_timeout: float = 20.0, stop_timeout: float = 5.0):
         super().__init__(start_timeout=start_timeout, stop_timeout=stop_timeout)
@@ -74,9 +75,6 @@ class RedisServer(ServerProcess):
             "--protected-mode",
             "yes",
         ]
-
-    def _is_ready(self, log: str) -> bool:
-        return "Ready to accept connections" in log
 
     @property
     def url(self) -> str:

@@ -85,8 +85,8 @@ class TansuBroker(SubprocessBroker):
     # and a failed bind makes Tansu panic yet exit with status 0.
     ready_marker = "ready in"
 
-    def _command(self, port: int, workdir: Path) -> list[str]:
-        url = f"tcp://127.0.0.1:{port}"
+    def _command(self, workdir: Path) -> list[str]:
+        url = f"tcp://127.0.0.1:{self.port}"
         return [
             str(tansu_binary()),
             "broker",
