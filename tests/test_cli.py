@@ -31,7 +31,7 @@ from otel_kafka_events._version import __version__
 from otel_kafka_events.testing import EventsTopic
 from otel_kafka_events_devstack import LocalKafkaStack
 
-from .broker_support import BROKER_KIND, capabilities
+from .broker_support import capabilities
 
 pytestmark = pytest.mark.integration
 
@@ -152,21 +152,6 @@ def test_python_dash_m_runs_the_same_command() -> None:
     assert completed.returncode == 0, completed.stderr
     for command in ("stack", "tail", "schema", "subjects", "check", "demo"):
         assert command in completed.stdout
-
-
-def test_demo_refuses_a_negative_count() -> None:
-    result = invoke("demo", "--count", "-1")
-    assert result.exit_code == 2
-    assert "-1 is not in the range x>=0" in result.stderr
-
-
-def test_demo_prints_its_topic() -> None:
-    result = invoke("demo", "--count", "2", "--broker", BROKER_KIND)
-    assert result.exit_code == 0, (result.stdout, result.stderr)
-    assert "Topic otel_kafka_events.examples.demo" in result.stdout
-    assert "Published 2 events" in result.stdout
-    assert result.stdout.count('"username"') == 2
-    assert "Demo finished" in result.stdout
 
 
 # -- tail --------------------------------------------------------------------------

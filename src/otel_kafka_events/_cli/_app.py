@@ -19,6 +19,7 @@ from importlib import metadata
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from .._version import __version__
 from ._console import err
@@ -106,7 +107,8 @@ class _Group(click.Group):
             failure = explain(exc, context)
             if failure is None:
                 raise
-            err.print(f"[bold red]error:[/] {failure.line()}", highlight=False)
+            # Escaped: "otel-kafka-events[testing]" is not Rich markup.
+            err.print(f"[bold red]error:[/] {escape(failure.line())}", highlight=False)
             ctx.exit(failure.exit_code)
 
 

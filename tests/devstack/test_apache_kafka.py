@@ -33,7 +33,7 @@ from otel_kafka_events_devstack._apache_kafka import (
     find_java,
 )
 
-from .broker_support import only_in_leg
+from ..broker_support import only_in_leg
 
 pytestmark = [
     pytest.mark.integration,

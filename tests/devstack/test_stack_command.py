@@ -26,11 +26,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .broker_support import BROKER_KIND, capabilities
+from ..broker_support import BROKER_KIND, capabilities
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 APPLICATIONS = ("tapservice", "shop")
 TOPIC_PREFIX = "lsst.square.metrics.events"
 
