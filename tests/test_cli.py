@@ -1,8 +1,9 @@
 """The ``otel-kafka-events`` commands, end to end against the local stack.
 
 Commands run in-process through Click's runner (``python -m`` and the
-long-running ``stack`` run as subprocesses in test_cli_stack.py); events are
-published by a real `KafkaEventManager` and read back by the commands.
+long-running ``stack`` run as subprocesses in
+devstack/test_stack_command.py); events are published by a real
+`KafkaEventManager` and read back by the commands.
 Error paths check for one line naming the cause and no traceback.
 """
 

@@ -1,7 +1,7 @@
 """The README's FastAPI snippet runs as written against the local stack.
 
 (The publishing snippet runs against ``otel-kafka-events stack`` in
-``test_cli_stack.py``.) The FastAPI snippet uses the publishing snippet's
+``devstack/test_stack_command.py``.) The FastAPI snippet uses the publishing snippet's
 payload class, as a reader who follows the README would.
 """
 

@@ -68,7 +68,7 @@ def new_broker(port: int = 0) -> LocalBroker:
     if BROKER_KIND == "noida":
         return NoidaBroker(port=port)
     if BROKER_KIND == "kafka":
-        # Imported lazily, like the testing package does: it needs a JVM.
+        # Imported lazily, like the devstack does: it needs a JVM.
         from otel_kafka_events_devstack._apache_kafka import ApacheKafkaBroker
 
         return ApacheKafkaBroker(port=port)
