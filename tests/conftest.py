@@ -1,19 +1,26 @@
-"""Shared fixtures: the local stack (one per session) and manager factories."""
+"""Shared fixtures: the local stack (one per session) and manager factories.
+
+The layers: ``tests/unit`` (no network), ``tests/integration`` (brokers and
+registries), ``tests/peers`` (software we did not write) and
+``tests/devstack`` (the development stack itself).
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest_asyncio
 
 from otel_kafka_events import KafkaEventManager
-from otel_kafka_events_devstack import LocalKafkaStack
+
+if TYPE_CHECKING:
+    from otel_kafka_events_devstack import LocalKafkaStack
 
 from .broker_support import capabilities
 
-pytest_plugins = ["otel_kafka_events.testing.pytest_plugin", "tests.peers"]
+pytest_plugins = ["otel_kafka_events.testing.pytest_plugin", "tests.peer_support"]
 
 # A separate project with its own pytest configuration, run in a subprocess
 # by test_sample_project.py.

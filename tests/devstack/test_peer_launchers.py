@@ -30,7 +30,7 @@ from otel_kafka_events_devstack._otelcol import (
 )
 from otel_kafka_events_devstack._stack import LocalKafkaStack
 
-from ..peers import require_collector
+from ..peer_support import require_collector
 
 # -- finding Java ------------------------------------------------------------------
 

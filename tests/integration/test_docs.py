@@ -1,0 +1,158 @@
+"""Every Python sample of the documentation site runs, against a local stack.
+
+The samples of a page run in order in one namespace, with top-level
+``await``, in the environment a service gets from ``otel-kafka-events
+stack --otlp --application shop --application myapp`` (the ``metrics_env``
+fixture, `OTLP_ENDPOINT_VAR` pointing at an `OtlpReceiver`, and the topics
+of `SAMPLE_TOPICS`). A page whose samples define ``test_*`` coroutine
+functions has them called afterwards with the pytest fixtures they name, as
+pytest would. Pages that start a peer (Apicurio Registry, the Collector)
+need it installed, as the peers' own tests do.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import inspect
+import re
+import shutil
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from otel_kafka_events_devstack import LocalKafkaStack, OtlpReceiver
+from otel_kafka_events_devstack._apicurio import (
+    APICURIO_VERSION,
+    _cached,
+    apicurio_cache_dir,
+    find_apicurio_java,
+)
+
+from ..peer_support import missing_peer, require_collector
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+OTLP_ENDPOINT_VAR = "OTEL_EXPORTER_OTLP_ENDPOINT"
+
+# The fixed topics the samples publish to, as `otel-kafka-events stack
+# --application shop --application myapp` would create them.
+SAMPLE_TOPICS = ("lsst.square.metrics.events.shop", "lsst.square.metrics.events.myapp")
+
+
+def samples() -> dict[str, list[str]]:
+    return {
+        page.name: _BLOCK.findall(page.read_text())
+        for page in sorted(DOCS.glob("*.md"))
+    }
+
+
+def require_apicurio() -> None:
+    """Skip (fail under CI) unless Apicurio Registry can start here."""
+    try:
+        find_apicurio_java()
+    except RuntimeError as error:
+        missing_peer(str(error))
+    if _cached(apicurio_cache_dir(), APICURIO_VERSION) is None and not shutil.which(
+        "mvn"
+    ):
+        missing_peer("Apicurio Registry is not fetched and there is no mvn")
+
+
+def _check_otel_page(receiver: OtlpReceiver) -> None:
+    """The log record of the Options sample reached the OTLP endpoint."""
+    [record] = [
+        log
+        for log in receiver.wait_for_logs(1)
+        if log.event_name == "lsst.square.metrics.events.shop.payment_failed"
+    ]
+    assert record.severity_text == "WARN"
+    assert record.attributes["reason"] == "card declined"
+    assert len(record.trace_id) == 32
+
+
+# What a page needs before it runs, and what must hold after it ran.
+REQUIREMENTS: dict[str, list[Callable[[], None]]] = {
+    "testing.md": [require_apicurio, require_collector],
+}
+AFTERWARDS: dict[str, Callable[[OtlpReceiver], None]] = {
+    "opentelemetry.md": _check_otel_page,
+}
+
+
+def test_samples_are_found() -> None:
+    # Pages known to have samples, so that a broken pattern cannot make the
+    # parametrized test below run nothing.
+    found = {page: len(blocks) for page, blocks in samples().items()}
+    for page in ("index.md", "opentelemetry.md", "schemas.md", "testing.md"):
+        assert found[page] > 0, page
+
+
+@pytest.fixture
+def otlp_receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as receiver:
+        monkeypatch.setenv(OTLP_ENDPOINT_VAR, receiver.endpoint)
+        yield receiver
+
+
+@pytest.fixture
+async def sample_topics(
+    local_kafka_stack: LocalKafkaStack,
+) -> AsyncIterator[tuple[str, ...]]:
+    for topic in SAMPLE_TOPICS:
+        await local_kafka_stack.create_topic(topic, partitions=1)
+    yield SAMPLE_TOPICS
+    for topic in SAMPLE_TOPICS:
+        with contextlib.suppress(Exception):
+            await local_kafka_stack.delete_topic(topic)
+
+
+_PAGES = [page for page, blocks in samples().items() if blocks]
+
+
+@pytest.mark.parametrize("page", _PAGES)
+async def test_page_samples_run(
+    page: str,
+    request: pytest.FixtureRequest,
+    metrics_env: dict[str, str],
+    otlp_receiver: OtlpReceiver,
+    sample_topics: tuple[str, ...],
+) -> None:
+    for requirement in REQUIREMENTS.get(page, []):
+        requirement()
+    namespace: dict[str, Any] = {"__name__": f"docs_{page[:-3]}"}
+    blocks = samples()[page]
+    ran = 0
+    try:
+        for index, code in enumerate(blocks):
+            # dont_inherit: this module's postponed annotations must not
+            # leak into the samples (pydantic would see strings).
+            compiled = compile(
+                code,
+                f"{page}[{index}]",
+                "exec",
+                flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+                dont_inherit=True,
+            )
+            result = eval(compiled, namespace)
+            if result is not None:
+                await result
+            ran += 1
+        for name, function in list(namespace.items()):
+            if name.startswith("test_") and inspect.iscoroutinefunction(function):
+                fixtures = {
+                    argument: request.getfixturevalue(argument)
+                    for argument in inspect.signature(function).parameters
+                }
+                await asyncio.wait_for(function(**fixtures), timeout=60)
+    finally:
+        structlog.reset_defaults()
+    assert ran == len(blocks)
+    check = AFTERWARDS.get(page)
+    if check is not None:
+        check(otlp_receiver)
