@@ -1,21 +1,20 @@
 """The public surface: what a caller imports, and that each name is documented.
 
-The public modules are the package root and the modules of `PUBLIC_MODULES`;
-their ``__all__`` is the whole public surface. Docstrings and types are read
-with griffe, the library the API reference (mkdocstrings) reads them with, so
-"documented" here means what the reference shows: a name griffe finds no
-docstring for is left out of the page. `docs/api.md` is checked as source
+The public modules are the package root and the modules of `PUBLIC_MODULES`
+(tests/public_api.py); their ``__all__`` is the whole public surface.
+Docstrings and types are read with griffe, the library the API reference
+(mkdocstrings) reads them with, so "documented" here means what the
+reference shows: a name griffe finds no docstring for is left out of the
+page. `docs/api.md` is checked as source
 here; `tests/integration/test_docs.py` checks the built site.
 """
 
 from __future__ import annotations
 
 import ast
-import importlib
 import inspect
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -23,19 +22,9 @@ import pytest
 import otel_kafka_events
 from otel_kafka_events import errors
 
+from ..public_api import PUBLIC_MODULES, ROOT, module, public_names, public_paths
 from .test_safir_compat import SAFIR_METRICS_ALL
 
-ROOT = "otel_kafka_events"
-PUBLIC_MODULES = (
-    ROOT,
-    f"{ROOT}.arq",
-    f"{ROOT}.config",
-    f"{ROOT}.errors",
-    f"{ROOT}.fastapi",
-    f"{ROOT}.otel",
-    f"{ROOT}.testing",
-    f"{ROOT}.transport",
-)
 API_PAGE = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 # Safir's exceptions, which stay importable from the root (with the
@@ -61,28 +50,6 @@ OPAQUE_RETURNS = {
     # an opaque handle they pass on to a publisher's constructor.
     f"{ROOT}._manager.EventManager.event_type_for",
 }
-
-
-def module(name: str) -> ModuleType:
-    return importlib.import_module(name)
-
-
-def public_names() -> Iterator[tuple[str, str]]:
-    """Every (module, name) pair of the public surface."""
-    for module_name in PUBLIC_MODULES:
-        for name in module(module_name).__all__:
-            yield module_name, name
-
-
-def public_paths(module_name: str, name: str) -> set[str]:
-    """The dotted paths under which a public object can be imported by its
-    name: its own, and the same name in other public modules."""
-    value = getattr(module(module_name), name)
-    return {
-        f"{other}.{name}"
-        for other in PUBLIC_MODULES
-        if name in module(other).__all__ and getattr(module(other), name) is value
-    }
 
 
 def ruff_order(name: str) -> tuple[int, str]:
