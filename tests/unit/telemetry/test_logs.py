@@ -2,8 +2,9 @@
 
 Through the SDK, those ``publish`` accepted: an event that ``publish``
 refuses with an exception (a payload that cannot be encoded, one too large,
-a full buffer under the ``raise`` policy) was never accepted, so it has no
-log record either. On the direct path, only those Kafka acknowledged.
+a full buffer under the ``raise`` policy, a closed manager) was never
+accepted, so it has no log record either. On the direct path, only those
+Kafka acknowledged.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from otel_kafka_events import (
 )
 from otel_kafka_events.errors import (
     EventBufferFullError,
+    EventManagerClosedError,
     EventPayloadError,
     EventRejectedError,
     EventTooLargeError,
@@ -69,13 +71,16 @@ async def test_only_accepted_events_have_a_log_record() -> None:
     with pytest.raises(EventBufferFullError):
         await publisher.publish(Note(text="no room", when=NOW))
 
+    transport.release()
+    assert await manager.aclose(timeout=1) == 0
+    with pytest.raises(EventManagerClosedError):
+        await publisher.publish(Note(text="closed", when=NOW))
+
     texts = [
         dict(log.log_record.attributes or {})["text"]
         for log in exporter.get_finished_logs()
     ]
     assert texts == ["accepted"]
-    transport.release()
-    assert await manager.aclose(timeout=1) == 0
 
 
 def texts_on(transport: MemoryTransport, topic: str) -> list[str]:
@@ -105,7 +110,7 @@ async def test_the_direct_path_writes_records_only_for_delivered_events() -> Non
         topic_prefix="events",
         transport=transport,
         registry=MemorySchemaRegistry(),
-        buffer=BufferOptions(max_events=1, overflow=OverflowPolicy.RAISE),
+        buffer=BufferOptions(max_events=1, overflow=OverflowPolicy.DROP_NEWEST),
         telemetry=TelemetryOptions(
             logs=True, log_export=LogExportOptions(kafka=True, direct=True)
         ),
@@ -123,8 +128,8 @@ async def test_the_direct_path_writes_records_only_for_delivered_events() -> Non
         await publisher.publish(Note(text="rejected", when=NOW), wait=True)
     transport.stalled = True
     await publisher.publish(Note(text="never sent", when=NOW))
-    with pytest.raises(EventBufferFullError):
-        await publisher.publish(Note(text="no room", when=NOW))
+    await publisher.publish(Note(text="dropped", when=NOW))
+    assert manager.stats.dropped == 1
     assert await manager.aclose(timeout=0.5) == 1
 
     assert texts_on(transport, "otlp_logs") == ["delivered"]
