@@ -1,4 +1,4 @@
 """Benchmarks of the publish path; run ``python benchmarks/run.py``.
 
-See ``docs/benchmarks.md`` for the scenarios and how ratios are defined.
+See ``docs/contributing/benchmarks.md`` for the scenarios and how ratios are defined.
 """

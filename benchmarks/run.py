@@ -10,7 +10,7 @@ Run from the repository root::
 It starts a local broker and schema registry (``LocalKafkaStack``), runs the
 scenarios in this one process, and prints a table whose ``ratio`` column is
 our speed relative to the baseline measured in the same run (1.0 = parity).
-See ``docs/benchmarks.md`` for what each scenario measures.
+See ``docs/contributing/benchmarks.md`` for what each scenario measures.
 """
 
 from __future__ import annotations
@@ -527,7 +527,7 @@ def format_table(results: list[Result]) -> str:
 
 
 def format_markdown(results: list[Result]) -> str:
-    """The results as a Markdown table, for docs/benchmarks.md."""
+    """The results as a Markdown table, for docs/contributing/benchmarks.md."""
     lines = [
         "| Id | Scenario | Result | Baseline | Ratio | Target | Detail |",
         "|---|---|---:|---:|---:|---|---|",

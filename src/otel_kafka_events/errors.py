@@ -53,9 +53,10 @@ class EventManagerUninitializedError(EventManagerUsageError):
     """A publisher was requested before `EventManager.initialize` ran."""
 
 
-#: Safir's original spelling, kept so that ``except`` clauses written against
-#: older Safir releases keep working after switching imports.
 EventManagerUnintializedError = EventManagerUninitializedError
+"""Safir's original spelling of `EventManagerUninitializedError` (the same
+class), kept so that ``except`` clauses written against older Safir
+releases keep working after switching imports."""
 
 
 class EventManagerClosedError(EventManagerUninitializedError):

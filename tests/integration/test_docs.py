@@ -16,8 +16,11 @@ import ast
 import asyncio
 import contextlib
 import inspect
+import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,8 +37,10 @@ from otel_kafka_events_devstack._apicurio import (
 )
 
 from ..peer_support import missing_peer, require_collector
+from ..public_api import ROOT, public_names, public_paths
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+PROJECT = Path(__file__).resolve().parents[2]
+DOCS = PROJECT / "docs"
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 OTLP_ENDPOINT_VAR = "OTEL_EXPORTER_OTLP_ENDPOINT"
@@ -46,9 +51,10 @@ SAMPLE_TOPICS = ("lsst.square.metrics.events.shop", "lsst.square.metrics.events.
 
 
 def samples() -> dict[str, list[str]]:
+    """The Python samples of every page, by its path under docs/."""
     return {
-        page.name: _BLOCK.findall(page.read_text())
-        for page in sorted(DOCS.glob("*.md"))
+        page.relative_to(DOCS).as_posix(): _BLOCK.findall(page.read_text())
+        for page in sorted(DOCS.rglob("*.md"))
     }
 
 
@@ -78,7 +84,7 @@ def _check_otel_page(receiver: OtlpReceiver) -> None:
 
 # What a page needs before it runs, and what must hold after it ran.
 REQUIREMENTS: dict[str, list[Callable[[], None]]] = {
-    "testing.md": [require_apicurio, require_collector],
+    "contributing/testing.md": [require_apicurio, require_collector],
 }
 AFTERWARDS: dict[str, Callable[[OtlpReceiver], None]] = {
     "opentelemetry.md": _check_otel_page,
@@ -89,7 +95,13 @@ def test_samples_are_found() -> None:
     # Pages known to have samples, so that a broken pattern cannot make the
     # parametrized test below run nothing.
     found = {page: len(blocks) for page, blocks in samples().items()}
-    for page in ("index.md", "opentelemetry.md", "schemas.md", "testing.md"):
+    for page in (
+        "concepts.md",
+        "opentelemetry.md",
+        "schemas.md",
+        "testing-your-service.md",
+        "contributing/testing.md",
+    ):
         assert found[page] > 0, page
 
 
@@ -125,7 +137,7 @@ async def test_page_samples_run(
 ) -> None:
     for requirement in REQUIREMENTS.get(page, []):
         requirement()
-    namespace: dict[str, Any] = {"__name__": f"docs_{page[:-3]}"}
+    namespace: dict[str, Any] = {"__name__": "docs_" + re.sub(r"\W", "_", page[:-3])}
     blocks = samples()[page]
     ran = 0
     try:
@@ -156,3 +168,26 @@ async def test_page_samples_run(
     check = AFTERWARDS.get(page)
     if check is not None:
         check(otlp_receiver)
+
+
+def test_every_public_name_is_in_the_built_api_reference(tmp_path: Path) -> None:
+    # What mkdocstrings really renders: a name it finds no docstring for, or
+    # that a filter hides, has no anchor on the page.
+    site = tmp_path / "site"
+    command = ["mkdocs", "build", "--strict", "--quiet", "--site-dir", str(site)]
+    built = subprocess.run(
+        [sys.executable, "-m", *command],
+        cwd=PROJECT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    page = (site / "api" / "index.html").read_text()
+    anchors = set(re.findall(rf'id="({ROOT}[\w.]*)"', page))
+    missing = [
+        f"{m}.{n}" for m, n in public_names() if not public_paths(m, n) & anchors
+    ]
+    assert missing == []

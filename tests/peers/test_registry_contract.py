@@ -2,8 +2,8 @@
 
 Each test runs against both registries (``registry_peer``). Where Apicurio
 Registry answers differently, the test asserts both answers explicitly: a
-divergence is a documented fact (see docs/testing.md), not a loose check
-that accepts either. Subjects are unique per test, because the Apicurio
+divergence is a documented fact (see docs/contributing/testing.md), not a
+loose check that accepts either. Subjects are unique per test, because the Apicurio
 instance is shared by the session and never reset.
 """
 
@@ -359,7 +359,7 @@ async def test_incompatible_registration_is_409_naming_the_field(
         assert "[b at /fields/1]" in reply["message"]
 
 
-# -- where Apicurio answers differently: asserted, and listed in docs/testing.md ---
+# -- where Apicurio answers differently: asserted, and listed in the docs ---
 
 
 async def test_divergence_verbose_check_messages(

@@ -27,7 +27,7 @@ from structlog.stdlib import BoundLogger
 
 from ..errors import BrokerUnavailableError, IdempotenceUnsupportedError
 from ._faststream import producer_of, start_broker, stop_broker
-from ._transport import SendDone, SendFailure, TopicInfo
+from ._transport import RecordBatch, SendDone, SendFailure, TopicInfo
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_SIZE",
@@ -402,7 +402,7 @@ class AiokafkaTransport:
 
     # Sending --------------------------------------------------------------------
 
-    def new_batch(self) -> _Batch:
+    def new_batch(self) -> RecordBatch:
         """Start an empty batch (``max_batch_size`` of the producer)."""
         return _Batch(self._started().create_batch())
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -264,7 +265,8 @@ class DeliverySession:
         for listener in self.listeners.closers:
             await budget.run(
                 self._guarded(
-                    listener.name, listener.closing(budget.remaining(reserve))
+                    listener.name,
+                    functools.partial(listener.closing, budget.remaining(reserve)),
                 ),
                 reserve,
             )
@@ -281,9 +283,11 @@ class DeliverySession:
                 )
         return undelivered
 
-    async def _guarded(self, site: str, step: Awaitable[Any]) -> None:
+    async def _guarded(self, site: str, step: Callable[[], Awaitable[Any]]) -> None:
+        # The step is made here: a close whose time is up cancels this task
+        # before it runs, and a step made earlier would never be awaited.
         try:
-            await step
+            await step()
         except BaseException as exc:
             task = asyncio.current_task()
             if isinstance(exc, asyncio.CancelledError) and (

@@ -202,7 +202,7 @@ class KafkaLogRecordExporter(LogRecordExporter):
         if not batch:
             return LogRecordExportResult.SUCCESS
         try:
-            messages = self.messages(batch)
+            messages = self._messages(batch)
             future = self._producer.send(messages)
         except Exception as exc:
             _log.error("Cannot export log records to Kafka: %s", exc)
@@ -221,7 +221,7 @@ class KafkaLogRecordExporter(LogRecordExporter):
             return LogRecordExportResult.FAILURE
         return LogRecordExportResult.SUCCESS
 
-    def messages(self, batch: Sequence[ReadableLogRecord]) -> list[Message]:
+    def _messages(self, batch: Sequence[ReadableLogRecord]) -> list[Message]:
         """The Kafka records ``batch`` is written as (values in protobuf;
         the producer's thread converts them to the topic's encoding)."""
         groups: dict[bytes | None, list[ReadableLogRecord]]

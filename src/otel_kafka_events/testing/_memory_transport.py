@@ -260,7 +260,7 @@ class MemoryTransport:
         for item in held:
             loop.call_soon(item.done, None, SendError(SendOutcome.RETRIABLE))
 
-    def new_batch(self) -> _Batch:
+    def new_batch(self) -> RecordBatch:
         """An empty batch of ``batch_size`` bytes."""
         return _Batch(self._batch_size)
 
