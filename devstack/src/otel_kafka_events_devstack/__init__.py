@@ -5,7 +5,8 @@ process that starts it, and stops with it: a Kafka-protocol broker (Tansu or
 noida-db from PyPI, or Apache Kafka itself from Maven Central's jars),
 `LocalSchemaRegistry`, an HTTP server speaking the Confluent Schema Registry
 REST API over the runtime's in-memory schema store, and `OtlpReceiver`, which
-records what an OTLP/HTTP exporter sends. Peers written by others judge the
+records what an OTLP/HTTP exporter sends; `TcpProxy` puts network delay (or
+an outage) between a client and a server. Peers written by others judge the
 same things: `ApicurioRegistry` (Apicurio Registry from Maven Central, on
 Java 21+) and `OtelCollector` (an OpenTelemetry Collector built by
 ``scripts/build-collector``); `RedisServer` runs Debian's ``redis-server``
@@ -34,6 +35,7 @@ from ._stack import (
     make_broker,
 )
 from ._tansu import TansuBroker
+from ._tcp_proxy import TcpProxy
 
 if TYPE_CHECKING:
     from ._apache_kafka import ApacheKafkaBroker
@@ -60,6 +62,7 @@ __all__ = [
     "ServerProcess",
     "SubprocessBroker",
     "TansuBroker",
+    "TcpProxy",
     "create_topic",
     "make_broker",
     "stack_environment",
