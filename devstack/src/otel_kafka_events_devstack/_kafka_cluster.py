@@ -263,6 +263,11 @@ class KafkaCluster(LocalBroker):
                 self.stop()
                 if not lost_race or attempt == _START_ATTEMPTS - 1:
                     raise
+            except BaseException:
+                # E.g. Ctrl-C or a test's timeout: no caller stops a cluster
+                # whose start() did not return.
+                self.stop()
+                raise
             else:
                 return
 
@@ -495,9 +500,15 @@ class KafkaCluster(LocalBroker):
             max_workers=len(nodes), thread_name_prefix="kafka-cluster"
         ) as pool:
             futures = [pool.submit(action, node) for node in nodes.values()]
-            done, _ = concurrent.futures.wait(
-                futures, return_when=concurrent.futures.FIRST_EXCEPTION
-            )
+            try:
+                done, _ = concurrent.futures.wait(
+                    futures, return_when=concurrent.futures.FIRST_EXCEPTION
+                )
+            except BaseException:
+                # Interrupted: end the others' wait too before leaving.
+                if on_error is not None:
+                    on_error()
+                raise
             if on_error is not None and any(f.exception() for f in done):
                 on_error()
         errors = [error for f in futures if (error := f.exception()) is not None]
