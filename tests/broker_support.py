@@ -24,7 +24,8 @@ def capabilities() -> BrokerCapabilities:
         from otel_kafka_events_devstack import NoidaBroker
 
         return NoidaBroker.capabilities
-    if BROKER_KIND == "kafka":
+    if BROKER_KIND in ("kafka", "cluster"):
+        # The cluster leg runs Apache Kafka nodes (`KafkaCluster`).
         from otel_kafka_events_devstack._apache_kafka import ApacheKafkaBroker
 
         return ApacheKafkaBroker.capabilities

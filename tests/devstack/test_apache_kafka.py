@@ -1,8 +1,10 @@
 """Tests of `ApacheKafkaBroker`: a real Kafka 4.x node behaves like one.
 
-One broker, with every listener (PLAINTEXT, SASL_PLAINTEXT with SCRAM-SHA-512
-and SSL), serves the whole module, because each JVM start costs seconds. The
-restart test comes last in the file: it runs last, and leaves the broker up.
+One broker, with every listener (PLAINTEXT, SASL_PLAINTEXT and SASL_SSL with
+SCRAM-SHA-512 or PLAIN, and SSL), serves the whole module, because each JVM
+start costs seconds; one more, behind a delaying proxy, serves the
+``network_delay`` test. The restart test comes last in the file: it runs last,
+and leaves the broker up.
 
 Skipped only when no ``java`` is installed. If Maven cannot resolve Kafka's
 jars the fixture raises and every test fails: a missing broker must not pass
@@ -11,10 +13,13 @@ as a green run.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +33,7 @@ from aiokafka.errors import (
 from aiokafka.helpers import create_ssl_context
 
 from otel_kafka_events_devstack._apache_kafka import (
+    PLAIN_MECHANISM,
     SCRAM_MECHANISM,
     ApacheKafkaBroker,
     find_java,
@@ -125,13 +131,22 @@ async def consume_all(
         await consumer.stop()
 
 
-def sasl_options(password: str) -> dict[str, Any]:
-    return {
-        "security_protocol": "SASL_PLAINTEXT",
-        "sasl_mechanism": SCRAM_MECHANISM,
+def sasl_options(
+    password: str,
+    *,
+    mechanism: str = SCRAM_MECHANISM,
+    protocol: str = "SASL_PLAINTEXT",
+    ca_path: Path | None = None,
+) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "security_protocol": protocol,
+        "sasl_mechanism": mechanism,
         "sasl_plain_username": USER,
         "sasl_plain_password": password,
     }
+    if ca_path is not None:
+        options["ssl_context"] = create_ssl_context(cafile=str(ca_path))
+    return options
 
 
 # -- PLAINTEXT -------------------------------------------------------------------
@@ -245,6 +260,61 @@ async def test_scram_login_with_a_wrong_password_fails(
     assert "invalid credentials" in caplog.text
 
 
+async def test_plain_login_with_the_same_users(broker: ApacheKafkaBroker) -> None:
+    topic = unique("plain")
+    await create_topic(broker, topic)
+    servers = broker.sasl_bootstrap_servers
+    options = sasl_options(PASSWORD, mechanism=PLAIN_MECHANISM)
+
+    await produce(servers, topic, b"plain", **options)
+
+    assert await consume_all(servers, topic, 1, **options) == [b"plain"]
+
+
+def test_user_names_that_plain_cannot_hold_are_refused() -> None:
+    with pytest.raises(ValueError, match="user name 'a b'"):
+        ApacheKafkaBroker(sasl_scram_users={"a b": "secret"})
+    with pytest.raises(ValueError, match="password"):
+        ApacheKafkaBroker(sasl_scram_users={"alice": 'with"quote'})
+
+
+# -- SASL_SSL ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mechanism", [SCRAM_MECHANISM, PLAIN_MECHANISM])
+async def test_sasl_ssl_round_trip(broker: ApacheKafkaBroker, mechanism: str) -> None:
+    topic = unique("sasl-ssl")
+    await create_topic(broker, topic)
+    servers = broker.sasl_ssl_bootstrap_servers
+    assert servers not in (broker.sasl_bootstrap_servers, broker.ssl_bootstrap_servers)
+    options = sasl_options(
+        PASSWORD, mechanism=mechanism, protocol="SASL_SSL", ca_path=broker.ca_path
+    )
+
+    await produce(servers, topic, b"both", **options)
+
+    assert await consume_all(servers, topic, 1, **options) == [b"both"]
+
+
+async def test_sasl_ssl_refuses_a_wrong_password(
+    broker: ApacheKafkaBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=broker.sasl_ssl_bootstrap_servers,
+        request_timeout_ms=5000,
+        **sasl_options("wrong", protocol="SASL_SSL", ca_path=broker.ca_path),
+    )
+    try:
+        with (
+            caplog.at_level(logging.ERROR, logger="aiokafka"),
+            pytest.raises(KafkaConnectionError),
+        ):
+            await admin.start()
+    finally:
+        await admin.close()
+    assert "invalid credentials" in caplog.text
+
+
 # -- SSL -------------------------------------------------------------------------
 
 
@@ -263,6 +333,46 @@ async def test_ssl_round_trip(broker: ApacheKafkaBroker) -> None:
     assert await consume_all(servers, topic, 1, **options) == [b"encrypted"]
 
 
+# -- network delay -------------------------------------------------------------------
+
+DELAY = 0.05
+
+
+async def test_network_delay_is_on_every_round_trip_and_survives_a_crash() -> None:
+    delayed = ApacheKafkaBroker(network_delay=DELAY)
+    await asyncio.to_thread(delayed.start)
+    try:
+        servers = delayed.bootstrap_servers
+        assert servers != f"127.0.0.1:{delayed.port}"
+        # The broker advertises the proxy, so no client ever bypasses it.
+        async with admin_client(servers) as admin:
+            described = await admin.describe_cluster()
+        [node] = described["brokers"]
+        assert f"{node['host']}:{node['port']}" == servers
+        topic = unique("delayed")
+        await create_topic(delayed, topic)
+        producer = AIOKafkaProducer(bootstrap_servers=servers)
+        await producer.start()
+        try:
+            trips = []
+            for index in range(5):
+                started = time.monotonic()
+                await producer.send_and_wait(topic, b"%d" % index)
+                trips.append(time.monotonic() - started)
+        finally:
+            await producer.stop()
+        # One request and its answer: the delay once each way.
+        assert min(trips) >= 2 * DELAY
+
+        await asyncio.to_thread(delayed.kill)
+        await asyncio.to_thread(delayed.start)
+
+        assert delayed.bootstrap_servers == servers
+        assert await consume_all(servers, topic, 5) == [b"%d" % i for i in range(5)]
+    finally:
+        await asyncio.to_thread(delayed.stop)
+
+
 # -- restart (keep last: it restarts the shared broker) --------------------------
 
 
@@ -274,6 +384,7 @@ async def test_restart_keeps_data_and_ports(broker: ApacheKafkaBroker) -> None:
         broker.bootstrap_servers,
         broker.sasl_bootstrap_servers,
         broker.ssl_bootstrap_servers,
+        broker.sasl_ssl_bootstrap_servers,
     )
     pid = broker.process.pid if broker.process else None
 
@@ -286,6 +397,7 @@ async def test_restart_keeps_data_and_ports(broker: ApacheKafkaBroker) -> None:
         broker.bootstrap_servers,
         broker.sasl_bootstrap_servers,
         broker.ssl_bootstrap_servers,
+        broker.sasl_ssl_bootstrap_servers,
     )
     assert topic in await list_topics(broker)
     assert await consume_all(broker.bootstrap_servers, topic, 1) == [b"before restart"]

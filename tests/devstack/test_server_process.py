@@ -20,7 +20,10 @@ from pathlib import Path
 import pytest
 
 from otel_kafka_events_devstack import ServerProcess
-from otel_kafka_events_devstack._process import find_free_port
+from otel_kafka_events_devstack._process import (
+    find_free_port,
+    find_free_ports_below_ephemeral,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -242,3 +245,17 @@ def test_a_child_left_running_is_killed_at_exit(script: Path) -> None:
 
     assert not Path(f"/proc/{pid}").exists()
     assert not accepts_connections(port)
+
+
+def test_ports_below_the_ephemeral_range_are_free_and_distinct() -> None:
+    ephemeral = int(
+        Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]
+    )
+
+    ports = find_free_ports_below_ephemeral(6)
+
+    assert len(set(ports)) == 6
+    for port in ports:
+        assert 20000 <= port < ephemeral
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))

@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..broker_support import BROKER_KIND, capabilities
+from ..broker_support import BROKER_KIND, capabilities, only_in_leg
 
 pytestmark = pytest.mark.integration
 
@@ -274,3 +274,88 @@ def test_ctrl_c_stops_everything_the_stack_started(
     assert not stack_process.env_file.exists()
     assert "Stopped." in stack_process.stderr.read_text()
     assert "Traceback" not in stack_process.stderr.read_text()
+
+
+# -- a cluster (the cluster leg) ------------------------------------------------------
+
+
+def test_nodes_need_the_kafka_broker() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "otel_kafka_events", "stack", "--nodes", "3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 2
+    assert "--nodes 3 needs --broker kafka" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def _wait_for(path: Path, text: str, process: subprocess.Popen[str]) -> str:
+    deadline = time.monotonic() + 120
+    while text not in (log := path.read_text()):
+        assert process.poll() is None, log
+        assert time.monotonic() < deadline, f"{text!r} not in:\n{log}"
+        time.sleep(0.1)
+    return log
+
+
+@pytest.mark.cluster
+@only_in_leg("cluster")
+def test_stack_runs_a_cluster_whose_nodes_can_be_killed_and_started(
+    tmp_path: Path,
+) -> None:
+    env_file, stderr = tmp_path / "stack.env", tmp_path / "stderr"
+    command = [sys.executable, "-m", "otel_kafka_events", "stack", "--broker"]
+    command += ["kafka", "--nodes", "3", "--application", "shop"]
+    command += ["--partitions", "3", "--env-file", str(env_file)]
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith(("METRICS_", "KAFKA_"))
+    }
+    with stderr.open("w") as err:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+            env=environment,
+            cwd=ROOT,
+        )
+    assert process.stdin is not None
+    children: list[int] = []
+
+    def type_line(line: str) -> None:
+        assert process.stdin is not None
+        process.stdin.write(f"{line}\n")
+        process.stdin.flush()
+
+    try:
+        log = _wait_for(stderr, "Commands: kill N", process)
+        printed = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+        servers = printed["KAFKA_BOOTSTRAP_SERVERS"].split(",")
+        assert len(servers) == 3
+        for node_id, address in enumerate(servers, start=1):
+            assert f"Node {node_id} at {address}: running, pid" in log
+        assert "Topics have 3 replicas; a write needs 2 in sync." in log
+        assert re.search(r"partition 2: leader \d, in sync \[\d, \d, \d\]", log)
+
+        type_line("kill 1")
+        _wait_for(stderr, "Node 1: kill done.", process)
+        type_line("nodes")
+        _wait_for(stderr, f"Node 1 at {servers[0]}: down", process)
+        type_line("start 1")
+        _wait_for(stderr, "Node 1: start done.", process)
+        children = _children(process.pid)
+        assert len(children) == 3, "one JVM per node"
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr.read_text()
+    assert not [pid for pid in children if _alive(pid)]
+    assert "Stopped." in stderr.read_text()
+    assert "Traceback" not in stderr.read_text()

@@ -28,11 +28,10 @@ from otel_kafka_events import (
     OverflowPolicy,
 )
 from otel_kafka_events.errors import EventManagerClosedError, NotAcknowledgedError
-from otel_kafka_events_devstack import LocalKafkaStack
+from otel_kafka_events_devstack import LocalKafkaStack, TcpProxy
 from otel_kafka_events_devstack._broker_base import SubprocessBroker
 
 from ..broker_support import capabilities
-from ..tcp_proxy import TcpProxy
 from .test_reliability_delivery import Numbered, decode_all, new_broker, read_all
 
 SOAK_SECONDS = 25.0

@@ -43,10 +43,9 @@ from otel_kafka_events.errors import (
     EventRejectedError,
     IncompatibleSchemaError,
 )
-from otel_kafka_events_devstack import LocalKafkaStack, LocalSchemaRegistry
+from otel_kafka_events_devstack import LocalKafkaStack, LocalSchemaRegistry, TcpProxy
 
 from ..broker_support import BROKER_KIND
-from ..tcp_proxy import TcpProxy
 from .test_reliability_delivery import (
     Managers,
     Numbered,

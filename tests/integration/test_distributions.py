@@ -36,6 +36,7 @@ LAUNCHERS = (
     "_apicurio.py",
     "_broker_base.py",
     "_java.py",
+    "_kafka_cluster.py",
     "_maven.py",
     "_noida.py",
     "_otelcol.py",
@@ -46,6 +47,7 @@ LAUNCHERS = (
     "_server_process.py",
     "_stack.py",
     "_tansu.py",
+    "_tcp_proxy.py",
 )
 # What only a launcher or a server imports.
 LAUNCHER_IMPORTS = (

@@ -1,20 +1,26 @@
 """Configuration from the environment against real Kafka's secure listeners.
 
-A service configured with Safir's variables for SASL_PLAINTEXT (SCRAM-SHA-512)
-or SSL publishes through `KafkaMetricsConfiguration` unchanged. Only Apache
-Kafka offers these listeners, so the module runs in the Kafka leg.
+A service configured with Safir's variables for SASL_PLAINTEXT, SSL or
+SASL_SSL (TLS with a CA file, and SCRAM-SHA-512 or PLAIN: the listener of
+managed Kafka services such as Strimzi, MSK or Confluent Cloud) publishes
+through `KafkaMetricsConfiguration` unchanged, and the events are read back
+over the same listener. Only Apache Kafka offers these listeners, so the
+module runs in the Kafka leg.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.helpers import create_ssl_context
 
-from otel_kafka_events import EventPayload, KafkaEventManager
+from otel_kafka_events import EventDecoder, EventPayload, KafkaEventManager
 from otel_kafka_events.config import KafkaMetricsConfiguration
 from otel_kafka_events.errors import BrokerUnavailableError
 from otel_kafka_events_devstack import LocalSchemaRegistry
@@ -87,13 +93,36 @@ def _use_environment(
         monkeypatch.setenv(key, value)
 
 
-async def _publish(manager: KafkaEventManager) -> None:
+async def _publish(manager: KafkaEventManager) -> str:
+    """Publish one event, waiting for it; its id."""
     await manager.initialize()
     publisher = await manager.create_publisher("audit", Audit)
     event = await publisher.publish(Audit(action="login"), wait=True)
     assert await manager.aclose() == 0
     assert manager.stats.delivered == 1
     assert event.application == manager.application
+    return str(event.id)
+
+
+async def _read_back(
+    servers: str, topic: str, registry: LocalSchemaRegistry, **security: Any
+) -> list[dict[str, Any]]:
+    """Every event on ``topic``, read over the listener at ``servers``."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **security,
+    )
+    await consumer.start()
+    try:
+        batches = await consumer.getmany(timeout_ms=10_000)
+    finally:
+        await consumer.stop()
+    decoder = EventDecoder(registry.url)
+    records = [record for batch in batches.values() for record in batch]
+    return [await decoder.decode(record.value) for record in records]
 
 
 async def test_sasl_scram_from_environment(
@@ -153,3 +182,127 @@ async def test_ssl_from_environment(
     )
     manager = KafkaMetricsConfiguration().make_manager()
     await _publish(manager)
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "PLAIN"])
+async def test_sasl_ssl_from_environment(
+    monkeypatch: pytest.MonkeyPatch,
+    secure_broker: ApacheKafkaBroker,
+    registry: LocalSchemaRegistry,
+    application: str,
+    mechanism: str,
+) -> None:
+    _use_environment(
+        monkeypatch,
+        application,
+        registry,
+        KAFKA_BOOTSTRAP_SERVERS=secure_broker.sasl_ssl_bootstrap_servers,
+        KAFKA_SECURITY_PROTOCOL="SASL_SSL",
+        KAFKA_SASL_MECHANISM=mechanism,
+        KAFKA_SASL_USERNAME=USER,
+        KAFKA_SASL_PASSWORD=PASSWORD,
+        KAFKA_CLUSTER_CA_PATH=str(secure_broker.ca_path),
+    )
+    manager = KafkaMetricsConfiguration().make_manager()
+
+    event_id = await _publish(manager)
+
+    # Read back over the same listener, as a consumer of the service would.
+    [value] = await _read_back(
+        secure_broker.sasl_ssl_bootstrap_servers,
+        manager.topic,
+        registry,
+        security_protocol="SASL_SSL",
+        ssl_context=create_ssl_context(cafile=str(secure_broker.ca_path)),
+        sasl_mechanism=mechanism,
+        sasl_plain_username=USER,
+        sasl_plain_password=PASSWORD,
+    )
+    assert str(value["id"]) == event_id
+    assert value["action"] == "login"
+
+
+async def test_sasl_plain_from_environment(
+    monkeypatch: pytest.MonkeyPatch,
+    secure_broker: ApacheKafkaBroker,
+    registry: LocalSchemaRegistry,
+    application: str,
+) -> None:
+    _use_environment(
+        monkeypatch,
+        application,
+        registry,
+        KAFKA_BOOTSTRAP_SERVERS=secure_broker.sasl_bootstrap_servers,
+        KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
+        KAFKA_SASL_MECHANISM="PLAIN",
+        KAFKA_SASL_USERNAME=USER,
+        KAFKA_SASL_PASSWORD=PASSWORD,
+    )
+    manager = KafkaMetricsConfiguration().make_manager()
+    event_id = await _publish(manager)
+    [value] = await _read_back(secure_broker.bootstrap_servers, manager.topic, registry)
+    assert str(value["id"]) == event_id
+
+
+def _wrong_sasl_ssl_password(
+    monkeypatch: pytest.MonkeyPatch,
+    secure_broker: ApacheKafkaBroker,
+    registry: LocalSchemaRegistry,
+    application: str,
+) -> KafkaEventManager:
+    _use_environment(
+        monkeypatch,
+        application,
+        registry,
+        KAFKA_BOOTSTRAP_SERVERS=secure_broker.sasl_ssl_bootstrap_servers,
+        KAFKA_SECURITY_PROTOCOL="SASL_SSL",
+        KAFKA_SASL_MECHANISM="SCRAM-SHA-512",
+        KAFKA_SASL_USERNAME=USER,
+        KAFKA_SASL_PASSWORD="not-the-password",
+        KAFKA_CLUSTER_CA_PATH=str(secure_broker.ca_path),
+        METRICS_RAISE_ON_ERROR="true",
+    )
+    return KafkaMetricsConfiguration().make_manager()
+
+
+async def test_wrong_sasl_ssl_password_raises_one_error(
+    monkeypatch: pytest.MonkeyPatch,
+    secure_broker: ApacheKafkaBroker,
+    registry: LocalSchemaRegistry,
+    application: str,
+) -> None:
+    manager = _wrong_sasl_ssl_password(
+        monkeypatch, secure_broker, registry, application
+    )
+    with pytest.raises(BrokerUnavailableError) as caught:
+        await manager.initialize()
+    assert secure_broker.sasl_ssl_bootstrap_servers in str(caught.value)
+    # Nothing was accepted, so nothing is left to give up at close.
+    assert await manager.aclose(timeout=1) == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="library defect: aiokafka fails the bootstrap with"
+    " KafkaConnectionError('Unable to bootstrap from ...') and only logs the"
+    " broker's SaslAuthenticationFailed ('invalid credentials'), and"
+    " AiokafkaTransport.start reports that as 'Kafka unreachable', so a wrong"
+    " password reads as a network problem",
+)
+async def test_wrong_sasl_ssl_password_error_says_the_credentials_were_refused(
+    monkeypatch: pytest.MonkeyPatch,
+    secure_broker: ApacheKafkaBroker,
+    registry: LocalSchemaRegistry,
+    application: str,
+) -> None:
+    manager = _wrong_sasl_ssl_password(
+        monkeypatch, secure_broker, registry, application
+    )
+    try:
+        with pytest.raises(BrokerUnavailableError) as caught:
+            await manager.initialize()
+    finally:
+        await manager.aclose(timeout=1)
+    message = str(caught.value)
+    assert "authentication failed" in message.lower(), message
+    assert "unreachable" not in message, message

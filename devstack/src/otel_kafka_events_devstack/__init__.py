@@ -5,7 +5,9 @@ process that starts it, and stops with it: a Kafka-protocol broker (Tansu or
 noida-db from PyPI, or Apache Kafka itself from Maven Central's jars),
 `LocalSchemaRegistry`, an HTTP server speaking the Confluent Schema Registry
 REST API over the runtime's in-memory schema store, and `OtlpReceiver`, which
-records what an OTLP/HTTP exporter sends. Peers written by others judge the
+records what an OTLP/HTTP exporter sends. `KafkaCluster` runs several Apache
+Kafka nodes as one cluster, for failover tests, and `TcpProxy` puts network
+delay (or an outage) between a client and a server. Peers written by others judge the
 same things: `ApicurioRegistry` (Apicurio Registry from Maven Central, on
 Java 21+) and `OtelCollector` (an OpenTelemetry Collector built by
 ``scripts/build-collector``); `RedisServer` runs Debian's ``redis-server``
@@ -34,10 +36,12 @@ from ._stack import (
     make_broker,
 )
 from ._tansu import TansuBroker
+from ._tcp_proxy import TcpProxy
 
 if TYPE_CHECKING:
     from ._apache_kafka import ApacheKafkaBroker
     from ._apicurio import ApicurioRegistry
+    from ._kafka_cluster import KafkaCluster, PartitionState
     from ._otelcol import KafkaLogsSource, OtelCollector
     from ._otlp import OtlpReceiver, ReceivedLog, ReceivedSpan
 
@@ -47,6 +51,7 @@ __all__ = [
     "ApacheKafkaBroker",
     "ApicurioRegistry",
     "BrokerCapabilities",
+    "KafkaCluster",
     "KafkaLogsSource",
     "LocalBroker",
     "LocalKafkaStack",
@@ -54,12 +59,14 @@ __all__ = [
     "NoidaBroker",
     "OtelCollector",
     "OtlpReceiver",
+    "PartitionState",
     "ReceivedLog",
     "ReceivedSpan",
     "RedisServer",
     "ServerProcess",
     "SubprocessBroker",
     "TansuBroker",
+    "TcpProxy",
     "create_topic",
     "make_broker",
     "stack_environment",
@@ -73,6 +80,10 @@ def __getattr__(name: str) -> object:
         from ._apache_kafka import ApacheKafkaBroker
 
         return ApacheKafkaBroker
+    if name in ("KafkaCluster", "PartitionState"):
+        from . import _kafka_cluster
+
+        return getattr(_kafka_cluster, name)
     if name == "ApicurioRegistry":
         from ._apicurio import ApicurioRegistry
 

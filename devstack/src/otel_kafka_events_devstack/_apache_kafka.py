@@ -21,6 +21,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -33,9 +34,11 @@ from pathlib import Path
 from ._broker_base import BrokerCapabilities, SubprocessBroker
 from ._maven import DEPENDENCY_PLUGIN, locked, output_tail, run_maven
 from ._process import find_free_port
+from ._tcp_proxy import TcpProxy
 
 __all__ = [
     "KAFKA_VERSION",
+    "PLAIN_MECHANISM",
     "SCRAM_MECHANISM",
     "ApacheKafkaBroker",
     "find_java",
@@ -48,7 +51,11 @@ KAFKA_VERSION = "4.4.0"
 when this was written (4.0.0 to 4.4.0 all resolve)."""
 
 SCRAM_MECHANISM = "SCRAM-SHA-512"
-"""The SASL mechanism of the broker's ``SASL_PLAINTEXT`` listener."""
+"""A SASL mechanism of the broker's ``SASL_PLAINTEXT`` and ``SASL_SSL``
+listeners; its credentials are stored when the storage is formatted."""
+
+PLAIN_MECHANISM = "PLAIN"
+"""The other SASL mechanism of those listeners, for the same users."""
 
 CACHE_ENV_VAR = "OTEL_KAFKA_EVENTS_KAFKA_CACHE"
 """Environment variable naming the folder that holds ``kafka-<version>/``."""
@@ -376,20 +383,29 @@ def _write_tls_files(directory: Path) -> tuple[Path, Path]:
 # --- The broker ----------------------------------------------------------------
 
 
-def _check_scram_users(users: Mapping[str, str]) -> None:
+# A user name becomes the option name ``user_<name>`` of the PLAIN login
+# module's JAAS configuration, whose parser reads these characters as a word.
+_USER_NAME = re.compile(r"[A-Za-z0-9_.$-]+")
+
+
+def _check_sasl_users(users: Mapping[str, str]) -> None:
     # The storage tool parses --add-scram 'SCRAM-SHA-512=[name=..,password=..]'
-    # by splitting on these characters; reject rather than mis-quote.
+    # by splitting on these characters, and a password is quoted in the JAAS
+    # configuration; reject rather than mis-quote.
     for name, password in users.items():
-        for what, value in (("user name", name), ("password", password)):
-            if (
-                not value
-                or any(c in value for c in ',[]="\\')
-                or value != value.strip()
-            ):
-                raise ValueError(
-                    f"SCRAM {what} {value!r} must be non-empty, without surrounding "
-                    'spaces and without any of , [ ] = " \\'
-                )
+        if not _USER_NAME.fullmatch(name):
+            raise ValueError(
+                f"SASL user name {name!r} must be letters, digits and _ . $ - only"
+            )
+        if (
+            not password
+            or any(c in password for c in ',[]="\\')
+            or password != password.strip()
+        ):
+            raise ValueError(
+                f"SASL password {password!r} must be non-empty, without surrounding "
+                'spaces and without any of , [ ] = " \\'
+            )
 
 
 def _cluster_id() -> str:
@@ -401,12 +417,19 @@ class ApacheKafkaBroker(SubprocessBroker):
     """Apache Kafka in KRaft mode, one node as both broker and controller.
 
     Listens on 127.0.0.1 only: ``PLAINTEXT`` (`bootstrap_servers`) always, a
-    ``CONTROLLER`` listener for the quorum, ``SASL_PLAINTEXT`` with
-    SCRAM-SHA-512 (`sasl_bootstrap_servers`) when users are given and ``SSL``
-    (`ssl_bootstrap_servers`, server-side TLS only, CA in `ca_path`) when
-    asked. Topics are never auto-created, internal topics have one partition
-    and one replica, and data lives in the work dir, so it survives `restart`
-    and `kill` followed by `start`; `stop` removes it.
+    ``CONTROLLER`` listener for the quorum and, when asked:
+
+    - ``SASL_PLAINTEXT`` (`sasl_bootstrap_servers`) for the users given,
+      with SCRAM-SHA-512 or PLAIN;
+    - ``SSL`` (`ssl_bootstrap_servers`): server-side TLS only, with a
+      throwaway CA (`ca_path`) and a certificate for ``127.0.0.1`` and
+      ``localhost``;
+    - ``SASL_SSL`` (`sasl_ssl_bootstrap_servers`) when both are asked for:
+      the listener managed Kafka services offer.
+
+    Topics are never auto-created, internal topics have one partition and one
+    replica, and data lives in the work dir, so it survives `restart` and
+    `kill` followed by `start`; `stop` removes it.
 
     The first start resolves the jars (`resolve_kafka_classpath`) and formats
     the storage with Kafka's own storage tool, which also stores the SCRAM
@@ -415,9 +438,19 @@ class ApacheKafkaBroker(SubprocessBroker):
     Parameters
     ----------
     sasl_scram_users
-        User name to password; enables the ``SASL_PLAINTEXT`` listener.
+        User name to password; enables the ``SASL_PLAINTEXT`` listener (and,
+        with ``ssl``, ``SASL_SSL``). Both SCRAM-SHA-512 and PLAIN accept
+        these users.
     ssl
-        Enables the ``SSL`` listener, with a fresh CA and certificate.
+        Enables the ``SSL`` listener (and, with users, ``SASL_SSL``), with a
+        fresh CA and certificate.
+    network_delay
+        Seconds added to each direction of every connection to the
+        ``PLAINTEXT`` listener by a `TcpProxy`, whose address the broker
+        advertises, so that clients reach it (and, in a cluster, the nodes
+        reach each other) only through the proxy: ``0.001`` makes every round
+        trip at least 2 ms longer, as on a network within a zone. 0 (the
+        default) adds no proxy.
     broker_properties
         Extra or overriding ``server.properties`` entries, such as
         ``{"message.max.bytes": "100000"}``.
@@ -453,6 +486,7 @@ class ApacheKafkaBroker(SubprocessBroker):
         *,
         sasl_scram_users: Mapping[str, str] | None = None,
         ssl: bool = False,
+        network_delay: float = 0.0,
         broker_properties: Mapping[str, str] | None = None,
         heap: Sequence[str] = _DEFAULT_HEAP,
         version: str = KAFKA_VERSION,
@@ -469,17 +503,28 @@ class ApacheKafkaBroker(SubprocessBroker):
             stop_timeout=stop_timeout,
         )
         users = dict(sasl_scram_users or {})
-        _check_scram_users(users)
+        _check_sasl_users(users)
         self._scram_users = users
         self._ssl = ssl
+        if network_delay < 0:
+            raise ValueError(
+                f"network_delay must be 0 or more seconds, got {network_delay}"
+            )
+        self.network_delay = network_delay
         self._broker_properties = dict(broker_properties or {})
         self._heap = tuple(heap)
         self.version = version
+        # Formatted into the storage at the first start; the nodes of one
+        # cluster share it.
+        self._kraft_cluster_id = _cluster_id()
         # The other listeners' ports, picked together with the PLAINTEXT one
         # and kept with it (see _choose_ports).
         self._controller_port = 0
         self._sasl_port = 0
         self._ssl_port = 0
+        self._sasl_ssl_port = 0
+        self._proxy_port = 0
+        self._proxy: TcpProxy | None = None
         self._ca_path: Path | None = None
         self.class_data_sharing = class_data_sharing
         self._pending_archive: tuple[Path, Path] | None = None
@@ -492,13 +537,32 @@ class ApacheKafkaBroker(SubprocessBroker):
         return self._controller_port
 
     @property
+    def bootstrap_servers(self) -> str:
+        """``host:port`` of the ``PLAINTEXT`` listener, or of its proxy when
+        there is a ``network_delay``."""
+        if self.network_delay and self._proxy_port:
+            return f"127.0.0.1:{self._proxy_port}"
+        return super().bootstrap_servers
+
+    @property
     def sasl_bootstrap_servers(self) -> str:
-        """``host:port`` of the ``SASL_PLAINTEXT`` (SCRAM-SHA-512) listener."""
+        """``host:port`` of the ``SASL_PLAINTEXT`` listener."""
         if not self._scram_users:
             raise RuntimeError("this broker was created without sasl_scram_users")
         if self._sasl_port == 0:
             raise RuntimeError("kafka broker has not been started")
         return f"127.0.0.1:{self._sasl_port}"
+
+    @property
+    def sasl_ssl_bootstrap_servers(self) -> str:
+        """``host:port`` of the ``SASL_SSL`` listener."""
+        if not (self._scram_users and self._ssl):
+            raise RuntimeError(
+                "this broker was created without both sasl_scram_users and ssl=True"
+            )
+        if self._sasl_ssl_port == 0:
+            raise RuntimeError("kafka broker has not been started")
+        return f"127.0.0.1:{self._sasl_ssl_port}"
 
     @property
     def ssl_bootstrap_servers(self) -> str:
@@ -551,6 +615,17 @@ class ApacheKafkaBroker(SubprocessBroker):
         self._controller_port = find_free_port()
         self._sasl_port = find_free_port() if self._scram_users else 0
         self._ssl_port = find_free_port() if self._ssl else 0
+        both = self._scram_users and self._ssl
+        self._sasl_ssl_port = find_free_port() if both else 0
+        self._choose_proxy_port()
+
+    def _choose_proxy_port(self) -> None:
+        """Pick the port the delaying proxy listens on (and is advertised)."""
+        if self._proxy is not None:
+            # Left from an attempt that failed: the next one has new ports.
+            self._proxy.stop()
+            self._proxy = None
+        self._proxy_port = find_free_port() if self.network_delay else 0
 
     def _command(self, workdir: Path) -> list[str]:
         java, jars = self._java_and_jars()
@@ -559,6 +634,11 @@ class ApacheKafkaBroker(SubprocessBroker):
             _write_tls_files(workdir)
         self._ca_path = workdir / "ca.pem" if self._ssl else None
         (workdir / "log4j2.xml").write_text(_LOG4J2_CONFIG)
+        if self.network_delay and self._proxy is None:
+            self._proxy = TcpProxy(
+                self.port, delay=self.network_delay, port=self._proxy_port
+            )
+            self._proxy.start()
         config = workdir / "server.properties"
         # Rewritten on every start: the ports may differ after a retry, and
         # nothing in it is tied to the formatted data.
@@ -600,6 +680,9 @@ class ApacheKafkaBroker(SubprocessBroker):
         with self._lock:
             super().stop()
             self._keep_class_archive()
+            if self._proxy is not None:
+                self._proxy.stop()
+                self._proxy = None
 
     # -- internals ----------------------------------------------------------------
 
@@ -631,7 +714,11 @@ class ApacheKafkaBroker(SubprocessBroker):
             listeners["SASL_PLAINTEXT"] = self._sasl_port
         if self._ssl:
             listeners["SSL"] = self._ssl_port
+        if self._sasl_ssl_port:
+            listeners["SASL_SSL"] = self._sasl_ssl_port
         advertised = {k: v for k, v in listeners.items() if k != "CONTROLLER"}
+        if self._proxy_port:
+            advertised["PLAINTEXT"] = self._proxy_port
         props: dict[str, str] = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -680,12 +767,25 @@ class ApacheKafkaBroker(SubprocessBroker):
             "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
         }
         if self._scram_users:
-            props["sasl.enabled.mechanisms"] = SCRAM_MECHANISM
+            props["sasl.enabled.mechanisms"] = f"{SCRAM_MECHANISM},{PLAIN_MECHANISM}"
             # The server side of SCRAM needs a login module but no user of
-            # its own; credentials come from the cluster metadata.
-            props["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"] = (
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            # its own (credentials come from the cluster metadata); PLAIN's
+            # lists each user's password.
+            plain_users = " ".join(
+                f'user_{name}="{password}"'
+                for name, password in self._scram_users.items()
             )
+            for listener in ("SASL_PLAINTEXT", "SASL_SSL"):
+                if listener not in listeners:
+                    continue
+                prefix = f"listener.name.{listener.lower()}"
+                props[f"{prefix}.{SCRAM_MECHANISM.lower()}.sasl.jaas.config"] = (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                )
+                props[f"{prefix}.{PLAIN_MECHANISM.lower()}.sasl.jaas.config"] = (
+                    "org.apache.kafka.common.security.plain.PlainLoginModule"
+                    f" required {plain_users};"
+                )
         if self._ssl:
             props.update(
                 {
@@ -708,7 +808,7 @@ class ApacheKafkaBroker(SubprocessBroker):
             "--config",
             str(config),
             "--cluster-id",
-            _cluster_id(),
+            self._kraft_cluster_id,
         ]
         for name, password in self._scram_users.items():
             argv += [

@@ -68,6 +68,11 @@ class LocalBroker(StartStop):
     def running(self) -> bool:
         """Whether the broker process is alive."""
 
+    @property
+    def replication_factor(self) -> int:
+        """Replicas each topic created for tests gets: 1 on a single node."""
+        return 1
+
     @abc.abstractmethod
     def start(self) -> None:
         """Start the broker and wait until it accepts connections."""

@@ -12,6 +12,7 @@ import atexit
 import concurrent.futures
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,10 +21,12 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import IO
 
 __all__ = [
     "find_free_port",
+    "find_free_ports_below_ephemeral",
     "kill_with_parent",
     "spawn_process",
     "track_process",
@@ -117,6 +120,62 @@ def find_free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+# Linux's default when /proc cannot be read; also what most other systems use.
+_EPHEMERAL_START = 32768
+# The lowest port handed out below the ephemeral range: clear of the
+# well-known and most registered services' ports.
+_LOW_PORT_START = 20000
+
+
+def _ephemeral_start() -> int:
+    """The first port the kernel may pick for an outgoing connection."""
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return _EPHEMERAL_START
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def find_free_ports_below_ephemeral(count: int) -> list[int]:
+    """Return ``count`` distinct TCP ports of 127.0.0.1, free right now, that
+    the kernel never picks as the local port of an outgoing connection.
+
+    For servers that are killed and started again on the same port while
+    clients keep reconnecting to it: any free port from `find_free_port` is
+    in the ephemeral range, where one of those reconnecting clients may be
+    given it as its own local port, and the restarted server then fails to
+    bind. Ports are drawn at random between 20000 and the start of the
+    ephemeral range, so parallel runs rarely meet.
+
+    Raises
+    ------
+    RuntimeError
+        If that range has no ``count`` free ports (or is too small).
+    """
+    low, high = _LOW_PORT_START, _ephemeral_start()
+    if high - low < count:
+        raise RuntimeError(
+            f"no room for {count} ports between {low} and the ephemeral range"
+            f" (from {high})"
+        )
+    chosen: list[int] = []
+    for port in random.sample(range(low, high), k=min(high - low, 50 * count)):
+        if _bindable(port):
+            chosen.append(port)
+            if len(chosen) == count:
+                return chosen
+    raise RuntimeError(f"found {len(chosen)} of {count} free ports below {high}")
 
 
 def wait_for_port(

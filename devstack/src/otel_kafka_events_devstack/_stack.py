@@ -208,7 +208,8 @@ class LocalKafkaStack(StartStop):
     async def create_topic(
         self, name: str, partitions: int = 1, *, exist_ok: bool = False
     ) -> None:
-        """Create a topic with replication factor 1.
+        """Create a topic with the broker's `LocalBroker.replication_factor`
+        (1, except on a `KafkaCluster`).
 
         Raises
         ------
@@ -218,7 +219,13 @@ class LocalKafkaStack(StartStop):
         aiokafka.errors.KafkaError
             For any other error the broker reports.
         """
-        await create_topic(self.bootstrap_servers, name, partitions, exist_ok=exist_ok)
+        await create_topic(
+            self.bootstrap_servers,
+            name,
+            partitions,
+            replication_factor=self._broker.replication_factor,
+            exist_ok=exist_ok,
+        )
 
     async def delete_topic(self, name: str) -> None:
         """Delete a topic.
@@ -315,9 +322,14 @@ async def _wait_for_partitions(
 
 
 async def create_topic(
-    bootstrap_servers: str, name: str, partitions: int = 1, *, exist_ok: bool = False
+    bootstrap_servers: str,
+    name: str,
+    partitions: int = 1,
+    *,
+    replication_factor: int = 1,
+    exist_ok: bool = False,
 ) -> None:
-    """Create a topic with replication factor 1 on any broker.
+    """Create a topic (by default with one replica) on any broker.
 
     `LocalKafkaStack.create_topic` for a broker without a stack around it;
     it raises the same errors.
@@ -326,7 +338,13 @@ async def create_topic(
     await admin.start()
     try:
         response = await admin.create_topics(
-            [NewTopic(name, num_partitions=partitions, replication_factor=1)]
+            [
+                NewTopic(
+                    name,
+                    num_partitions=partitions,
+                    replication_factor=replication_factor,
+                )
+            ]
         )
     finally:
         await admin.close()

@@ -5,19 +5,26 @@ registry and, with ``--otlp``, an OTLP/HTTP receiver, all on 127.0.0.1;
 creates the service's topics; prints the environment lines the service
 needs (to stdout, and to ``--env-file``); then waits, echoing what reaches
 the OTLP receiver, until Ctrl-C or SIGTERM stops everything it started.
+
+With ``--broker kafka --nodes 3`` the broker is a `KafkaCluster`, and lines
+typed on stdin (``kill 2``, ``stop 2``, ``start 2``, ``restart 2``,
+``nodes``) crash, stop and start its nodes and show where the partitions'
+leaders are, to try failover by hand.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import signal
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +32,9 @@ from otel_kafka_events._cli import CliError, EventSettings, err, out
 
 from ._environment import stack_environment
 from ._stack import BROKER_KINDS, LocalKafkaStack
+
+if TYPE_CHECKING:
+    from ._kafka_cluster import KafkaCluster
 
 __all__ = ["stack"]
 
@@ -122,6 +132,15 @@ def _topics(
     show_default=True,
     help="Partitions of each topic created.",
 )
+@click.option(
+    "--nodes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="With --broker kafka: run a cluster of this many nodes (3 replicas"
+    " per topic, 2 in sync for a write), whose nodes you can kill and start"
+    " by typing commands.",
+)
 @click.option("--otlp", is_flag=True, help="Also run an OTLP/HTTP receiver.")
 @click.option(
     "--env-file",
@@ -133,6 +152,7 @@ def stack(
     topics: tuple[str, ...],
     applications: tuple[str, ...],
     partitions: int,
+    nodes: int,
     otlp: bool,
     env_file: Path | None,
 ) -> None:
@@ -141,13 +161,25 @@ def stack(
     Creates the topics given with --topic and --application (or
     METRICS_APPLICATION), prints the environment lines a service needs to
     publish to them, and stops everything on Ctrl-C or SIGTERM.
+
+    With --nodes 3 (Apache Kafka only), type `kill N`, `stop N`, `start N`,
+    `restart N` or `nodes` and Enter to crash, stop or start node N, or to
+    see the nodes and the partitions' leaders.
     """
+    if nodes > 1 and broker != "kafka":
+        raise CliError(
+            f"--nodes {nodes} needs --broker kafka: only Apache Kafka runs as a"
+            " cluster here",
+            "add --broker kafka, or leave out --nodes",
+            exit_code=2,
+        )
     settings = EventSettings()
     if not applications and (from_env := os.environ.get("METRICS_APPLICATION")):
         applications = (from_env,)
     wanted_topics = _topics(topics, applications, settings)
     with _stop_on_signals() as stop:
-        local = LocalKafkaStack(broker)
+        cluster = _make_cluster(nodes)
+        local = LocalKafkaStack(cluster or broker)
         with err.status(f"Starting the {broker} broker and the schema registry..."):
             try:
                 local.start()
@@ -174,9 +206,12 @@ def stack(
             )
             _announce(local, wanted_topics, environment, env_file)
             echo = _OtlpEcho(receiver) if receiver is not None else None
+            commands = _NodeCommands(cluster, wanted_topics) if cluster else None
             while not stop.wait(0.25):
                 if echo is not None:
                     echo.poll()
+                if commands is not None:
+                    commands.run_pending()
         finally:
             with err.status("Stopping..."):
                 if env_file is not None:
@@ -185,6 +220,118 @@ def stack(
                     receiver.stop()
                 local.stop()
             err.print("Stopped.")
+
+
+def _make_cluster(nodes: int) -> KafkaCluster | None:
+    if nodes == 1:
+        return None
+    # Imported here: it needs the Apache Kafka launcher, as --broker kafka.
+    from ._kafka_cluster import KafkaCluster
+
+    return KafkaCluster(nodes)
+
+
+class _NodeCommands:
+    """Node commands typed on stdin, run between the stack's other chores.
+
+    A daemon thread reads the lines (it may block in ``readline`` until the
+    process exits); the main thread runs them, so a node's start never
+    overlaps the stack's stop.
+    """
+
+    _HELP = (
+        "Commands: kill N (SIGKILL, as a crash), stop N (graceful), start N,"
+        " restart N, nodes (each node, and the partitions' leaders and"
+        " in-sync replicas)."
+    )
+
+    def __init__(self, cluster: KafkaCluster, topics: list[str]) -> None:
+        self._cluster = cluster
+        self._topics = topics
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True, name="node-commands").start()
+        self._show()
+        err.print(self._HELP, highlight=False, markup=False)
+
+    def _read(self) -> None:
+        for line in sys.stdin:
+            self._lines.put(line)
+
+    def run_pending(self) -> None:
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                return
+            self._run(line.split())
+
+    def _run(self, words: list[str]) -> None:
+        actions = {
+            "kill": self._cluster.kill_node,
+            "stop": self._cluster.stop_node,
+            "start": self._cluster.start_node,
+            "restart": self._cluster.restart_node,
+        }
+        if words == ["nodes"]:
+            self._show()
+            return
+        if len(words) != 2 or words[0] not in actions or not words[1].isdigit():
+            if words:
+                err.print(
+                    f"? {' '.join(words)}. {self._HELP}", highlight=False, markup=False
+                )
+            return
+        verb, node_id = words[0], int(words[1])
+        if node_id not in self._cluster.node_ids:
+            err.print(
+                f"No node {node_id}: the nodes are {self._cluster.node_ids}.",
+                highlight=False,
+                markup=False,
+            )
+            return
+        with err.status(f"{verb} node {node_id}..."):
+            try:
+                actions[verb](node_id)
+            except RuntimeError as exc:
+                err.print(
+                    f"{verb} node {node_id} failed: {exc}",
+                    highlight=False,
+                    markup=False,
+                )
+                return
+        err.print(f"Node {node_id}: {verb} done.", highlight=False, markup=False)
+
+    def _show(self) -> None:
+        running = self._cluster.running_nodes()
+        for node_id in self._cluster.node_ids:
+            node = self._cluster.node(node_id)
+            process = node.process
+            state = (
+                f"running, pid {process.pid}"
+                if node_id in running and process
+                else "down"
+            )
+            err.print(
+                f"Node {node_id} at {node.bootstrap_servers}: {state}",
+                highlight=False,
+                markup=False,
+            )
+        for topic in self._topics:
+            try:
+                partitions = asyncio.run(self._cluster.partitions(topic))
+            except Exception as exc:
+                err.print(
+                    f"Topic {topic}: no metadata ({exc})", highlight=False, markup=False
+                )
+                continue
+            for part in partitions.values():
+                leader = part.leader if part.leader is not None else "none"
+                err.print(
+                    f"Topic {topic} partition {part.partition}: leader {leader},"
+                    f" in sync {list(part.in_sync)} of {list(part.replicas)}",
+                    highlight=False,
+                    markup=False,
+                )
 
 
 def _start_receiver() -> Any:
@@ -219,6 +366,12 @@ def _announce(
         f" registry at {local.registry_url}",
         highlight=False,
     )
+    if broker.replication_factor > 1:
+        err.print(
+            f"Topics have {broker.replication_factor} replicas; a write needs"
+            " 2 in sync.",
+            highlight=False,
+        )
     for topic in topics:
         err.print(f"Topic {topic}", highlight=False, markup=False)
     if not topics:
