@@ -63,6 +63,13 @@ class TailOptions:
         return self.trace_id is None or (record.trace_id or "") == self.trace_id
 
 
+def all_metadata_of(consumer: AIOKafkaConsumer) -> Any:
+    """The consumer's client's ``fetch_all_metadata``, or None where aiokafka
+    keeps it elsewhere."""
+    fetch_all = getattr(getattr(consumer, "_client", None), "fetch_all_metadata", None)
+    return fetch_all if callable(fetch_all) else None
+
+
 async def _topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
     """The topic's partitions, read without asking for the topic by name.
 
@@ -74,7 +81,16 @@ async def _topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]
     CliError
         If the broker does not have the topic, listing the ones it has.
     """
-    cluster = await consumer._client.fetch_all_metadata()
+    # aiokafka's consumer asks for all topics' metadata only inside
+    # ``topics()``, which keeps the partitions to itself: its client is
+    # asked directly, where it is laid out as from aiokafka 0.11 to 0.14.
+    fetch_all = all_metadata_of(consumer)
+    if fetch_all is None:
+        raise CliError(
+            "this aiokafka release's consumer has no client to list topics with",
+            "install an aiokafka release this package allows",
+        )
+    cluster = await fetch_all()
     partitions = cluster.partitions_for_topic(topic)
     if partitions:
         return sorted(partitions)

@@ -34,7 +34,9 @@ __all__ = [
     "AiokafkaTransport",
     "classify",
     "describe_kafka_error",
+    "direct_append_works",
     "is_connection_error",
+    "knows_insides",
     "stop_producer",
 ]
 
@@ -140,9 +142,11 @@ class _Batch:
     it holds, taking keywords and checking serializers we never set; records
     go straight to that C builder instead (about a third less time per
     record), and the count of records is handed back to the
-    ``BatchBuilder`` before it is sent (`finish`). When the builder is laid
-    out otherwise (another aiokafka release), ``BatchBuilder.append`` is
-    used: the plain path, tested on its own.
+    ``BatchBuilder`` before it is sent (`finish`). That builder is not
+    aiokafka's API: records go to it only when ``direct`` (which
+    `AiokafkaTransport` sets where `direct_append_works`) and the
+    ``BatchBuilder`` is laid out as known; otherwise ``BatchBuilder.append``
+    is used, the plain path.
     """
 
     __slots__ = ("_append_record", "_count", "builder")
@@ -189,6 +193,60 @@ class _Batch:
             self.builder._relative_offset = self._count
         self.builder.close()
         return self.builder
+
+
+# Records of the check of `direct_append_works`: with and without a key and
+# headers, an empty value, timestamps apart.
+_PROBE_RECORDS: tuple[
+    tuple[bytes | None, bytearray, int, list[tuple[str, bytes]]], ...
+] = (
+    (None, bytearray(b"\x00\x00\x00\x00\x01value"), 1_700_000_000_000, []),
+    (b"key", bytearray(b"v" * 300), 1_700_000_000_123, [("traceparent", b"00-ab")]),
+    (b"", bytearray(), 1_600_000_000_000, [("a", b""), ("b", b"\xff" * 3)]),
+)
+
+# Whether records may go straight to a kind of C record builder: checked
+# once per kind (`direct_append_works`).
+_direct_kinds: dict[type[Any], bool] = {}
+
+
+def direct_append_works(new_builder: Callable[[], Any]) -> bool:
+    """Whether `_Batch`'s direct path builds the batch aiokafka's own
+    ``BatchBuilder.append`` builds.
+
+    Two builders from ``new_builder`` (``producer.create_batch``) take the
+    same records, one straight to its C record builder and one through
+    ``BatchBuilder.append``; the batches built must be the same bytes.
+    Anything else (a builder laid out otherwise, an ``append`` that takes
+    other arguments or counts otherwise, an error) means no.
+    """
+    try:
+        plain = _Batch(new_builder(), direct=False)
+        direct = _Batch(new_builder())
+        if not direct.direct:
+            return False
+        for key, value, timestamp_ms, headers in _PROBE_RECORDS:
+            if not plain.append(key, value, timestamp_ms, headers):
+                return False
+            if not direct.append(key, value, timestamp_ms, headers):
+                return False
+        plain_builder, direct_builder = plain.finish(), direct.finish()
+        if plain_builder.record_count() != direct_builder.record_count():
+            return False
+        # Only the sender builds a batch; `_build` is where aiokafka does it.
+        built: bytes = direct_builder._build()
+        return bool(built == plain_builder._build())
+    except Exception:
+        return False
+
+
+def _direct_for(producer: AIOKafkaProducer, builder: Any) -> bool:
+    """Whether records may go straight to ``builder``'s record builder."""
+    kind = type(getattr(builder, "_builder", None))
+    direct = _direct_kinds.get(kind)
+    if direct is None:
+        direct = _direct_kinds[kind] = direct_append_works(producer.create_batch)
+    return direct
 
 
 class AiokafkaTransport:
@@ -266,9 +324,11 @@ class AiokafkaTransport:
         """The producer's ``max_request_size``."""
         producer = self._producer or self._given_producer
         if producer is not None:
+            # aiokafka keeps the setting only in a private attribute; where it
+            # does not, the option given here (or aiokafka's default) holds.
             size = getattr(producer, "_max_request_size", None)
-            if size:
-                return int(size)
+            if isinstance(size, int) and size > 0:
+                return size
         return int(self._options.get("max_request_size", DEFAULT_MAX_REQUEST_SIZE))
 
     @property
@@ -404,7 +464,9 @@ class AiokafkaTransport:
 
     def new_batch(self) -> RecordBatch:
         """Start an empty batch (``max_batch_size`` of the producer)."""
-        return _Batch(self._started().create_batch())
+        producer = self._started()
+        builder = producer.create_batch()
+        return _Batch(builder, direct=_direct_for(producer, builder))
 
     async def send(
         self, batch: Any, topic: str, partition: int, done: SendDone
@@ -476,20 +538,23 @@ async def stop_producer(
     as it opens new ones), then the batches it still holds are failed, and
     the stop goes on from there. Nothing given up is written later, and the
     producer ends closed, so no ResourceWarning follows. This reaches into
-    aiokafka 0.14's internals; where they are laid out otherwise it only
-    calls ``stop``, bounded by the time left.
+    aiokafka's internals (as laid out from 0.11 to 0.14, `knows_insides`);
+    where they are laid out otherwise it only calls ``stop``, bounded by
+    the time left, and closes the client.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(timeout, 0.0)
+    insides = knows_insides(producer)
     # Giving up and closing get a tenth of the budget each, at least 20 ms.
     slice_ = max(timeout / 10, 0.02)
-    if abandoned:
+    if abandoned and insides:
         await _give_up_sends(producer, loop.time() + slice_)
     stopping = asyncio.ensure_future(producer.stop())
     await asyncio.wait({stopping}, timeout=max(deadline - loop.time() - slice_, 0.0))
     if not stopping.done():
         # Out of time: what the producer still holds is given up now.
-        await _give_up_sends(producer, loop.time() + slice_ / 2)
+        if insides:
+            await _give_up_sends(producer, loop.time() + slice_ / 2)
         await asyncio.wait({stopping}, timeout=slice_ / 2)
         stopping.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -498,7 +563,24 @@ async def stop_producer(
     with contextlib.suppress(TimeoutError, Exception):
         async with asyncio.timeout(max(deadline - loop.time(), 0.01)):
             await producer.client.close()
-    _abort_connections(producer)
+    if insides:
+        _abort_connections(producer)
+
+
+def knows_insides(producer: Any) -> bool:
+    """Whether ``producer`` is laid out as `stop_producer` reaches into it:
+    aiokafka's sender (with ``close``), its accumulator's queued batches (a
+    mapping) and batches in flight (a set), and its client's connections (a
+    dict), as from aiokafka 0.11 to 0.14."""
+    sender = getattr(producer, "_sender", None)
+    accumulator = getattr(producer, "_message_accumulator", None)
+    connections = getattr(getattr(producer, "client", None), "_conns", None)
+    return (
+        callable(getattr(sender, "close", None))
+        and isinstance(getattr(accumulator, "_batches", None), Mapping)
+        and isinstance(getattr(accumulator, "_pending_batches", None), set)
+        and isinstance(connections, dict)
+    )
 
 
 async def _give_up_sends(producer: AIOKafkaProducer, until: float) -> None:

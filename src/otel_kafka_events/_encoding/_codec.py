@@ -16,16 +16,6 @@ from typing import Any, cast
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.validation import validate
 
-try:
-    # ``schemaless_writer`` re-resolves the parsed schema and allocates a
-    # stream on every call, about half of its cost for a small record. The
-    # Cython writer it wraps takes the parsed schema and a bytearray directly.
-    from fastavro._write import (  # type: ignore[attr-defined]
-        write_data as _write_data,
-    )
-except ImportError:  # pragma: no cover - pure-Python fastavro build
-    _write_data = None
-
 from ..errors import EventPayloadError
 
 __all__ = [
@@ -52,6 +42,87 @@ _WRITE_OPTIONS = {
 }
 _HEADER = struct.Struct(">BI")  # magic byte (unsigned), schema id
 
+# What `checked_c_writer` writes with both writers before it trusts the C one:
+# a long at each end of its range, and a record of every kind of field that
+# `EventEncoder` leaves to fastavro (array, map, union, nested record, enum).
+_PROBE_LONGS = (0, -1, 1, 300, -(2**63), 2**63 - 1)
+_PROBE_SCHEMA = {
+    "type": "record",
+    "name": "Probe",
+    "fields": [
+        {"name": "tags", "type": {"type": "array", "items": "string"}},
+        {"name": "counts", "type": {"type": "map", "values": "long"}},
+        {"name": "either", "type": ["null", "long", "string"]},
+        {
+            "name": "inner",
+            "type": {
+                "type": "record",
+                "name": "Inner",
+                "fields": [{"name": "level", "type": "double"}],
+            },
+        },
+        {"name": "kind", "type": {"type": "enum", "name": "K", "symbols": ["A", "B"]}},
+        {"name": "again", "type": ["null", "Inner"]},
+    ],
+}
+_PROBE_DATUM = {
+    "tags": ["a", "é"],
+    "counts": {"x": -(2**40), "y": 1},
+    "either": "two",
+    "inner": {"level": 0.5},
+    "kind": "B",
+    "again": {"level": -1.0},
+}
+
+
+def checked_c_writer(candidate: Any) -> Any:
+    """``candidate`` (fastavro's Cython ``write_data``) if it writes what
+    fastavro's public ``schemaless_writer`` writes, else None.
+
+    ``schemaless_writer`` re-resolves the parsed schema and allocates a
+    stream on every call, about half of its cost for a small record; the
+    Cython function it wraps takes the parsed schema and a bytearray
+    directly. That function is not fastavro's API, so before it is used it
+    writes a few values, field type by field type, and must give the public
+    writer's bytes; a release that moved, renamed or changed it (or a
+    pure-Python build without it) makes the encoders use the public writer.
+    """
+    if not callable(candidate):
+        return None
+    try:
+        for value in _PROBE_LONGS:
+            out = bytearray()
+            candidate(out, value, "long", {}, "", _WRITE_OPTIONS)
+            if out != avro_long(value):
+                return None
+        named: dict[str, Any] = {}
+        parsed = cast("dict[str, Any]", parse_schema(_PROBE_SCHEMA, named))
+        out = bytearray()
+        for field in parsed["fields"]:
+            candidate(
+                out,
+                _PROBE_DATUM[field["name"]],
+                field["type"],
+                named,
+                "",
+                _WRITE_OPTIONS,
+            )
+        stream = io.BytesIO()
+        schemaless_writer(stream, parse_schema(_PROBE_SCHEMA), _PROBE_DATUM)
+    except Exception:
+        return None
+    return candidate if bytes(out) == stream.getvalue() else None
+
+
+def _find_c_writer() -> Any:
+    try:
+        from fastavro._write import (  # type: ignore[attr-defined]
+            write_data,
+        )
+    except ImportError:  # a pure-Python build of fastavro
+        return None
+    return checked_c_writer(write_data)
+
 
 def confluent_header(schema_id: int) -> bytes:
     """Return the five bytes that precede the Avro body for ``schema_id``."""
@@ -66,8 +137,8 @@ def avro_long(value: int) -> bytes:
 def long_writer_call(out: str, value: str) -> tuple[str, dict[str, Any]]:
     """Source of a statement appending `avro_long` of ``value`` to ``out``,
     and the names it needs: fastavro's C writer called directly where it
-    exists (generated code saves the call of `write_long` itself)."""
-    if _write_data is None:  # pragma: no cover - pure-Python fastavro build
+    is usable (generated code saves the call of `write_long` itself)."""
+    if _write_data is None:
         return f"write_long({out}, {value})", {"write_long": write_long}
     return (
         f"write_data({out}, {value}, 'long', NO_NAMED_SCHEMAS, '', WRITE_OPTIONS)",
@@ -87,7 +158,7 @@ def write_long(out: bytearray, value: int) -> None:
     """
     if _write_data is not None:
         _write_data(out, value, "long", _NO_NAMED_SCHEMAS, "", _WRITE_OPTIONS)
-    else:  # pragma: no cover - pure-Python fastavro build
+    else:
         out += avro_long(value)
 
 
@@ -99,6 +170,11 @@ def _varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+# fastavro's Cython writer where it writes what the public writer writes,
+# else None: the public writer (see `checked_c_writer`).
+_write_data: Any = _find_c_writer()
 
 
 def avro_string(value: str) -> bytes:
@@ -297,18 +373,18 @@ class EventEncoder:
             and (branch := _scalar_writer(avro_type[1])) is not None
         ):
             return _nullable(branch)
-        if _write_data is None:  # pragma: no cover - pure-Python fastavro build
+        write_data = _write_data
+        if write_data is None:
             return self._write_with_schemaless_writer(avro_type)
         named, options = self._named_schemas, self._options
 
         def write_with_fastavro(out: bytearray, value: Any) -> None:
-            _write_data(out, value, avro_type, named, "", options)
+            write_data(out, value, avro_type, named, "", options)
 
         return write_with_fastavro
 
-    def _write_with_schemaless_writer(
-        self, avro_type: Any
-    ) -> FieldWriter:  # pragma: no cover - pure-Python fastavro build
+    def _write_with_schemaless_writer(self, avro_type: Any) -> FieldWriter:
+        """The plain path: fastavro's public writer, for one field's type."""
         parsed = parse_schema(avro_type, dict(self._named_schemas))
 
         def write(out: bytearray, value: Any) -> None:

@@ -68,6 +68,9 @@ def compile_event_writer(
     # Per event type: closure variables of its writer (the names the whole
     # process shares are the globals of every writer, `_GLOBALS`).
     namespace: dict[str, Any] = {"APPLICATION": application}
+    # fastavro's C writer, or the plain one (`_codec.checked_c_writer`).
+    write_long, long_names = long_writer_call("out", "v")
+    _GLOBALS.update(long_names)
     micros, _ = long_writer_call("out", "timestamp_ns // 1000")
     nanos, _ = long_writer_call("out", "timestamp_ns")
     lines = [
@@ -84,7 +87,7 @@ def compile_event_writer(
         if converter is not None:
             namespace[f"convert_{index}"] = converter
             lines.append(f"    if v is not None: v = convert_{index}(v)")
-        body = _inline(avro_type, index, namespace, _WRITE_LONG)
+        body = _inline(avro_type, index, namespace, write_long)
         if body is None:
             namespace[f"write_{index}"] = fallback_writers[name]
             body = [f"write_{index}(out, v)"]
@@ -112,14 +115,14 @@ def compile_event_writer(
     return cast("EventWriter", writer)
 
 
-_WRITE_LONG, _write_long_names = long_writer_call("out", "v")
+# The names every writer uses; `compile_event_writer` adds those of the long
+# writer it chose.
 _GLOBALS: dict[str, Any] = {
     "__builtins__": __builtins__,
     "SHORT": _SHORT_LENGTHS,
     "avro_long": avro_long,
     "pack_double": struct.Struct("<d").pack,
     "pack_float": struct.Struct("<f").pack,
-    **_write_long_names,
 }
 
 

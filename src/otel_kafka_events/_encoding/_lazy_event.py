@@ -16,38 +16,65 @@ still-empty instance dict and reaches ``__getattr__``, which fills it in
 too. After that, reads go straight to the instance dict as for any model.
 An instance made any other way (validation, ``model_construct``, copying,
 unpickling) has nothing pending and behaves as a plain model.
-``tests/test_lazy_event.py`` compares both kinds operation by operation.
+``tests/unit/encoding/test_lazy_event.py`` compares both kinds operation by
+operation.
+
+The slots are Pydantic's internals, so they are checked at import: the four
+descriptors must be where Pydantic 2 keeps them, and a lazy instance of a
+probe model must read, dump, compare and copy as one built by
+``model_construct``. Where either fails (a Pydantic release laid out
+otherwise), `LazyFields` is a plain base and `new_lazy_event` builds the
+instance at once with ``model_construct``: the plain, public path
+(`LAZY` says which is in use).
 """
 
 from __future__ import annotations
 
+import copy
 import threading
+from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, PrivateAttr
 from pydantic_core import PydanticUndefined
 
-__all__ = ["LazyFields", "new_lazy_event"]
+__all__ = ["LAZY", "LazyFields", "eager_event", "new_lazy_event"]
 
-_slots = BaseModel.__dict__
-_dict = _slots["__dict__"]
-_fields_set = _slots["__pydantic_fields_set__"]
-_extra = _slots["__pydantic_extra__"]
-_private = _slots["__pydantic_private__"]
-_get_dict = _dict.__get__
-_set_dict = _dict.__set__
-_get_fields_set = _fields_set.__get__
-_set_fields_set = _fields_set.__set__
-_get_extra = _extra.__get__
-_set_extra = _extra.__set__
-_get_private = _private.__get__
-_set_private = _private.__set__
+_SLOT_NAMES = (
+    "__dict__",
+    "__pydantic_fields_set__",
+    "__pydantic_extra__",
+    "__pydantic_private__",
+)
+
+
+def _slot_descriptors(base: type[Any] = BaseModel) -> tuple[Any, ...] | None:
+    """Pydantic's descriptors of the four slots, or None if it keeps them
+    otherwise."""
+    found = tuple(vars(base).get(name) for name in _SLOT_NAMES)
+    for descriptor in found:
+        if not (hasattr(descriptor, "__get__") and hasattr(descriptor, "__set__")):
+            return None
+    return found
+
+
+_descriptors = _slot_descriptors()
+if _descriptors is not None:
+    _dict, _fields_set, _extra, _private = _descriptors
+    _get_dict = _dict.__get__
+    _set_dict = _dict.__set__
+    _get_fields_set = _fields_set.__get__
+    _set_fields_set = _fields_set.__set__
+    _get_extra = _extra.__get__
+    _set_extra = _extra.__set__
+    _get_private = _private.__get__
+    _set_private = _private.__set__
 _new = object.__new__
 # Two threads reading one new event at once fill it in once.
 _filling = threading.Lock()
 
 
-class LazyFields(BaseModel):
+class _LazyFields(BaseModel):
     """First base of every enriched event model (see the module docstring).
 
     It adds no fields, only the slot that holds what is pending.
@@ -113,12 +140,20 @@ class LazyFields(BaseModel):
         _set_private(self, private)
 
 
-_pending_slot = vars(LazyFields)["_pending_values"]
+class _PlainFields(BaseModel):
+    """`LazyFields` where Pydantic's layout is not the known one: a plain
+    model base, whose events `eager_event` builds."""
+
+
+_pending_slot = vars(_LazyFields)["_pending_values"]
 _get_pending_raw = _pending_slot.__get__
 _set_pending = _pending_slot.__set__
 
+LazyEventFactory = Callable[[type[Any], tuple[Any, ...]], Any]
+"""``(model, pending)`` to an enriched event (see `new_lazy_event`)."""
 
-def new_lazy_event(model: type[Any], pending: tuple[Any, ...]) -> Any:
+
+def _lazy_event(model: type[Any], pending: tuple[Any, ...]) -> Any:
     """An instance of ``model`` whose values are made when first needed.
 
     ``pending`` is ``(make_values, *arguments)``: the values are
@@ -129,6 +164,14 @@ def new_lazy_event(model: type[Any], pending: tuple[Any, ...]) -> Any:
     event = _new(model)
     _set_pending(event, pending)
     return event
+
+
+def eager_event(model: type[Any], pending: tuple[Any, ...]) -> Any:
+    """The plain path of `new_lazy_event`: the values made now, and the
+    instance built by Pydantic's ``model_construct`` (no validation: the
+    values are the validated payload's and the metadata made for it)."""
+    values = pending[0](*pending[1:])
+    return model.model_construct(_fields_set=set(values), **values)
 
 
 def _get_pending(event: Any) -> Any:
@@ -167,3 +210,79 @@ def _private_defaults(model: type[BaseModel]) -> dict[str, Any] | None:
         if default is not PydanticUndefined:
             defaults[name] = default
     return defaults
+
+
+# -- the check at import -----------------------------------------------------------
+
+_PROBE_VALUES: dict[str, Any] = {"name": "probe", "count": 2, "tags": ["a"]}
+
+# Each is done to a new lazy instance first thing, and to one built by
+# model_construct: what an enriched event's reader does with it.
+_PROBE_READS: tuple[Callable[[Any], Any], ...] = (
+    lambda e: e.count,
+    lambda e: e._seen,
+    lambda e: e.model_dump(),
+    lambda e: e.model_dump_json(),
+    lambda e: e.model_fields_set,
+    lambda e: e.model_extra,
+    lambda e: vars(e),
+    repr,
+    lambda e: list(e),
+    lambda e: e == _probe_model.model_validate(_PROBE_VALUES),
+    lambda e: e.model_copy(update={"count": 3}).model_dump(),
+    lambda e: copy.deepcopy(e).model_dump(),
+    lambda e: _set_count(e).model_dump(),
+)
+
+
+def _set_count(event: Any) -> Any:
+    event.count = 5
+    return event
+
+
+def _probe_model_of(base: type[BaseModel]) -> type[BaseModel]:
+    class Probe(base):  # type: ignore[valid-type,misc]
+        """A model with what enriched events have: required fields, a
+        default, a mutable field, a private attribute."""
+
+        name: str
+        count: int = 0
+        tags: list[str]
+        _seen: bool = PrivateAttr(default=False)
+
+    return Probe
+
+
+def _lazy_reads_as_eager(model: type[BaseModel]) -> bool:
+    """Whether lazy instances of ``model`` read as ``model_construct``'s."""
+
+    def make() -> dict[str, Any]:
+        return copy.deepcopy(_PROBE_VALUES)
+
+    try:
+        for read in _PROBE_READS:
+            lazy = read(_lazy_event(model, (make,)))
+            if lazy != read(eager_event(model, (make,))):
+                return False
+    except Exception:
+        return False
+    return True
+
+
+_probe_model: type[BaseModel] = _PlainFields
+LAZY = False
+"""Whether enriched events are lazy (Pydantic laid out as known), or built
+at once with ``model_construct``."""
+if _descriptors is not None:
+    _probe_model = _probe_model_of(_LazyFields)
+    LAZY = _lazy_reads_as_eager(_probe_model)
+
+LazyFields: type[BaseModel] = _LazyFields if LAZY else _PlainFields
+"""First base of every enriched event model."""
+
+new_lazy_event: LazyEventFactory = _lazy_event if LAZY else eager_event
+"""An instance of ``model`` whose values are made when first needed:
+``pending`` is ``(make_values, *arguments)``, the values are
+``make_values(*arguments)``, and the arguments must not change afterwards
+(the caller passes private copies; the publish path copies the payload's
+dict). Where Pydantic is laid out otherwise, `eager_event`."""

@@ -17,7 +17,18 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 from google.protobuf.json_format import MessageToDict
-from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+
+try:
+    # The SDK's own OTLP exporters encode logs with this; it has no public
+    # name yet, and the otlp-kafka extra pins the package exactly.
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+except ImportError as exc:
+    raise ImportError(
+        "KafkaLogRecordExporter needs encode_logs from"
+        " opentelemetry-exporter-otlp-proto-common as the otlp-kafka extra"
+        " pins it: pip install 'otel-kafka-events[otlp-kafka]'"
+        f" ({type(exc).__name__}: {exc})"
+    ) from exc
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
 )

@@ -4,6 +4,12 @@ Producers inject through the global propagator, so ``OTEL_PROPAGATORS`` is
 honoured; a fast path formats ``traceparent`` directly when the global
 propagator is the SDK's default (trace context and baggage), which gives the
 same header for a fraction of the cost. Baggage is stripped unless allowed.
+
+Telling the default apart reads ``CompositePropagator._propagators``, which
+is not OpenTelemetry's API; so the fast path is also checked once per
+global propagator: the propagator must inject exactly the headers the fast
+path formats for a few span contexts. A propagator laid out or behaving
+otherwise gets the plain path, ``inject``.
 """
 
 from __future__ import annotations
@@ -16,26 +22,69 @@ from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 __all__ = ["HeaderInjector", "extract_context", "headers_size", "headers_to_carrier"]
 
 Headers = tuple[tuple[str, bytes], ...]
 
+# The span contexts the fast path is checked with: sampled and not, with and
+# without a trace state.
+_PROBE_SPANS = (
+    SpanContext(
+        0x0AF7651916CD43DD8448EB211C80319C,
+        0x00F067AA0BA902B7,
+        is_remote=False,
+        trace_flags=TraceFlags(1),
+    ),
+    SpanContext(
+        0x1,
+        0xB7AD6B7169203331,
+        is_remote=True,
+        trace_flags=TraceFlags(0),
+        trace_state=TraceState([("vendor", "t61rcWkgMzE"), ("other", "b")]),
+    ),
+)
+
 
 def _is_default_propagator(propagator: Any) -> bool:
-    """Whether the propagator is trace context (plus optionally baggage) only."""
+    """Whether the propagator is trace context (plus optionally baggage)
+    only, and injects what the fast path formats."""
+    return _default_kinds(propagator) and _injects_as_formatted(propagator)
+
+
+def _default_kinds(propagator: Any) -> bool:
+    """Whether the propagator is made of trace context (plus optionally
+    baggage) only. A composite whose parts are not where OpenTelemetry
+    keeps them is not."""
     if isinstance(propagator, TraceContextTextMapPropagator):
         return True
     if isinstance(propagator, CompositePropagator):
         parts = getattr(propagator, "_propagators", None)
-        if parts is None:
+        if not isinstance(parts, list | tuple):
             return False
         kinds = {type(p) for p in parts}
         return kinds <= {TraceContextTextMapPropagator, W3CBaggagePropagator} and (
             TraceContextTextMapPropagator in kinds
         )
     return False
+
+
+def _injects_as_formatted(propagator: Any) -> bool:
+    """Whether ``propagator`` injects, without baggage, exactly the headers
+    `HeaderInjector` formats on its fast path."""
+    try:
+        for span_context in _PROBE_SPANS:
+            context = trace.set_span_in_context(NonRecordingSpan(span_context))
+            carrier: dict[str, str] = {}
+            propagator.inject(carrier, context=baggage.clear(context))
+            formatted = HeaderInjector.format(span_context)
+            if carrier != {key: value.decode() for key, value in formatted}:
+                return False
+    except Exception:
+        return False
+    return True
 
 
 class HeaderInjector:
@@ -55,7 +104,10 @@ class HeaderInjector:
         self._allow_baggage = allow_baggage
         self._baggage_keys = baggage_keys
         self._checked: Any = None
-        self._fast = False
+        self.fast = False
+        """Whether the global propagator, as of the last `headers`, is the
+        default one: its headers are then formatted here, not injected,
+        unless baggage is allowed."""
         # (span context, its headers, their size) as one tuple, safe to read
         # from threads.
         self._last: tuple[trace.SpanContext | None, Headers | None, int] = (
@@ -82,8 +134,8 @@ class HeaderInjector:
         propagator = propagate.get_global_textmap()
         if propagator is not self._checked:
             self._checked = propagator
-            self._fast = _is_default_propagator(propagator)
-        if self._fast and not self._allow_baggage:
+            self.fast = _is_default_propagator(propagator)
+        if self.fast and not self._allow_baggage:
             if span_context is None:
                 return None, 0
             cached_context, headers, size = self._last
@@ -92,7 +144,7 @@ class HeaderInjector:
                 # headers; sharing the (never mutated) tuple saves building
                 # it and keeps one less object alive per queued event.
                 return headers, size
-            headers = self._format(span_context)
+            headers = self.format(span_context)
             size = headers_size(headers)
             self._last = (span_context, headers, size)
             return headers, size
@@ -103,7 +155,7 @@ class HeaderInjector:
         return headers, headers_size(headers)
 
     @staticmethod
-    def _format(span_context: trace.SpanContext) -> Headers:
+    def format(span_context: trace.SpanContext) -> Headers:
         """``traceparent`` (and ``tracestate``) for a span context."""
         traceparent = "00-%032x-%016x-%02x" % (  # noqa: UP031 - fastest form
             span_context.trace_id,

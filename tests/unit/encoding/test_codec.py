@@ -18,9 +18,12 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from otel_kafka_events import EventDecoder, EventPayload, decode
+from otel_kafka_events._encoding import _codec
 from otel_kafka_events._encoding._codec import (
     MAGIC_BYTE,
     EventEncoder,
+    avro_long,
+    checked_c_writer,
     confluent_header,
     set_schema_id,
     split_confluent_frame,
@@ -301,3 +304,43 @@ def test_encoder_names_the_field_fastavro_would_accept() -> None:
         encoder.encode({"label": "a", "ratio": 1e300}, confluent_header(1))
     assert "sample.ratio" in caught.value.detail
     assert "OverflowError" in caught.value.detail
+
+
+# -- fastavro's C writer, checked before use ---------------------------------
+
+
+def test_the_installed_fastavro_c_writer_passes_the_check() -> None:
+    from fastavro._write import write_data  # type: ignore[attr-defined]
+
+    assert checked_c_writer(write_data) is write_data
+    assert _codec._write_data is write_data
+
+
+def _one_byte_more(out: bytearray, *args: Any) -> None:
+    _codec._write_data(out, *args)
+    out.append(0)
+
+
+def _another_signature(out: bytearray, datum: Any, schema: Any) -> None:
+    _codec._write_data(out, datum, schema, {}, "", {})
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [_one_byte_more, _another_signature, None, "write_data"],
+    ids=["other bytes", "other signature", "missing", "not callable"],
+)
+def test_a_c_writer_that_is_not_the_known_one_is_refused(candidate: Any) -> None:
+    assert checked_c_writer(candidate) is None
+
+
+def test_write_long_without_the_c_writer(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = [0, -1, 63, 64, -(2**63), 2**63 - 1, 1_796_212_800_123_456_789]
+    fast = bytearray()
+    for value in values:
+        _codec.write_long(fast, value)
+    monkeypatch.setattr(_codec, "_write_data", None)
+    plain = bytearray()
+    for value in values:
+        _codec.write_long(plain, value)
+    assert plain == fast == b"".join(avro_long(v) for v in values)

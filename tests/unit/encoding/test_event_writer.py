@@ -11,14 +11,17 @@ reference's.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, note, settings
 
 from otel_kafka_events import EventPayload
+from otel_kafka_events._encoding import _codec
 from otel_kafka_events._encoding._codec import avro_long, avro_string, write_long
 from otel_kafka_events._encoding._event_type import EventType
 from otel_kafka_events.errors import EventPayloadError
@@ -201,3 +204,51 @@ def test_types_of_one_shape_share_code_and_keep_their_own_values() -> None:
             event_type, b"\x00\x00\x00", fields
         )
     assert compare(first, fields) != compare(second, fields)
+
+
+# -- fastavro's C writer and its fallback ----------------------------------------
+
+
+@contextlib.contextmanager
+def public_fastavro_writer() -> Iterator[None]:
+    """Inside, encoding uses fastavro's public writer only: what a fastavro
+    release whose C writer `checked_c_writer` refuses gets."""
+    saved = _codec._write_data
+    _codec._write_data = None
+    try:
+        yield
+    finally:
+        _codec._write_data = saved
+
+
+def both_writers(case: Case, fields: dict[str, Any]) -> None:
+    """One payload through the C writer and through the public one: the
+    same bytes, or the same refusal."""
+    fast_type = EventType("writers", TOPIC, "writer", case.model)
+    fast = compare(fast_type, fields)
+    with public_fastavro_writer():
+        plain_type = EventType("writers", TOPIC, "writer", case.model)
+        assert "write_data" not in plain_type.writer.__code__.co_names
+        plain = compare(plain_type, fields)
+    assert plain == fast
+
+
+def test_the_c_writer_is_used_with_the_installed_fastavro() -> None:
+    # A fastavro release that moved it would fall back silently: this says so.
+    assert _codec._write_data is not None
+    assert _codec.checked_c_writer(_codec._write_data) is _codec._write_data
+    event_type = EventType("scalars", TOPIC, "writer", Scalars)
+    assert "write_data" in event_type.writer.__code__.co_names
+
+
+@settings(PROPERTY_SETTINGS, max_examples=150)
+@given(case=cases())
+def test_the_public_fastavro_writer_writes_and_refuses_alike(case: Case) -> None:
+    payload = build(case)
+    if payload is not None:
+        note(f"fields: {payload.__dict__!r}")
+        both_writers(case, payload.__dict__)
+    # Unvalidated values of any type: both writers refuse the same ones.
+    unvalidated = case.model.model_construct(**case.raw)
+    note(f"unvalidated fields: {unvalidated.__dict__!r}")
+    both_writers(case, unvalidated.__dict__)

@@ -1,0 +1,213 @@
+"""Where `AiokafkaTransport` reaches into aiokafka, and its plain paths.
+
+Records go straight to aiokafka's C record builder, the producer's request
+limit is read from a private attribute, and a stop that runs out of time
+gives up the producer's batches through its sender and accumulator. Each is
+checked before use; here the plain paths give what the direct ones give
+(the same batch bytes, the same limit, a stop within its budget), and with
+the installed aiokafka the direct paths are the ones taken. No broker: the
+producers are made but never started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from otel_kafka_events._delivery import _aiokafka
+from otel_kafka_events._delivery._aiokafka import (
+    DEFAULT_MAX_REQUEST_SIZE,
+    AiokafkaTransport,
+    _Batch,
+    direct_append_works,
+    knows_insides,
+    stop_producer,
+)
+
+RECORDS = [
+    (None, bytearray(b"\x00\x00\x00\x00\x07event"), 1_796_212_800_123, []),
+    (b"k", bytearray(b"x" * 1000), 1_796_212_800_124, [("traceparent", b"00-1")]),
+    (b"", bytearray(), 1, [("a", b""), ("b", b"\xff")]),
+    (b"\x00" * 40, bytearray(b"\x01"), 2**40, [("h", b"v")] * 5),
+]
+
+
+@pytest.fixture
+async def producer() -> AsyncIterator[AIOKafkaProducer]:
+    """A producer that is never started (so it opens no connection)."""
+    made = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9", max_request_size=2_000_000)
+    # Before 0.13, aiokafka picks the record format when it starts (from the
+    # broker's version); a started producer talking to Kafka 0.11 or later
+    # has format 2, the one the direct path writes.
+    accumulator = made._message_accumulator
+    if hasattr(accumulator, "set_api_version"):
+        accumulator.set_api_version((2, 0))
+    yield made
+    await made.stop()
+
+
+def built(batch: _Batch) -> bytes:
+    data: bytes = batch.finish()._build()
+    return data
+
+
+def fill(batch: _Batch) -> _Batch:
+    for key, value, timestamp_ms, headers in RECORDS:
+        assert batch.append(key, value, timestamp_ms, headers)
+    return batch
+
+
+async def test_records_go_straight_to_the_record_builder(
+    producer: AIOKafkaProducer,
+) -> None:
+    # An aiokafka release that moved the record builder would fall back
+    # silently: this says so.
+    assert direct_append_works(producer.create_batch)
+    transport = AiokafkaTransport(
+        producer=producer, admin_client=object(), manage_clients=False
+    )
+    await transport.start()
+    batch = transport.new_batch()
+    assert batch.direct
+
+
+async def test_the_plain_path_builds_the_same_batch(
+    producer: AIOKafkaProducer,
+) -> None:
+    direct = fill(_Batch(producer.create_batch()))
+    plain = fill(_Batch(producer.create_batch(), direct=False))
+    assert direct.direct
+    assert not plain.direct
+
+    assert built(plain) == built(direct)
+    assert plain.builder.record_count() == direct.builder.record_count() == 4
+
+
+class _StandInBuilder:
+    """A ``BatchBuilder`` of some other layout: only its public methods."""
+
+    def __init__(self) -> None:
+        self.appended: list[dict[str, Any]] = []
+
+    def append(self, **record: Any) -> object:
+        self.appended.append(record)
+        return object()
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_builder_laid_out_otherwise_gets_the_plain_path() -> None:
+    builder = _StandInBuilder()
+    batch = _Batch(builder)
+
+    assert not batch.direct
+    assert batch.append(b"k", bytearray(b"v"), 5, [("h", b"1")])
+    assert batch.finish() is builder
+    assert builder.appended == [
+        {
+            "key": b"k",
+            "value": bytearray(b"v"),
+            "timestamp": 5,
+            "headers": [("h", b"1")],
+        }
+    ]
+    assert not direct_append_works(_StandInBuilder)
+
+
+async def test_a_record_builder_that_takes_other_arguments_is_refused(
+    producer: AIOKafkaProducer,
+) -> None:
+    def new_builder() -> Any:
+        builder = producer.create_batch()
+        records = builder._builder
+
+        class Swapped:
+            """The record builder, its key and value swapped."""
+
+            def append(self, offset: int, timestamp: int, *args: Any) -> Any:
+                key, value, headers = args
+                return records.append(offset, timestamp, value, key, headers)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(records, name)
+
+        builder._builder = Swapped()
+        return builder
+
+    assert not direct_append_works(new_builder)
+
+
+async def test_the_request_limit_is_the_producers(producer: AIOKafkaProducer) -> None:
+    transport = AiokafkaTransport(producer=producer)
+    assert transport.max_request_size == 2_000_000
+
+
+class _StandInProducer:
+    """A producer of some other layout, whose stop never finishes."""
+
+    def __init__(self) -> None:
+        self.client = self
+        self.stopped = False
+        self.closed = False
+
+    async def stop(self) -> None:
+        self.stopped = True
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [({}, DEFAULT_MAX_REQUEST_SIZE), ({"max_request_size": 3_000_000}, 3_000_000)],
+)
+def test_a_producer_without_the_limit_gets_the_option(
+    options: dict[str, Any], expected: int
+) -> None:
+    transport = AiokafkaTransport(producer=_StandInProducer(), client_options=options)
+    assert transport.max_request_size == expected
+
+
+async def test_the_stop_reaches_into_the_installed_aiokafka(
+    producer: AIOKafkaProducer,
+) -> None:
+    assert knows_insides(producer)
+
+
+@pytest.mark.parametrize("abandoned", [True, False])
+async def test_a_producer_laid_out_otherwise_is_stopped_within_the_budget(
+    abandoned: bool,
+) -> None:
+    stand_in = _StandInProducer()
+    assert not knows_insides(stand_in)
+    started = time.monotonic()
+
+    await stop_producer(stand_in, 0.3, abandoned=abandoned)
+
+    assert time.monotonic() - started < 0.3 + 0.2
+    assert stand_in.stopped
+    assert stand_in.closed
+
+
+async def test_the_stop_gives_up_only_on_a_known_layout(
+    producer: AIOKafkaProducer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    given_up: list[object] = []
+
+    async def give_up(stopped: object, until: float) -> None:
+        given_up.append(stopped)
+
+    monkeypatch.setattr(_aiokafka, "_give_up_sends", give_up)
+    await stop_producer(producer, 0.5, abandoned=True)
+    assert given_up == [producer]
+
+    given_up.clear()
+    await stop_producer(_StandInProducer(), 0.2, abandoned=True)
+    assert given_up == []
