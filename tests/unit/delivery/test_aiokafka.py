@@ -73,6 +73,7 @@ async def test_records_go_straight_to_the_record_builder(
     )
     await transport.start()
     batch = transport.new_batch()
+    assert isinstance(batch, _Batch)
     assert batch.direct
 
 
