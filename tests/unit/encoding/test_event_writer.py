@@ -11,11 +11,10 @@ reference's.
 
 from __future__ import annotations
 
-import re
-
 import contextlib
 import datetime as dt
 import enum
+import re
 from collections.abc import Iterator
 from typing import Any
 
