@@ -95,6 +95,8 @@ class Intake:
         self.delivery_timeout = delivery_timeout
         self._max_request_size = max_request_size
         self._overhead = record_overhead(topic)
+        self._limit = 0
+        self.refresh_limit()
         self._raise_on_error = raise_on_error
         self._since_yield = 0
         self._closed: BaseException | None = None
@@ -104,6 +106,11 @@ class Intake:
         wake publishers waiting for room: they give up."""
         self._closed = error
         self._sender.room.set()
+
+    def refresh_limit(self) -> None:
+        """Read the transport's request limit again (after it connects: a
+        producer's own ``max_request_size`` is known then)."""
+        self._limit = self._max_request_size() - self._overhead
 
     @property
     def closed(self) -> bool:
@@ -139,13 +146,13 @@ class Intake:
         if failure is not None:
             raise failure
         size = event.size + (len(event.key) if event.key else 0)
-        limit = self._max_request_size() - self._overhead
+        limit = self._limit
         if size > limit:
             raise EventTooLargeError(
                 event.event_name,
                 f"encoded event is {size} bytes (value, key and headers), more"
                 f" than the {limit} bytes a record can have under the"
-                f" producer's max_request_size of {self._max_request_size()}",
+                f" producer's max_request_size of {limit + self._overhead}",
             )
 
     def accept(self, event: PendingEvent, source: Any) -> bool:

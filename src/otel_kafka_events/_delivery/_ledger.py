@@ -29,7 +29,7 @@ import heapq
 import operator
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .._options import BufferOptions
@@ -188,32 +188,32 @@ class Settlement:
 class Batch:
     """Events handed out for one send to one partition.
 
+    A batch's events are in deadline order (a partition's queue is), so
+    the events settled while it is out, at their deadlines, are always its
+    first ones: `first_open` counts them.
+
     Attributes
     ----------
     partition
         Where it goes.
     events
         Its events, in record order.
-    settled
-        Indexes of events already settled while the batch was out (their
-        deadline passed first); None while there are none.
+    first_open
+        The index of its first event not settled yet.
     """
 
     partition: int
     events: list[PendingEvent]
-    settled: set[int] | None = field(default=None)
+    first_open: int = 0
 
-    def open_events(self) -> Iterator[tuple[int, PendingEvent]]:
-        """The events not settled yet, with their index in the batch."""
-        settled = self.settled
-        for index, event in enumerate(self.events):
-            if settled is None or index not in settled:
-                yield index, event
+    def open_events(self) -> list[PendingEvent]:
+        """The events not settled yet."""
+        return self.events[self.first_open :] if self.first_open else self.events
 
     @property
     def done(self) -> bool:
         """Whether every event of the batch is settled."""
-        return self.settled is not None and len(self.settled) == len(self.events)
+        return self.first_open == len(self.events)
 
 
 class Ledger:
@@ -389,21 +389,20 @@ class Ledger:
         """Settle a batch Kafka acknowledged: its events not settled yet,
         in runs of consecutive offsets."""
         self._release(batch)
-        runs = [(0, batch.events)] if batch.settled is None else _runs(batch)
-        settlements = []
-        for start, events in runs:
-            self._delivered += len(events)
-            self._buffered -= len(events)
-            self._bytes -= sum(event.size for event in events)
-            settlements.append(
-                Settlement(
-                    events,
-                    Settled.DELIVERED,
-                    partition=batch.partition,
-                    base_offset=base_offset + start,
-                )
+        events = batch.open_events()
+        if not events:
+            return []
+        self._delivered += len(events)
+        self._buffered -= len(events)
+        self._bytes -= sum(event.size for event in events)
+        return [
+            Settlement(
+                events,
+                Settled.DELIVERED,
+                partition=batch.partition,
+                base_offset=base_offset + batch.first_open,
             )
-        return settlements
+        ]
 
     def retry(self, batch: Batch, now: float, error: BaseException) -> list[Settlement]:
         """Put a batch that failed retriably back at the head of its queue.
@@ -413,7 +412,7 @@ class Ledger:
         instead.
         """
         self._release(batch)
-        open_events = [event for _, event in batch.open_events()]
+        open_events = batch.open_events()
         live = [e for e in open_events if e.deadline > now]
         expired = [e for e in open_events if e.deadline <= now]
         if live:
@@ -430,7 +429,7 @@ class Ledger:
     ) -> list[Settlement]:
         """Settle the open events of a batch that will not be sent again."""
         self._release(batch)
-        events = [event for _, event in batch.open_events()]
+        events = batch.open_events()
         if not events:
             return []
         return [self._settle_failed(events, outcome, error)]
@@ -468,29 +467,23 @@ class Ledger:
         settled this way is given up (`is_out` then says False, and its
         answer, should one come, is to be ignored).
         """
-        overdue = [
-            (index, event)
-            for index, event in batch.open_events()
-            if event.deadline <= now
-        ]
-        if not overdue:
+        events = batch.events
+        start = end = batch.first_open
+        while end < len(events) and events[end].deadline <= now:
+            end += 1
+        if end == start:
             return []
-        if batch.settled is None:
-            batch.settled = set()
-        batch.settled.update(index for index, _ in overdue)
+        batch.first_open = end
         if batch.done:
             self._release(batch)
-        return [
-            self._settle_failed(
-                [event for _, event in overdue], Settled.NOT_ACKNOWLEDGED, error
-            )
-        ]
+        return [self._settle_failed(events[start:end], Settled.NOT_ACKNOWLEDGED, error)]
 
     def next_deadline(self) -> float | None:
         """The earliest deadline among queued and sent events (None if none)."""
         heads = [queue[0].deadline for queue, _ in self._queues_with_outcome() if queue]
         for batch in self._out.values():
-            heads.extend(event.deadline for _, event in batch.open_events())
+            if not batch.done:
+                heads.append(batch.events[batch.first_open].deadline)
         return min(heads, default=None)
 
     def close(
@@ -501,7 +494,7 @@ class Ledger:
         ``queued_error``."""
         settlements = []
         for batch in self._out.values():
-            events = [event for _, event in batch.open_events()]
+            events = batch.open_events()
             if events:
                 settlements.append(
                     self._settle_failed(events, Settled.CLOSED, in_flight_error)
@@ -535,16 +528,3 @@ class Ledger:
         self._buffered -= len(events)
         self._bytes -= sum(event.size for event in events)
         return Settlement(events, outcome, error)
-
-
-def _runs(batch: Batch) -> list[tuple[int, list[PendingEvent]]]:
-    """The open events of a batch as runs of consecutive indexes."""
-    runs: list[tuple[int, list[PendingEvent]]] = []
-    previous = -2
-    for index, event in batch.open_events():
-        if index == previous + 1:
-            runs[-1][1].append(event)
-        else:
-            runs.append((index, [event]))
-        previous = index
-    return runs

@@ -171,6 +171,7 @@ class DeliverySession:
         self._close_task: asyncio.Task[int] | None = None
 
     def _ready(self) -> None:
+        self.intake.refresh_limit()
         self.sender.wake()
         self.registrations.connected()
 

@@ -155,6 +155,8 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         if batch is None:
             return
+        deadlines = [event.deadline for event in batch.events]
+        assert deadlines == sorted(deadlines), "a batch out of deadline order"
         for event in batch.events:
             assert event.deadline > self.now, "an expired event was handed out"
             assert event.event_name in self.registered
