@@ -26,10 +26,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
+
+from ._secrets import hide_error_inputs
 
 __all__ = [
     "BufferOptions",
@@ -84,6 +88,22 @@ class _Options(BaseModel):
 
     env_prefix: ClassVar[str] = ""
     """What the environment names of this model's fields start with."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _hide_secret_inputs(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Any]
+    ) -> Any:
+        # A validation error quotes the values it refused, and for a
+        # missing or contradictory setting all the values given: no
+        # secret among them may be shown (an OTLP endpoint's password).
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            error = ValidationError.from_exception_data(
+                exc.title, hide_error_inputs(exc.errors())
+            )
+        raise error
 
 
 class OverflowPolicy(enum.StrEnum):
@@ -195,8 +215,9 @@ class DeliveryOptions(_Options):
     def _backoff_in_order(self) -> DeliveryOptions:
         if self.retry_backoff > self.backoff_interval:
             raise ValueError(
-                f"retry_backoff ({self.retry_backoff} s) must not exceed"
-                f" backoff_interval ({self.backoff_interval} s)"
+                f"retry_backoff (METRICS_RETRY_BACKOFF, {self.retry_backoff} s)"
+                " must not exceed backoff_interval (METRICS_BACKOFF_INTERVAL,"
+                f" {self.backoff_interval} s); lower the first or raise the second"
             )
         return self
 
@@ -262,7 +283,11 @@ class LogExportOptions(_Options):
     @model_validator(mode="after")
     def _has_a_destination(self) -> LogExportOptions:
         if not self.kafka and not self.otlp_endpoint:
-            raise ValueError("a log export needs kafka=True, an otlp_endpoint, or both")
+            raise ValueError(
+                "a log export needs kafka=True (METRICS_LOG_EXPORT_KAFKA=true), an"
+                " otlp_endpoint (METRICS_LOG_EXPORT_OTLP_ENDPOINT), or both; set"
+                " one, or unset every METRICS_LOG_EXPORT_* variable for no export"
+            )
         return self
 
 
@@ -379,8 +404,9 @@ class TelemetryOptions(_Options):
     def _export_needs_logs(self) -> TelemetryOptions:
         if self.log_export is not None and not self.logs:
             raise ValueError(
-                "log_export needs logs=True (METRICS_OTEL_LOGS=true): it exports"
-                " the events' log records"
+                "log_export (METRICS_LOG_EXPORT_*) needs logs=True: it exports"
+                " the events' log records; set METRICS_OTEL_LOGS=true, or unset"
+                " every METRICS_LOG_EXPORT_* variable"
             )
         return self
 

@@ -22,12 +22,15 @@ Examples
 from __future__ import annotations
 
 import abc
+import contextvars
 import enum
 import os
-from collections.abc import Mapping
+import ssl
+from collections.abc import Callable, Mapping
 from datetime import timedelta
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -38,6 +41,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_serializer,
+    field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
@@ -49,7 +53,12 @@ from pydantic_settings import (
 )
 from structlog.stdlib import BoundLogger
 
-from ._encoding._registry import SchemaRegistrar, make_registry_client
+from ._config_errors import explain
+from ._encoding._registry import (
+    COMPATIBILITY_LEVELS,
+    SchemaRegistrar,
+    make_registry_client,
+)
 from ._kafka import KafkaEventManager
 from ._manager import EventManager, MockEventManager, NoopEventManager
 from ._options import (
@@ -58,7 +67,18 @@ from ._options import (
     env_fields,
     normalize_safir_names,
 )
-from ._secrets import mask_url, split_credentials
+from ._secrets import hide_error_inputs, mask_url, split_credentials
+from ._unknown_env import (
+    PREFIXES,
+    STRICT_VARIABLE,
+    UnknownVariable,
+    known_names,
+    parse_bool,
+    strict_requested,
+    unknown_variables,
+    warn_about,
+)
+from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from schema_registry.client import AsyncSchemaRegistryClient
@@ -80,6 +100,7 @@ __all__ = [
 DEFAULT_TOPIC_PREFIX = "lsst.square.metrics.events"
 
 _O = TypeVar("_O", bound=BaseModel)
+_T = TypeVar("_T")
 
 
 def _must_be(wanted: bool) -> Any:
@@ -98,6 +119,123 @@ def _url_text(value: Any) -> Any:
     return value
 
 
+def _environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables, by upper-case name (pydantic-settings ignores case)."""
+    source = os.environ if environ is None else environ
+    return {name.upper(): value for name, value in source.items()}
+
+
+# Set while a configuration reads the environment: the settings nested in it
+# (and the candidates `metrics_configuration_factory` tries) leave the check
+# for misspelt variables and the error's wording to the outermost one.
+_reading: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "otel_kafka_events_reading_settings", default=False
+)
+
+
+def _read_settings(
+    model: type[BaseModel],
+    build: Callable[[], _T],
+    *,
+    given: Mapping[str, Any] | None = None,
+    prefixes: tuple[str, ...] = PREFIXES,
+    environ: Mapping[str, str] | None = None,
+) -> _T:
+    """Run ``build``, which reads settings of ``model`` from the environment.
+
+    The outermost reading first looks for variables with one of
+    ``prefixes`` that no setting reads (`UnknownSettingWarning`, or with
+    ``METRICS_STRICT_ENV=true`` a problem), and turns pydantic's
+    `ValidationError` into a `ConfigurationError`: one line per problem,
+    naming the variable, no secret shown.
+
+    Raises
+    ------
+    ConfigurationError
+        If a setting is missing or invalid, or (strict) a variable unknown.
+    """
+    if _reading.get():
+        # Nested: the outermost reading explains the problems. The error
+        # joins an application's own when these settings are part of its
+        # configuration, so it must not quote a secret either.
+        try:
+            return build()
+        except ValidationError as exc:
+            hidden = ValidationError.from_exception_data(
+                exc.title, hide_error_inputs(exc.errors())
+            )
+        raise hidden
+    variables = _environment(environ)
+    token = _reading.set(True)
+    try:
+        unknown = unknown_variables(variables, prefixes, _known_variables())
+        strict = strict_requested(variables, (given or {}).get("strict_env"))
+        if unknown and not strict:
+            warn_about(unknown)
+        problems = [variable.line() for variable in unknown] if strict else []
+        try:
+            result = build()
+        except ValidationError as exc:
+            failure = explain(
+                exc,
+                model,
+                variables,
+                given=given,
+                missing_hints=getattr(model, "_missing_hints", None),
+                extra=problems,
+            )
+        else:
+            if not problems:
+                return result
+            failure = ConfigurationError.from_problems(
+                model.__name__, problems, _unknown_details(unknown)
+            )
+    finally:
+        _reading.reset(token)
+    # Raised outside the except clause: pydantic's error, which quotes the
+    # values given, is not chained to it.
+    raise failure
+
+
+def _unknown_details(unknown: list[UnknownVariable]) -> list[Any]:
+    """pydantic-style details of unknown variables (never their values)."""
+    return hide_error_inputs(
+        [
+            {
+                "type": "unknown_setting",
+                "loc": (variable.name,),
+                "msg": variable.line(),
+                "input": None,
+            }
+            for variable in unknown
+        ]
+    )
+
+
+class _Settings(BaseSettings):
+    """What our settings classes share: read from the environment through
+    `_read_settings`. pydantic calls ``__init__`` for a nested settings
+    class too (pydantic-settings defines one), so this covers them when
+    they are part of an application's configuration."""
+
+    _env_prefixes: ClassVar[tuple[str, ...]] = PREFIXES
+
+    def __init__(self, **values: Any) -> None:
+        _read_settings(
+            type(self),
+            lambda: super(_Settings, self).__init__(**values),
+            given=values,
+            prefixes=self._env_prefixes,
+        )
+
+
+def _from_environment() -> Any:
+    """The default of a nested group of settings: nothing given, so that
+    validating it (``validate_default``) reads the environment and any
+    problem joins the others in one error instead of stopping it."""
+    return {}
+
+
 class KafkaSecurityProtocol(enum.StrEnum):
     """How to talk to the Kafka brokers."""
 
@@ -107,17 +245,27 @@ class KafkaSecurityProtocol(enum.StrEnum):
     SASL_SSL = "SASL_SSL"
 
 
-class KafkaConnectionSettings(BaseSettings):
-    """Kafka connection settings (``KAFKA_*``), as in Safir."""
+class KafkaConnectionSettings(_Settings):
+    """Kafka connection settings (``KAFKA_*``), as in Safir.
+
+    Raises
+    ------
+    ConfigurationError
+        When built from the environment with a setting missing or invalid,
+        naming the variable (a `pydantic.ValidationError` too, as Safir's
+        class raises).
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="KAFKA_", extra="ignore", populate_by_name=True
     )
+    _env_prefixes: ClassVar[tuple[str, ...]] = ("KAFKA_",)
 
     # The environment variable comes first among the aliases, so that a
     # validation error names it.
     bootstrap_servers: str = Field(
         ...,
+        min_length=1,
         description="Comma-separated host:port list of Kafka brokers.",
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "bootstrapServers"),
     )
@@ -173,17 +321,38 @@ class KafkaConnectionSettings(BaseSettings):
                 if not value
             ]
             if missing:
-                raise ValueError(f"{protocol} needs {' and '.join(missing)}")
+                raise ValueError(
+                    f"KAFKA_SECURITY_PROTOCOL={protocol} needs"
+                    f" {' and '.join(missing)}; set"
+                    f" {'them' if len(missing) > 1 else 'it'}, or use PLAINTEXT"
+                    " or SSL"
+                )
             if self.sasl_mechanism not in ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"):
                 raise ValueError(
-                    "KAFKA_SASL_MECHANISM must be SCRAM-SHA-512, SCRAM-SHA-256 or"
-                    f" PLAIN, got {self.sasl_mechanism!r}"
+                    f"KAFKA_SASL_MECHANISM={self.sasl_mechanism!r} is not supported;"
+                    " use SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN"
                 )
         if (self.client_cert_path is None) != (self.client_key_path is None):
             raise ValueError(
-                "KAFKA_CLIENT_CERT_PATH and KAFKA_CLIENT_KEY_PATH must be set together"
+                "KAFKA_CLIENT_CERT_PATH and KAFKA_CLIENT_KEY_PATH go together: set"
+                " both (TLS client authentication) or neither"
             )
         return self
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """A TLS context with these settings' CA and client certificate."""
+        from aiokafka.helpers import create_ssl_context
+
+        context: ssl.SSLContext = create_ssl_context(
+            cafile=str(self.cluster_ca_path) if self.cluster_ca_path else None,
+            certfile=str(self.client_cert_path) if self.client_cert_path else None,
+            keyfile=str(self.client_key_path) if self.client_key_path else None,
+        )
+        # Python 3.13 verifies certificates strictly by default, which refuses
+        # broker certificates without an Authority Key Identifier, such as
+        # those Strimzi generates; Safir relaxes the same flag.
+        context.verify_flags &= ~ssl.VERIFY_X509_STRICT
+        return context
 
     def to_client_options(self) -> dict[str, Any]:
         """Keyword arguments for aiokafka clients."""
@@ -192,13 +361,7 @@ class KafkaConnectionSettings(BaseSettings):
             KafkaSecurityProtocol.SSL,
             KafkaSecurityProtocol.SASL_SSL,
         ):
-            from aiokafka.helpers import create_ssl_context
-
-            options["ssl_context"] = create_ssl_context(
-                cafile=str(self.cluster_ca_path) if self.cluster_ca_path else None,
-                certfile=str(self.client_cert_path) if self.client_cert_path else None,
-                keyfile=str(self.client_key_path) if self.client_key_path else None,
-            )
+            options["ssl_context"] = self._ssl_context()
         if self.security_protocol in (
             KafkaSecurityProtocol.SASL_PLAINTEXT,
             KafkaSecurityProtocol.SASL_SSL,
@@ -215,8 +378,58 @@ class KafkaConnectionSettings(BaseSettings):
         included, as Safir's method of the same name returns them."""
         return {"bootstrap_servers": self.bootstrap_servers, **self.to_client_options()}
 
+    def to_faststream_params(self) -> dict[str, Any]:
+        """Keyword arguments for a FastStream ``KafkaBroker``, as Safir's
+        method of the same name returns them: ``bootstrap_servers`` and a
+        ``security`` object for the protocol (TLS context, SASL mechanism
+        and credentials).
 
-class SchemaManagerSettings(BaseSettings):
+        Examples
+        --------
+        >>> from faststream.kafka import KafkaBroker
+        >>> broker = KafkaBroker(**KafkaConnectionSettings().to_faststream_params())
+
+        Raises
+        ------
+        ImportError
+            If FastStream is not installed.
+        """
+        try:
+            from faststream.security import (
+                BaseSecurity,
+                SASLPlaintext,
+                SASLScram256,
+                SASLScram512,
+            )
+        except ImportError as exc:
+            raise ImportError(
+                "to_faststream_params needs FastStream: pip install 'faststream[kafka]'"
+            ) from exc
+        protocol = self.security_protocol
+        tls = protocol in (KafkaSecurityProtocol.SSL, KafkaSecurityProtocol.SASL_SSL)
+        context = self._ssl_context() if tls else None
+        security: Any
+        if protocol in (
+            KafkaSecurityProtocol.SASL_PLAINTEXT,
+            KafkaSecurityProtocol.SASL_SSL,
+        ):
+            mechanism = {
+                "SCRAM-SHA-512": SASLScram512,
+                "SCRAM-SHA-256": SASLScram256,
+                "PLAIN": SASLPlaintext,
+            }[self.sasl_mechanism]
+            password = self.sasl_password
+            security = mechanism(
+                username=self.sasl_username or "",
+                password=password.get_secret_value() if password else "",
+                ssl_context=context,
+            )
+        else:
+            security = BaseSecurity(ssl_context=context)
+        return {"bootstrap_servers": self.bootstrap_servers, "security": security}
+
+
+class SchemaManagerSettings(_Settings):
     """Schema registry settings (``SCHEMA_MANAGER_*``), as in Safir, plus
     basic authentication and a request timeout.
 
@@ -229,9 +442,11 @@ class SchemaManagerSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SCHEMA_MANAGER_", extra="ignore", populate_by_name=True
     )
+    _env_prefixes: ClassVar[tuple[str, ...]] = ("SCHEMA_MANAGER_",)
 
     registry_url: Annotated[str, BeforeValidator(_url_text)] = Field(
         ...,
+        min_length=1,
         description="URL of the schema registry.",
         validation_alias=AliasChoices("SCHEMA_MANAGER_REGISTRY_URL", "registryUrl"),
     )
@@ -274,7 +489,7 @@ class SchemaManagerSettings(BaseSettings):
         if given[0] != given[1]:
             raise ValueError(
                 "SCHEMA_MANAGER_REGISTRY_USERNAME and SCHEMA_MANAGER_REGISTRY_PASSWORD"
-                " must be set together"
+                " go together: set both (HTTP basic authentication) or neither"
             )
         if given[0] and split_credentials(self.registry_url)[1] is not None:
             raise ValueError(
@@ -283,6 +498,17 @@ class SchemaManagerSettings(BaseSettings):
                 " and _PASSWORD; give them once"
             )
         return self
+
+    @field_validator("compatibility")
+    @classmethod
+    def _known_level(cls, level: str | None) -> str | None:
+        if level is not None and level not in COMPATIBILITY_LEVELS:
+            raise ValueError(
+                "not a compatibility level; use one of"
+                f" {', '.join(COMPATIBILITY_LEVELS)}, or leave it unset for the"
+                " registry's default"
+            )
+        return level
 
     @field_serializer("registry_url")
     def _hide_url_password(self, url: str) -> str:
@@ -312,10 +538,11 @@ class SchemaManagerSettings(BaseSettings):
         )
 
 
-class EventsConfiguration(BaseSettings):
+class EventsConfiguration(_Settings):
     """Settings of the events topic (``METRICS_EVENTS_TOPIC_PREFIX``)."""
 
     model_config = SettingsConfigDict(env_prefix="METRICS_", populate_by_name=True)
+    _env_prefixes: ClassVar[tuple[str, ...]] = ("METRICS_",)
 
     topic_prefix: str = Field(
         DEFAULT_TOPIC_PREFIX,
@@ -367,14 +594,23 @@ def options_from_environment(
     """An options model (`DeliveryOptions`, `TelemetryOptions` ...) with the
     values of the environment variables it names, defaults otherwise.
 
+    Like the configuration classes, it warns about a ``METRICS_`` variable
+    that no setting reads (see `metrics_configuration_factory`).
+
     Raises
     ------
-    pydantic.ValidationError
-        If a variable's value is not valid for its setting.
+    ConfigurationError
+        If a variable's value is not valid for its setting, naming it.
     """
-    source = os.environ if environ is None else environ
-    values = _environment_values(model, {k.upper(): v for k, v in source.items()})
-    return model.model_validate(values)
+    variables = _environment(environ)
+    values = _environment_values(model, variables)
+    prefix = getattr(model, "env_prefix", "") or "METRICS_"
+    return _read_settings(
+        model,
+        lambda: model.model_validate(values),
+        prefixes=(prefix,),
+        environ=variables,
+    )
 
 
 def _option_groups(settings_cls: type[BaseSettings]) -> dict[str, Any]:
@@ -412,12 +648,20 @@ class _EnvWithoutOptionGroups(EnvSettingsSource):
         return super().get_field_value(field, field_name)
 
 
-class BaseMetricsConfiguration(BaseSettings, abc.ABC):
+class BaseMetricsConfiguration(_Settings, abc.ABC):
     """Settings shared by every kind of manager, including OpenTelemetry.
 
     ``telemetry`` is a `TelemetryOptions`, read from the variables it names
     (``METRICS_TRACE_CONTEXT``, ``METRICS_OTEL_LOGS``,
     ``METRICS_PRODUCER_SPANS``, ``METRICS_LOG_EXPORT_*`` ...).
+
+    Raises
+    ------
+    ConfigurationError
+        If a setting is missing or invalid (one line per problem, naming
+        the variable), or with ``METRICS_STRICT_ENV=true`` if a variable
+        with a prefix of the settings is not one; without it, such a
+        variable gives an `UnknownSettingWarning`.
     """
 
     model_config = SettingsConfigDict(populate_by_name=True, extra="ignore")
@@ -427,7 +671,18 @@ class BaseMetricsConfiguration(BaseSettings, abc.ABC):
         description="Name of the application publishing events.",
         validation_alias=AliasChoices("appName", "application", "METRICS_APPLICATION"),
     )
-    events: EventsConfiguration = Field(default_factory=EventsConfiguration)
+    events: EventsConfiguration = Field(
+        default_factory=_from_environment, validate_default=True
+    )
+    strict_env: bool = Field(
+        False,
+        description=(
+            "Refuse to start, instead of warning, when a variable starting"
+            " with METRICS_, KAFKA_ or SCHEMA_MANAGER_ is not a setting"
+            " (a misspelt name)."
+        ),
+        validation_alias=AliasChoices("strictEnv", "strict_env", STRICT_VARIABLE),
+    )
     telemetry: TelemetryOptions = Field(
         default_factory=TelemetryOptions,
         description="How events connect to OpenTelemetry.",
@@ -536,13 +791,20 @@ class KafkaMetricsConfiguration(BaseMetricsConfiguration):
     """
 
     model_config = SettingsConfigDict(populate_by_name=True, extra="forbid")
+    _missing_hints: ClassVar[dict[str, str]] = {
+        prefix: "set METRICS_ENABLED=false to publish no events"
+        for prefix in ("KAFKA_", "SCHEMA_MANAGER_")
+    }
 
     enabled: Annotated[bool, _must_be(True)] = Field(
         True, validation_alias=AliasChoices("enabled", "METRICS_ENABLED")
     )
-    kafka: KafkaConnectionSettings = Field(default_factory=KafkaConnectionSettings)
+    kafka: KafkaConnectionSettings = Field(
+        default_factory=_from_environment, validate_default=True
+    )
     schema_manager: SchemaManagerSettings = Field(
-        default_factory=SchemaManagerSettings,
+        default_factory=_from_environment,
+        validate_default=True,
         validation_alias=AliasChoices("schemaManager", "schema_manager"),
     )
     delivery: DeliveryOptions = Field(
@@ -614,13 +876,49 @@ def metrics_configuration_factory() -> MetricsConfiguration:
     """Pick the configuration the environment describes.
 
     Tries, in order, mock (``METRICS_MOCK=true``), disabled
-    (``METRICS_ENABLED=false``) and Kafka; the Kafka configuration's
-    validation error is raised if none fits, since it names the missing
-    settings.
+    (``METRICS_ENABLED=false``) and Kafka; the Kafka configuration's error
+    is raised if none fits, since it names the missing settings.
+
+    First, every variable starting with ``METRICS_``, ``KAFKA_`` or
+    ``SCHEMA_MANAGER_`` that no setting reads gives one
+    `UnknownSettingWarning` naming the closest setting ("did you mean
+    METRICS_ENABLED?"), or with ``METRICS_STRICT_ENV=true`` is a problem
+    of the `ConfigurationError`.
+
+    Raises
+    ------
+    ConfigurationError
+        One line per problem, each naming the variable, what is wrong and
+        what to do; also a `pydantic.ValidationError`, as Safir raises.
     """
-    for candidate in (MockMetricsConfiguration, DisabledMetricsConfiguration):
-        try:
-            return candidate()
-        except ValidationError:
-            continue
+    return _read_settings(KafkaMetricsConfiguration, _pick_configuration)
+
+
+def _pick_configuration() -> MetricsConfiguration:
+    # Safir tries mock, then disabled, then Kafka, and reports Kafka's error
+    # whatever failed; choosing by the two switches first picks the same
+    # configuration when it is valid, and when it is not, reports the
+    # problems of the one the switches ask for (METRICS_ENABLED=false with
+    # no METRICS_APPLICATION is not a request for Kafka settings).
+    variables = _environment()
+    enabled = parse_bool(variables.get("METRICS_ENABLED"))
+    if enabled is False:
+        if parse_bool(variables.get("METRICS_MOCK")) is True:
+            try:
+                return MockMetricsConfiguration()
+            except ValidationError:
+                pass  # As in Safir: then the disabled configuration.
+        return DisabledMetricsConfiguration()
     return KafkaMetricsConfiguration()
+
+
+@cache
+def _known_variables() -> frozenset[str]:
+    """Every variable a setting reads (for the misspelt-variable check)."""
+    return known_names(
+        [
+            MockMetricsConfiguration,
+            DisabledMetricsConfiguration,
+            KafkaMetricsConfiguration,
+        ]
+    )

@@ -8,10 +8,14 @@ a full buffer) are raised only when the caller asked for it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiokafka.errors import KafkaConnectionError
+from pydantic import ValidationError
 
 __all__ = [
     "BrokerUnavailableError",
+    "ConfigurationError",
     "DuplicateEventError",
     "EventBufferFullError",
     "EventDeliveryAbortedError",
@@ -32,6 +36,7 @@ __all__ = [
     "KafkaTopicError",
     "NotAcknowledgedError",
     "SchemaRegistryError",
+    "UnknownSettingWarning",
     "UnsupportedAvroSchemaError",
     "kafka_error_name",
 ]
@@ -47,6 +52,69 @@ class EventManagerUsageError(EventManagerError):
     Raised regardless of ``raise_on_error``: retrying will not help, the
     calling code or configuration has to change.
     """
+
+
+class ConfigurationError(EventManagerUsageError, ValidationError):
+    """The configuration cannot work: one line per problem.
+
+    Each line names the environment variable (``METRICS_ENABLED``, not an
+    internal alias), what is wrong with its value and what to set instead;
+    a secret's value is never shown. Raised by the configuration classes of
+    `otel_kafka_events.config` and by `metrics_configuration_factory`.
+
+    It is also a ``ValueError`` and a `pydantic.ValidationError`, which
+    Safir's settings classes raise, so ``except ValidationError`` clauses
+    keep working; ``errors()`` gives pydantic's details (with the values of
+    secrets, and passwords in URLs, replaced by ``**********``).
+
+    Attributes
+    ----------
+    problems
+        The lines, one per problem.
+    """
+
+    problems: list[str]
+
+    @classmethod
+    def from_problems(
+        cls, title: str, problems: list[str], details: list[Any]
+    ) -> ConfigurationError:
+        """The error for ``problems``, carrying pydantic's ``details``.
+
+        Parameters
+        ----------
+        title
+            The name of the settings class.
+        problems
+            One line per problem.
+        details
+            pydantic's line errors (``InitErrorDetails``), inputs hidden
+            where they hold secrets.
+        """
+        error = cls.from_exception_data(title, details, hide_input=True)
+        error.problems = list(problems)
+        return error
+
+    def __str__(self) -> str:
+        problems = getattr(self, "problems", [])
+        count = len(problems)
+        lines = [
+            f"{count} problem{'' if count == 1 else 's'} in the otel-kafka-events"
+            " configuration:",
+            *(f"- {problem}" for problem in problems),
+        ]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({getattr(self, 'problems', [])!r})"
+
+
+class UnknownSettingWarning(UserWarning):
+    """An environment variable with a prefix of the library's settings
+    (``METRICS_``, ``KAFKA_``, ``SCHEMA_MANAGER_``) that no setting reads:
+    most likely a misspelt name. Given once per variable, naming the
+    closest real setting; ``METRICS_STRICT_ENV=true`` makes it a
+    `ConfigurationError` instead."""
 
 
 class EventManagerUninitializedError(EventManagerUsageError):

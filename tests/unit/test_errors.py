@@ -27,6 +27,7 @@ from otel_kafka_events import (
 )
 from otel_kafka_events.errors import (
     BrokerUnavailableError,
+    ConfigurationError,
     EventBufferFullError,
     EventDeliveryAbortedError,
     EventDeliveryTimeoutError,
@@ -43,6 +44,7 @@ from otel_kafka_events.errors import (
 )
 
 USAGE_ERRORS: list[type[Exception]] = [
+    ConfigurationError,
     EventManagerUninitializedError,
     EventManagerClosedError,
     DuplicateEventError,
@@ -93,6 +95,7 @@ def test_every_public_exception_is_an_event_manager_error() -> None:
         if isinstance(value, type)
         and issubclass(value, Exception)
         and not issubclass(value, AssertionError)  # the mock's assertion errors
+        and not issubclass(value, Warning)  # UnknownSettingWarning
     ]
     assert set(errors) == {
         EventManagerError,

@@ -19,6 +19,7 @@ from schema_registry.client.errors import ClientError
 from .._secrets import mask_url
 from ..errors import (
     BrokerUnavailableError,
+    ConfigurationError,
     EventManagerUsageError,
     SchemaRegistryError,
 )
@@ -88,6 +89,9 @@ def explain(exc: BaseException, context: dict[str, Any]) -> CliError | None:
             f" ({type(exc).__name__}: {exc})",
             f"check SCHEMA_MANAGER_REGISTRY_URL, {_START_STACK}",
         )
+    if isinstance(exc, ConfigurationError):
+        # The library's own lines: each names the variable and the fix.
+        return CliError(str(exc), exit_code=2)
     if isinstance(exc, EventManagerUsageError):
         return CliError(str(exc))
     if isinstance(exc, ValidationError):
