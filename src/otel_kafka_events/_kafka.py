@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
+import weakref
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, TypeVar, cast
@@ -354,6 +356,8 @@ class KafkaEventManager(EventManager):
             self.topic,
             self.telemetry_options.meter_provider,
         )
+        # Collected, or left open at exit, with events buffered: say so.
+        weakref.finalize(self, _report_unclosed, self._totals, application, self.logger)
 
     def _aiokafka_transport(
         self,
@@ -584,6 +588,32 @@ class KafkaEventManager(EventManager):
         return KafkaEventPublisher(
             event_type, self._telemetry, session, severity=self.severity_for(model)
         )
+
+
+def _report_unclosed(totals: _Totals, application: str, logger: BoundLogger) -> None:
+    """Say how many events a manager that was never closed did not deliver.
+
+    Runs when the manager is garbage-collected or, if it is still alive
+    then, when the interpreter exits. No delivery is tried then: the
+    producer belongs to an event loop that has usually stopped by then
+    (``asyncio.run`` has returned), and a new connection could only re-send
+    events the broker may have written already.
+    """
+    session = totals.session
+    if session is None or session.closing:
+        return
+    undelivered = session.stats.buffered
+    if not undelivered:
+        return
+    message = (
+        f"KafkaEventManager of application {application!r} was not closed:"
+        f" {undelivered} event{'' if undelivered == 1 else 's'} accepted by publish()"
+        " were never delivered; await manager.aclose() before the event loop"
+        " stops (it delivers pending events within close_timeout)"
+    )
+    logger.warning(message, application=application, undelivered=undelivered)
+    # Shown under `python -X dev` (and `-W default`), as for unclosed files.
+    warnings.warn(message, ResourceWarning, stacklevel=1)
 
 
 def _registrar(
