@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import re
 import sys
+import sysconfig
 import warnings
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -153,19 +154,24 @@ def warn_about(unknown: Iterable[UnknownVariable]) -> None:
         )
 
 
-_LIBRARIES = tuple(
-    str(Path(module.__file__ or "").parent)
-    for module in (
-        sys.modules[__name__.rpartition(".")[0]],
-        pydantic,
-        pydantic_settings,
-    )
+_LIBRARIES = (
+    *(
+        str(Path(module.__file__ or "").parent)
+        for module in (
+            sys.modules[__name__.rpartition(".")[0]],
+            pydantic,
+            pydantic_settings,
+        )
+    ),
+    sysconfig.get_paths()["stdlib"],
+    "<frozen ",
 )
 
 
 def _application_stacklevel() -> int:
-    """The ``stacklevel`` of the first caller outside this library and
-    pydantic (which calls a nested configuration's ``__init__``)."""
+    """The ``stacklevel`` of the first caller outside this library, pydantic
+    (which calls a nested configuration's ``__init__``) and the standard
+    library (such as an event loop running the caller)."""
     frame = sys._getframe(1)
     level = 1
     while frame.f_back is not None and frame.f_code.co_filename.startswith(_LIBRARIES):

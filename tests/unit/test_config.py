@@ -17,6 +17,7 @@ import warnings
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from faststream.security import (
     BaseSecurity,
     SASLPlaintext,
@@ -44,6 +45,7 @@ from otel_kafka_events import (
     TelemetryOptions,
     metrics_configuration_factory,
 )
+from otel_kafka_events._cli import cli
 from otel_kafka_events._options import env_fields
 from otel_kafka_events.config import options_from_environment
 from otel_kafka_events.errors import ConfigurationError, UnknownSettingWarning
@@ -887,3 +889,25 @@ def test_faststream_params_ssl_relaxes_strict_verification(
     assert not context.verify_flags & ssl.VERIFY_X509_STRICT
     options = settings.to_client_options()
     assert not options["ssl_context"].verify_flags & ssl.VERIFY_X509_STRICT
+
+
+# -- The command line says the same ------------------------------------------------
+
+
+def test_the_command_line_prints_the_same_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    set_env(monkeypatch, METRICS_TRACE_CONTEXT="maybe", METRICS_OTEL_LOG="true")
+    with (
+        pytest.warns(UnknownSettingWarning),
+        pytest.raises(ConfigurationError) as library,
+    ):
+        options_from_environment(TelemetryOptions)
+    result = CliRunner().invoke(cli, ["schema", "json:JSONDecoder"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "warning: METRICS_OTEL_LOG is set, but no setting reads it; did you mean"
+        " METRICS_OTEL_LOGS? (set METRICS_STRICT_ENV=true to make this an error)",
+        f"error: {str(library.value).splitlines()[0]}",
+        *(f"- {problem}" for problem in library.value.problems),
+    ]

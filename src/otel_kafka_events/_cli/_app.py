@@ -14,7 +14,8 @@ and a command module may import this package.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -22,6 +23,7 @@ import click
 from rich.markup import escape
 
 from .._version import __version__
+from ..errors import UnknownSettingWarning
 from ._console import err
 from ._errors import CliError, explain
 
@@ -99,7 +101,9 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         context: dict[str, Any] = ctx.ensure_object(dict)
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _settings_warnings_as_lines(warnings.showwarning)
+                return super().invoke(ctx)
         except KeyboardInterrupt:
             err.print("Interrupted.")
             ctx.exit(130)
@@ -110,6 +114,23 @@ class _Group(click.Group):
             # Escaped: "otel-kafka-events[testing]" is not Rich markup.
             err.print(f"[bold red]error:[/] {escape(failure.line())}", highlight=False)
             ctx.exit(failure.exit_code)
+
+
+def _settings_warnings_as_lines(show: Callable[..., None]) -> Callable[..., None]:
+    """``warnings.showwarning`` that prints a misspelt variable's warning as
+    one line, like the errors (the line of code it points at would be the
+    command line's own), and leaves other warnings to ``show``."""
+
+    def show_warning(
+        message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
+    ) -> None:
+        if issubclass(category, UnknownSettingWarning):
+            line = f"[bold yellow]warning:[/] {escape(str(message))}"
+            err.print(line, highlight=False)
+        else:
+            show(message, category, *args, **kwargs)
+
+    return show_warning
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
