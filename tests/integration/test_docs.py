@@ -1,13 +1,20 @@
 """Every Python sample of the documentation site runs, against a local stack.
 
-The samples of a page run in order in one namespace, with top-level
-``await``, in the environment a service gets from ``otel-kafka-events
-stack --otlp --application shop --application myapp`` (the ``metrics_env``
-fixture, `OTLP_ENDPOINT_VAR` pointing at an `OtlpReceiver`, and the topics
-of `SAMPLE_TOPICS`). A page whose samples define ``test_*`` coroutine
-functions has them called afterwards with the pytest fixtures they name, as
-pytest would. Pages that start a peer (Apicurio Registry, the Collector)
-need it installed, as the peers' own tests do.
+The samples of a page run in order, in the environment a service gets from
+``otel-kafka-events stack --otlp --application shop --application myapp``
+(the ``metrics_env`` fixture, `OTLP_ENDPOINT_VAR` pointing at an
+`OtlpReceiver`, and the topics of `SAMPLE_TOPICS`).
+
+A sample that is a whole file (first line ``# NAME.py``, see
+`markdown_programs`) is run as a reader runs it: saved in a directory of
+the page's own, as written, and run with ``python NAME.py`` when it is a
+program; an excerpt (``# excerpt of NAME.py``) must repeat that file's
+lines. The pages of `PROGRAM_PAGES` have only such samples. Other samples
+run in one namespace per page, with top-level ``await``; a page whose
+samples define ``test_*`` coroutine functions has them called afterwards
+with the pytest fixtures they name, as pytest would. Pages that start a
+peer (Apicurio Registry, the Collector) need it installed, as the peers'
+own tests do.
 """
 
 from __future__ import annotations
@@ -36,12 +43,15 @@ from otel_kafka_events_devstack._apicurio import (
     find_apicurio_java,
 )
 
+from ..markdown_programs import Block, blocks, excerpt_problem, is_program
 from ..peer_support import missing_peer, require_collector
 from ..public_api import ROOT, public_names, public_paths
 
 PROJECT = Path(__file__).resolve().parents[2]
 DOCS = PROJECT / "docs"
-_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+# Pages whose every sample is a whole program (or an excerpt of one).
+PROGRAM_PAGES = ("quickstart.md", "configuration.md")
 
 OTLP_ENDPOINT_VAR = "OTEL_EXPORTER_OTLP_ENDPOINT"
 
@@ -50,10 +60,12 @@ OTLP_ENDPOINT_VAR = "OTEL_EXPORTER_OTLP_ENDPOINT"
 SAMPLE_TOPICS = ("lsst.square.metrics.events.shop", "lsst.square.metrics.events.myapp")
 
 
-def samples() -> dict[str, list[str]]:
+def samples() -> dict[str, list[Block]]:
     """The Python samples of every page, by its path under docs/."""
     return {
-        page.relative_to(DOCS).as_posix(): _BLOCK.findall(page.read_text())
+        page.relative_to(DOCS).as_posix(): [
+            block for block in blocks(page) if block.language == "python"
+        ]
         for page in sorted(DOCS.rglob("*.md"))
     }
 
@@ -94,7 +106,7 @@ AFTERWARDS: dict[str, Callable[[OtlpReceiver], None]] = {
 def test_samples_are_found() -> None:
     # Pages known to have samples, so that a broken pattern cannot make the
     # parametrized test below run nothing.
-    found = {page: len(blocks) for page, blocks in samples().items()}
+    found = {page: len(found) for page, found in samples().items()}
     for page in (
         "concepts.md",
         "opentelemetry.md",
@@ -103,6 +115,42 @@ def test_samples_are_found() -> None:
         "contributing/testing.md",
     ):
         assert found[page] > 0, page
+    for page in PROGRAM_PAGES:
+        assert found[page] > 0, page
+
+
+@pytest.mark.parametrize("page", PROGRAM_PAGES)
+def test_samples_are_programs_a_reader_can_run(page: str) -> None:
+    for block in samples()[page]:
+        assert block.file_name or block.excerpt_of, (
+            f"{page}: a sample is neither a file (# NAME.py) nor an excerpt"
+            f" (# excerpt of NAME.py): {block.first_line!r}"
+        )
+
+
+def run_file_sample(
+    block: Block, directory: Path, files: dict[str, str], where: str
+) -> None:
+    """Save a whole-file sample as a reader would; run it if it is a
+    program. An excerpt must repeat its file's lines."""
+    if block.excerpt_of is not None:
+        problem = excerpt_problem(block, files)
+        assert problem is None, f"{where}: {problem}"
+        return
+    assert block.file_name is not None
+    files[block.file_name] = block.text
+    (directory / block.file_name).write_text(block.text)
+    compile(block.text, where, "exec", dont_inherit=True)
+    if is_program(block.text):
+        done = subprocess.run(
+            [sys.executable, block.file_name],
+            cwd=directory,
+            env=dict(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, f"{where}: {done.stdout}\n{done.stderr}"
 
 
 @pytest.fixture
@@ -124,7 +172,7 @@ async def sample_topics(
             await local_kafka_stack.delete_topic(topic)
 
 
-_PAGES = [page for page, blocks in samples().items() if blocks]
+_PAGES = [page for page, found in samples().items() if found]
 
 
 @pytest.mark.parametrize("page", _PAGES)
@@ -134,18 +182,26 @@ async def test_page_samples_run(
     metrics_env: dict[str, str],
     otlp_receiver: OtlpReceiver,
     sample_topics: tuple[str, ...],
+    tmp_path: Path,
 ) -> None:
     for requirement in REQUIREMENTS.get(page, []):
         requirement()
     namespace: dict[str, Any] = {"__name__": "docs_" + re.sub(r"\W", "_", page[:-3])}
-    blocks = samples()[page]
+    page_samples = samples()[page]
+    files: dict[str, str] = {}
     ran = 0
     try:
-        for index, code in enumerate(blocks):
+        for index, block in enumerate(page_samples):
+            if block.file_name or block.excerpt_of:
+                await asyncio.to_thread(
+                    run_file_sample, block, tmp_path, files, f"{page}[{index}]"
+                )
+                ran += 1
+                continue
             # dont_inherit: this module's postponed annotations must not
             # leak into the samples (pydantic would see strings).
             compiled = compile(
-                code,
+                block.text,
                 f"{page}[{index}]",
                 "exec",
                 flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
@@ -164,7 +220,7 @@ async def test_page_samples_run(
                 await asyncio.wait_for(function(**fixtures), timeout=60)
     finally:
         structlog.reset_defaults()
-    assert ran == len(blocks)
+    assert ran == len(page_samples)
     check = AFTERWARDS.get(page)
     if check is not None:
         check(otlp_receiver)

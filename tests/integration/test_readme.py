@@ -1,70 +1,178 @@
-"""The README's FastAPI snippet runs as written against the local stack.
+"""The README's Python blocks run as a reader copies them, against the stack.
 
-(The publishing snippet runs against ``otel-kafka-events stack`` in
-``devstack/test_stack_command.py``.) The FastAPI snippet uses the publishing snippet's
-payload class, as a reader who follows the README would.
+Each block is a whole file (`markdown_programs`): written to a directory as
+it stands in the README, not a character changed, and run as the README
+says: ``python publish.py``, ``uvicorn service:app`` with a request, and
+``otel-kafka-events schema`` / ``check`` on ``tapservice_events.py``. What
+they published is read back with ``otel-kafka-events tail``. The README's
+shell blocks (its two commands, the stack, the example service, ``curl``,
+``tail``) run from a fresh clone in ``scripts/readme_walkthrough.py``.
 """
 
 from __future__ import annotations
 
-import ast
-import asyncio
-import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
 import sys
-from datetime import timedelta
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from fastapi.testclient import TestClient
 
-from otel_kafka_events.errors import EventManagerClosedError
+from otel_kafka_events_devstack import LocalKafkaStack
+
+from ..markdown_programs import blocks, is_program, python_files
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+TOPIC = "lsst.square.metrics.events.tapservice"
+
+# Each file of the README, and the test below that runs it.
+RUN_BY = {
+    "publish.py": "test_publish_py_runs_as_written",
+    "service.py": "test_service_py_serves_as_written",
+    "tapservice_events.py": "test_tapservice_events_py_with_schema_and_check",
+}
 
 
-def python_block_under(heading: str) -> str:
-    """The first Python block after ``heading`` in the README."""
-    section = README.read_text().split(heading, 1)[1]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
+@pytest.fixture(scope="module")
+def readme_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding every file the README shows, as written."""
+    directory = tmp_path_factory.mktemp("readme")
+    for name, text in python_files(blocks(README)).items():
+        (directory / name).write_text(text)
+    return directory
 
 
-def payload_classes() -> str:
-    """The imports and classes of the publishing snippet (it also awaits)."""
-    tree = ast.parse(python_block_under("## Publishing events"))
-    kept: list[ast.stmt] = [
-        node
-        for node in tree.body
-        if isinstance(node, ast.Import | ast.ImportFrom | ast.ClassDef)
+@pytest.fixture
+async def tapservice_topic(
+    local_kafka_env: dict[str, str], local_kafka_stack: LocalKafkaStack
+) -> str:
+    """The topic of the README's application, on the test session's stack
+    (whose connection settings are in the environment)."""
+    await local_kafka_stack.create_topic(TOPIC, exist_ok=True)
+    for name in list(os.environ):
+        if name.startswith("METRICS_") and name != "METRICS_ENABLE_IDEMPOTENCE":
+            del os.environ[name]  # restored: local_kafka_env's monkeypatch
+    return TOPIC
+
+
+def run(*command: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command,
+        cwd=cwd,
+        env={**os.environ, **extra},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def events_on(topic: str, cwd: Path) -> list[dict[str, Any]]:
+    """What ``otel-kafka-events tail`` shows of the topic, decoded."""
+    tail = run(
+        sys.executable, "-m", "otel_kafka_events", "tail", topic, "--from-beginning",
+        cwd=cwd,
+    )  # fmt: skip
+    assert tail.returncode == 0, tail.stderr
+    return [json.loads(line) for line in tail.stdout.splitlines()]
+
+
+def test_every_python_block_is_a_file_a_test_runs() -> None:
+    found = [block for block in blocks(README) if block.language == "python"]
+    assert found, "no Python blocks found: the pattern is broken"
+    names = [block.file_name for block in found]
+    assert None not in names, "a Python block does not start with # NAME.py"
+    assert set(names) == set(RUN_BY)
+    for test in RUN_BY.values():
+        assert callable(globals()[test])
+
+
+def test_publish_py_runs_as_written(readme_files: Path, tapservice_topic: str) -> None:
+    assert is_program((readme_files / "publish.py").read_text())
+    done = run(sys.executable, "publish.py", cwd=readme_files)
+    assert done.returncode == 0, done.stderr
+    # print(event.id, event.timestamp, event.trace_id)
+    printed = done.stdout.split()
+    event_id, trace_id = printed[0], printed[-1]
+    uuid.UUID(event_id)
+    [event] = [
+        record
+        for record in events_on(tapservice_topic, readme_files)
+        if record["value"]["id"] == event_id
     ]
-    return ast.unparse(ast.Module(body=kept, type_ignores=[]))
+    assert event["event"] == "query_completed"
+    assert event["value"]["username"] == "alice"
+    assert event["value"]["rows"] == 42
+    assert trace_id == "None"  # no span around it: no trace
 
 
-async def _publish_after_close(publisher: Any, payload_class: Any) -> None:
-    await publisher.publish(
-        payload_class(username="alice", duration=timedelta(seconds=1), rows=1)
-    )
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
-def test_readme_fastapi_snippet_starts_and_stops_with_the_stack(
-    metrics_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_service_py_serves_as_written(
+    readme_files: Path, tapservice_topic: str
 ) -> None:
-    # A module of its own, as the snippet would be in a service.
-    path = tmp_path / "readme_fastapi.py"
-    path.write_text(
-        payload_classes() + "\n\n" + python_block_under("### In a FastAPI service")
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "uvicorn", "service:app"),
+            *("--host", "127.0.0.1", "--port", str(port)),
+        ],
+        cwd=readme_files,
+        env={**os.environ, "METRICS_APPLICATION": "tapservice"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    spec = importlib.util.spec_from_file_location("readme_fastapi", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "readme_fastapi", module)
-    spec.loader.exec_module(module)
-    app = module.app
-    with TestClient(app):  # runs the lifespan: initialize, create_publisher
-        publisher = app.state.query_events
-        assert publisher.name == "query_completed"
-        assert publisher.event_class.__name__ == "query_completed"
-    # The lifespan's aclose() ran: the manager refuses new events.
-    with pytest.raises(EventManagerClosedError):
-        asyncio.run(_publish_after_close(publisher, module.QueryCompleted))
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.communicate()[0]
+            try:
+                httpx.get(f"{base}/docs", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the service did not start"
+                time.sleep(0.1)
+        answer = httpx.post(f"{base}/queries/carol", timeout=30)
+    finally:
+        # Ctrl-C: the lifespan closes the manager, delivering the event.
+        server.send_signal(signal.SIGINT)
+        output = server.communicate(timeout=60)[0]
+    assert answer.status_code == 200, answer.text
+    assert server.returncode == 0, output
+    assert "Traceback" not in output, output
+    event_id = answer.json()["event_id"]
+    [event] = [
+        record
+        for record in events_on(tapservice_topic, readme_files)
+        if record["value"]["id"] == event_id
+    ]
+    assert event["value"]["username"] == "carol"
+
+
+def test_tapservice_events_py_with_schema_and_check(
+    readme_files: Path, tapservice_topic: str
+) -> None:
+    # The README's commands, in the service's environment.
+    os.environ["METRICS_APPLICATION"] = "tapservice"
+    cli = (sys.executable, "-m", "otel_kafka_events")
+    schema = run(*cli, "schema", "tapservice_events:QueryCompleted", cwd=readme_files)
+    assert schema.returncode == 0, schema.stderr
+    # The subject on stderr, the schema (data) on stdout.
+    assert schema.stderr == f"Subject: {tapservice_topic}.query_completed\n"
+    assert json.loads(schema.stdout)["namespace"] == tapservice_topic
+    check = run(*cli, "check", "tapservice_events:EVENTS", cwd=readme_files)
+    assert check.returncode == 0, check.stderr
+    assert "The event schema can be registered." in check.stdout + check.stderr

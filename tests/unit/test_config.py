@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ssl
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -32,6 +33,7 @@ from otel_kafka_events import (
     DisabledMetricsConfiguration,
     EventManagerUsageError,
     EventPayload,
+    EventsConfiguration,
     KafkaConnectionSettings,
     KafkaEventManager,
     KafkaMetricsConfiguration,
@@ -813,13 +815,25 @@ def test_strict_env_as_an_argument(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_each_class_checks_its_own_prefixes(monkeypatch: pytest.MonkeyPatch) -> None:
-    set_env(monkeypatch, KAFKA_SASL_USER="svc", METRICS_OTEL_LOG="true")
-    with pytest.warns(UnknownSettingWarning) as kafka:
-        KafkaConnectionSettings(bootstrap_servers="h:1")
-    assert [str(w.message).split()[0] for w in kafka] == ["KAFKA_SASL_USER"]
-    with pytest.warns(UnknownSettingWarning) as telemetry:
-        options_from_environment(TelemetryOptions)
-    assert [str(w.message).split()[0] for w in telemetry] == ["METRICS_OTEL_LOG"]
+    set_env(
+        monkeypatch,
+        KAFKA_SASL_USER="svc",
+        METRICS_OTEL_LOG="true",
+        SCHEMA_MANAGER_SUFIX="_dev",
+    )
+    readers: list[tuple[Callable[[], object], str]] = [
+        (lambda: KafkaConnectionSettings(bootstrap_servers="h:1"), "KAFKA_SASL_USER"),
+        (
+            lambda: SchemaManagerSettings(registry_url="http://h"),
+            "SCHEMA_MANAGER_SUFIX",
+        ),
+        (lambda: EventsConfiguration(), "METRICS_OTEL_LOG"),
+        (lambda: options_from_environment(TelemetryOptions), "METRICS_OTEL_LOG"),
+    ]
+    for read, variable in readers:
+        with pytest.warns(UnknownSettingWarning) as caught:
+            read()
+        assert [str(w.message).split()[0] for w in caught] == [variable]
 
 
 def test_a_misspelt_variable_inside_an_applications_settings(
