@@ -11,6 +11,7 @@ shell blocks (its two commands, the stack, the example service, ``curl``,
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -27,7 +28,7 @@ import pytest
 
 from otel_kafka_events_devstack import LocalKafkaStack
 
-from ..markdown_programs import blocks, is_program, python_files
+from ..markdown_programs import blocks, is_program, python_files, terminals
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 TOPIC = "lsst.square.metrics.events.tapservice"
@@ -176,3 +177,60 @@ def test_tapservice_events_py_with_schema_and_check(
     check = run(*cli, "check", "tapservice_events:EVENTS", cwd=readme_files)
     assert check.returncode == 0, check.stderr
     assert "The event schema can be registered." in check.stdout + check.stderr
+
+
+# -- What scripts/readme_walkthrough.py runs from a fresh clone ---------------------
+
+
+def load_walkthrough() -> Any:
+    path = README.parent / "scripts" / "readme_walkthrough.py"
+    spec = importlib.util.spec_from_file_location("readme_walkthrough", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_walkthrough_finds_every_step_it_runs() -> None:
+    # The slow walkthrough runs in CI (.ci/run); this catches a README edit
+    # that would leave it nothing to run, in seconds.
+    walkthrough = load_walkthrough()
+    readme = blocks(README)
+    first_block = next(block.text for block in readme if block.language == "bash")
+    assert walkthrough.commands(first_block) == [
+        'python3 -m venv .venv && .venv/bin/pip install -q -e ".[examples]"'
+        " && .venv/bin/otel-kafka-events demo",
+        "bash scripts/test",
+    ]
+    assert [
+        block
+        for block in readme
+        if block.language == "bash" and "mkdocs build" in block.text
+    ]
+    terminal = terminals(readme)
+    assert sorted(terminal) == [1, 2, 3]
+    assert "otel-kafka-events stack" in terminal[1]
+    assert "--env-file .env.local" in terminal[1]
+    assert "uvicorn" in terminal[2]
+    assert walkthrough.commands(terminal[3])[1:] == [
+        "python publish.py",
+        "curl -X POST localhost:8000/checkout -H 'content-type: application/json' \\",
+        """     -d '{"items": 2, "total": "19.90"}'""",
+        "otel-kafka-events tail lsst.square.metrics.events.tapservice",
+        "otel-kafka-events tail lsst.square.metrics.events.shop",
+    ]
+    quickstart = [
+        block.text for block in blocks(README.parent / "docs" / "quickstart.md")
+    ]
+    assert any(walkthrough.EXAMPLE_GIT_URL.search(text) for text in quickstart)
+    assert any('pip install ".[testing]"' in text for text in quickstart)
+
+
+def test_the_stacks_env_file_is_ignored_by_git() -> None:
+    # `otel-kafka-events stack --env-file .env.local` writes it in a clone.
+    root = README.parent
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".env.local"], cwd=root)
+    assert ignored.returncode == 0
