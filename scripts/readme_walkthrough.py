@@ -316,8 +316,7 @@ def check_terminal_3(output: str) -> None:
         raise WalkthroughError(f"publish.py or curl printed nothing usable:\n{output}")
     checkout = checkouts[0]
     values = {
-        (record["topic"], record["value"].get("id")): record
-        for record in records
+        (record["topic"], record["value"].get("id")): record for record in records
     }
     mine = values.get(("lsst.square.metrics.events.tapservice", published[1]))
     theirs = values.get(("lsst.square.metrics.events.shop", checkout["event_id"]))
