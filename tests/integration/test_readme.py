@@ -14,11 +14,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import tomllib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -234,3 +236,33 @@ def test_the_stacks_env_file_is_ignored_by_git() -> None:
         pytest.skip("not a git checkout")
     ignored = subprocess.run(["git", "check-ignore", "-q", ".env.local"], cwd=root)
     assert ignored.returncode == 0
+
+
+def requirements_of(extras: set[str]) -> set[str]:
+    """The distributions the package's ``extras`` install, through extras
+    that name other extras of the package."""
+    project = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]
+    optional = project["optional-dependencies"]
+    found: set[str] = set()
+    pending = list(extras)
+    while pending:
+        for requirement in optional[pending.pop()]:
+            name = re.split(r"[\s\[<>=!~;@]", requirement, maxsplit=1)[0]
+            nested = re.match(r"otel-kafka-events\[(.*)\]", requirement)
+            if nested:
+                pending.extend(nested[1].split(","))
+            else:
+                found.add(name)
+    return found
+
+
+def test_the_quick_start_installs_what_the_examples_use() -> None:
+    # uvicorn runs the example service; fastapi and the OTel SDK are what
+    # examples/fastapi_service.py and service.py import.
+    first_block = next(
+        block.text for block in blocks(README) if block.language == "bash"
+    )
+    [extras] = re.findall(r'pip install -q -e "\.\[([\w,-]+)\]"', first_block)
+    installed = requirements_of(set(extras.split(",")))
+    assert {"uvicorn", "fastapi", "opentelemetry-sdk"} <= installed
+    assert "otel-kafka-events-devstack" in installed  # the demo and the stack
