@@ -26,12 +26,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ModelWrapValidatorHandler,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
+from pydantic_core.core_schema import ValidatorFunctionWrapHandler
 
 from ._secrets import hide_error_inputs
 
@@ -92,7 +92,7 @@ class _Options(BaseModel):
     @model_validator(mode="wrap")
     @classmethod
     def _hide_secret_inputs(
-        cls, data: Any, handler: ModelWrapValidatorHandler[Any]
+        cls, data: Any, handler: ValidatorFunctionWrapHandler
     ) -> Any:
         # A validation error quotes the values it refused, and for a
         # missing or contradictory setting all the values given: no
