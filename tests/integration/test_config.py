@@ -15,6 +15,7 @@ import pytest
 
 from otel_kafka_events import (
     EventPayload,
+    KafkaConnectionSettings,
     KafkaEventManager,
     KafkaMetricsConfiguration,
     decode,
@@ -177,3 +178,22 @@ async def test_broker_down_with_raise_on_error_is_a_kafka_connection_error() -> 
         assert "127.0.0.1:1" in str(caught.value)
     finally:
         await manager.aclose(timeout=5)
+
+
+async def test_a_faststream_broker_from_the_settings_connects(
+    monkeypatch: pytest.MonkeyPatch, local_kafka_stack: LocalKafkaStack
+) -> None:
+    # Safir's pattern: KafkaBroker(**KafkaConnectionSettings().to_faststream_params())
+    from faststream.kafka import KafkaBroker
+
+    set_env(
+        monkeypatch,
+        KAFKA_BOOTSTRAP_SERVERS=local_kafka_stack.bootstrap_servers,
+        KAFKA_SECURITY_PROTOCOL="PLAINTEXT",
+    )
+    broker = KafkaBroker(**KafkaConnectionSettings().to_faststream_params())
+    await broker.start()
+    try:
+        assert await broker.ping(timeout=10)
+    finally:
+        await broker.stop()
