@@ -284,9 +284,10 @@ class LogExportOptions(_Options):
     def _has_a_destination(self) -> LogExportOptions:
         if not self.kafka and not self.otlp_endpoint:
             raise ValueError(
-                "a log export needs kafka=True (METRICS_LOG_EXPORT_KAFKA=true), an"
-                " otlp_endpoint (METRICS_LOG_EXPORT_OTLP_ENDPOINT), or both; set"
-                " one, or unset every METRICS_LOG_EXPORT_* variable for no export"
+                "a log export needs kafka=True, an otlp_endpoint, or both"
+                " (METRICS_LOG_EXPORT_KAFKA=true, METRICS_LOG_EXPORT_OTLP_ENDPOINT);"
+                " set one, or unset every METRICS_LOG_EXPORT_* variable for no"
+                " export"
             )
         return self
 
