@@ -13,9 +13,10 @@ this checkout's virtual environment or any ``METRICS_``, ``KAFKA_``,
 
 1. the quick start's first command (venv, install, ``demo``);
 2. its second command, ``bash scripts/test``: as written, but with
-   ``PYTEST_ADDOPTS`` selecting a few tests (a unit test file, and one
-   integration test, which still runs on every broker), since CI runs the
-   full suite itself; ``--full`` runs all of it;
+   ``PYTEST_ADDOPTS`` selecting a few tests (a unit test file, an
+   integration test, which still runs on every broker, and a test of the
+   cluster leg), since CI runs the full suite itself; ``--full`` runs all
+   of it;
 3. the documentation site's build command;
 4. "Trying it locally": ``publish.py`` saved from the README's block, the
    stack in terminal 1, the example service in terminal 2, and terminal 3's
@@ -56,9 +57,12 @@ sys.path.insert(0, str(ROOT))
 
 from tests.markdown_programs import blocks, python_files, terminals  # noqa: E402
 
+# One test for each leg of scripts/test: a unit test file (first leg), an
+# integration test (every broker's leg) and a test of the cluster leg.
 SELECTION = (
     "tests/unit/test_config.py"
     " tests/integration/test_config.py::test_manager_from_environment_publishes"
+    " tests/devstack/test_kafka_cluster.py::test_a_cluster_needs_a_node"
 )
 EXAMPLE_GIT_URL = re.compile(r"git\+https://example\.org/\S+?\.git")
 SERVICE_PORT = 8000  # uvicorn's default, which the README's curl line uses
