@@ -19,6 +19,11 @@ from typing import Any
 
 import pytest
 
+# The fastapi and arq modules import their frameworks (optional extras, not
+# installed in the version matrix's legs).
+pytest.importorskip("fastapi")
+pytest.importorskip("arq")
+
 import otel_kafka_events
 from otel_kafka_events import errors
 
