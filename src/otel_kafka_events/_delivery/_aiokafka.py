@@ -25,6 +25,7 @@ from aiokafka.errors import (
 )
 from structlog.stdlib import BoundLogger
 
+from .._foreign import contained, describe
 from ..errors import BrokerUnavailableError, IdempotenceUnsupportedError
 from ._faststream import producer_of, start_broker, stop_broker
 from ._transport import SendDone, SendFailure, TopicInfo
@@ -127,8 +128,13 @@ def _report_to(done: SendDone) -> Callable[[asyncio.Future[Any]], None]:
         error = future.exception()
         if error is not None:
             done(None, error)
-        else:
-            done(int(future.result().offset), None)
+            return
+        try:
+            offset = int(future.result().offset)
+        except Exception as exc:
+            done(None, _MaybeSentError(f"unreadable acknowledgement: {describe(exc)}"))
+            return
+        done(offset, None)
 
     return report
 
@@ -485,7 +491,7 @@ async def stop_producer(
     slice_ = max(timeout / 10, 0.02)
     if abandoned:
         await _give_up_sends(producer, loop.time() + slice_)
-    stopping = asyncio.ensure_future(producer.stop())
+    stopping = asyncio.ensure_future(contained(producer.stop()))
     await asyncio.wait({stopping}, timeout=max(deadline - loop.time() - slice_, 0.0))
     if not stopping.done():
         # Out of time: what the producer still holds is given up now.
@@ -515,7 +521,7 @@ async def _give_up_sends(producer: AIOKafkaProducer, until: float) -> None:
     loop = asyncio.get_running_loop()
     sender = getattr(producer, "_sender", None)
     if sender is not None:
-        closing = asyncio.ensure_future(sender.close())
+        closing = asyncio.ensure_future(contained(sender.close()))
         while not closing.done() and loop.time() < until:
             _abort_connections(producer)
             await asyncio.wait({closing}, timeout=0.02)

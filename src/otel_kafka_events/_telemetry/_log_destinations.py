@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._delivery._transport import Transport
+from .._foreign import contained, own_cancellation
 from .._options import LogExportOptions
 from ._producer_thread import Message, ProducerThread
 
@@ -204,17 +205,20 @@ def transport_destination(
             async with asyncio.timeout(timeout):
                 await asyncio.gather(
                     *(
-                        transport.produce(
-                            topic, key, encode(value) if encode else value
+                        contained(
+                            transport.produce(
+                                topic, key, encode(value) if encode else value
+                            )
                         )
                         for key, value in messages
                     )
                 )
-        except Exception as exc:
+        except BaseException as exc:
+            # Whatever the transport raises fails these records only; our
+            # own cancellation (the loop going away) goes on.
             future.set_exception(exc)
-        except BaseException as exc:  # cancelled: the loop is going away
-            future.set_exception(exc)
-            raise
+            if own_cancellation(exc):
+                raise
         else:
             future.set_result(None)
 
