@@ -383,6 +383,7 @@ class KafkaEventManager(EventManager):
             enable_idempotence=self.options.enable_idempotence,
             manage_broker=manage_broker,
             logger=self.logger,
+            delivery_timeout=self.options.delivery_timeout,
         )
 
     # Properties -----------------------------------------------------------

@@ -46,6 +46,9 @@ DEFAULT_MAX_REQUEST_SIZE = 1_048_576
 # default caps a batch at about 150 small events.
 _DEFAULT_MAX_BATCH_SIZE = 512 * 1024
 
+# aiokafka's own default.
+_DEFAULT_REQUEST_TIMEOUT_MS = 40_000
+
 _ADMIN_OPTIONS = (
     "security_protocol",
     "ssl_context",
@@ -229,6 +232,16 @@ class AiokafkaTransport:
         Start and stop ``broker`` (Safir's ``manage_kafka_broker``).
     logger
         For the fallback warning.
+    delivery_timeout
+        The event manager's delivery timeout. A producer made here waits
+        for each acknowledgement at least that long (its
+        ``request_timeout_ms`` is at least ``delivery_timeout`` + 1 s,
+        unless ``client_options`` sets it): aiokafka fails a request that
+        got no answer after ``request_timeout_ms`` (40 s by default), and
+        without idempotence such a batch, which the broker may have
+        written, could then only be reported not acknowledged before its
+        events' deadline. A broker that comes back within the delivery
+        timeout still acknowledges it.
     """
 
     def __init__(
@@ -243,6 +256,7 @@ class AiokafkaTransport:
         manage_clients: bool | None = None,
         manage_broker: bool = False,
         logger: BoundLogger | None = None,
+        delivery_timeout: float | None = None,
     ) -> None:
         self._bootstrap_servers = bootstrap_servers
         self._options = dict(client_options or {})
@@ -255,6 +269,7 @@ class AiokafkaTransport:
         self._idempotence = enable_idempotence is not False
         self._manage_clients = manage_clients
         self._logger = logger
+        self._delivery_timeout = delivery_timeout
         self._producer: AIOKafkaProducer | None = None
         self._owns_producer = producer is None and broker is None
 
@@ -330,10 +345,19 @@ class AiokafkaTransport:
             "max_batch_size": _DEFAULT_MAX_BATCH_SIZE,
             "linger_ms": 0,
             "acks": "all",
+            "request_timeout_ms": self._request_timeout_ms(),
             **self._options,
             "enable_idempotence": self._idempotence,
         }
         return AIOKafkaProducer(bootstrap_servers=self._bootstrap_servers, **options)
+
+    def _request_timeout_ms(self) -> int:
+        """aiokafka's default, or longer: the delivery timeout and a second,
+        so that the event's deadline, not the request's, ends the wait."""
+        if self._delivery_timeout is None:
+            return _DEFAULT_REQUEST_TIMEOUT_MS
+        wanted = int((self._delivery_timeout + 1.0) * 1000)
+        return max(_DEFAULT_REQUEST_TIMEOUT_MS, wanted)
 
     def _new_admin(self) -> AIOKafkaAdminClient:
         options = {k: v for k, v in self._options.items() if k in _ADMIN_OPTIONS}
