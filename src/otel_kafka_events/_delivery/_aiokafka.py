@@ -272,6 +272,10 @@ class AiokafkaTransport:
         self._delivery_timeout = delivery_timeout
         self._producer: AIOKafkaProducer | None = None
         self._owns_producer = producer is None and broker is None
+        # Clients whose start was left running when a start was cancelled,
+        # and the tasks that close them once it ends (`_start_client`).
+        self._left_starting: set[Any] = set()
+        self._closing_after_start: set[asyncio.Task[None]] = set()
 
     # What the seam reads ------------------------------------------------------
 
@@ -331,11 +335,51 @@ class AiokafkaTransport:
             if self._admin is None:
                 self._admin = self._new_admin()
             if self._manages(self._owns_admin):
-                await self._admin.start()
+                await self._start_client(self._admin, owned=self._owns_admin)
         except BaseException:
             # Shielded: a cancelled start still closes what it opened.
             await asyncio.shield(self._discard_clients())
             raise
+
+    async def _start_client(self, client: Any, *, owned: bool) -> None:
+        """Start an aiokafka client without cancelling it half-way.
+
+        aiokafka loses the connection it bootstraps through when its start
+        is cancelled in the middle (an unclosed connection, and a
+        ResourceWarning, later). So the start runs as a task a cancellation
+        does not reach: the cancelled caller goes on at once, and a client
+        of ours is closed as soon as its start ends; `stop` waits for that.
+        """
+        starting = asyncio.ensure_future(contained(client.start()))
+        try:
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            if starting.done():
+                raise
+            self._left_starting.add(client)
+            closing = asyncio.ensure_future(
+                self._close_after_start(client, starting, owned=owned)
+            )
+            self._closing_after_start.add(closing)
+            closing.add_done_callback(self._closing_after_start.discard)
+            raise
+
+    async def _close_after_start(
+        self, client: Any, starting: asyncio.Future[Any], *, owned: bool
+    ) -> None:
+        try:
+            with contextlib.suppress(Exception):
+                await starting
+            if owned:
+                close = (
+                    client.stop
+                    if isinstance(client, AIOKafkaProducer)
+                    else client.close
+                )
+                with contextlib.suppress(Exception):
+                    await contained(close())
+        finally:
+            self._left_starting.discard(client)
 
     def _manages(self, owned: bool) -> bool:
         return owned if self._manage_clients is None else self._manage_clients
@@ -367,13 +411,13 @@ class AiokafkaTransport:
         if self._given_producer is not None:
             self._producer = self._given_producer
             if self._manages(False):
-                await self._producer.start()
+                await self._start_client(self._producer, owned=False)
             return
         self._producer = self._new_producer()
         if not self._manages(True):
             return
         try:
-            await self._producer.start()
+            await self._start_client(self._producer, owned=True)
         except BrokerResponseError as exc:
             # The broker answered (bootstrap worked), but refused to give
             # the producer an id: it does not support idempotence.
@@ -393,19 +437,25 @@ class AiokafkaTransport:
                     bootstrap_servers=self.target,
                 )
             self._producer = self._new_producer()
-            await self._producer.start()
+            await self._start_client(self._producer, owned=True)
 
     async def _stop_owned_producer(self) -> None:
         producer, self._producer = self._producer, None
-        if producer is not None and self._owns_producer:
+        # One whose start is still running is closed when it ends.
+        if (
+            producer is not None
+            and self._owns_producer
+            and producer not in self._left_starting
+        ):
             with contextlib.suppress(Exception):
                 await producer.stop()
 
     async def _discard_clients(self) -> None:
         await self._stop_owned_producer()
         if self._admin is not None and self._owns_admin:
-            with contextlib.suppress(Exception):
-                await self._admin.close()
+            if self._admin not in self._left_starting:
+                with contextlib.suppress(Exception):
+                    await self._admin.close()
             self._admin = None
         if self._broker is not None and self._manage_broker:
             await stop_broker(self._broker)
@@ -429,6 +479,16 @@ class AiokafkaTransport:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(deadline - loop.time(), 0.05)):
                     await stop_broker(self._broker)
+        closing = set(self._closing_after_start)
+        if closing:
+            # Clients whose start a cancellation left running: closed once
+            # it ends, unless the time runs out first.
+            _, late = await asyncio.wait(
+                closing, timeout=max(deadline - loop.time(), 0.0)
+            )
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     # Sending --------------------------------------------------------------------
 
