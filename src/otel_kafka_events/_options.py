@@ -26,10 +26,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    field_serializer,
     field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
+
+from ._secrets import mask_url
 
 __all__ = [
     "BufferOptions",
@@ -236,7 +239,9 @@ class LogExportOptions(_Options):
         None,
         description=(
             "Also (or only, without kafka) send them to this OTLP/HTTP logs"
-            " URL, e.g. http://collector:4318/v1/logs."
+            " URL, e.g. http://collector:4318/v1/logs. Credentials in it"
+            " (https://user:password@collector/v1/logs) are sent as HTTP basic"
+            " authentication; the password is never shown."
         ),
     )
     direct: bool = Field(
@@ -264,6 +269,16 @@ class LogExportOptions(_Options):
         if not self.kafka and not self.otlp_endpoint:
             raise ValueError("a log export needs kafka=True, an otlp_endpoint, or both")
         return self
+
+    @field_serializer("otlp_endpoint")
+    def _hide_password(self, url: str | None) -> str | None:
+        return None if url is None else mask_url(url)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            if name == "otlp_endpoint" and isinstance(value, str):
+                value = mask_url(value)
+            yield name, value
 
 
 class TelemetryOptions(_Options):

@@ -9,9 +9,10 @@ message can quote them either.
 
 from __future__ import annotations
 
+import base64
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-__all__ = ["MASK", "mask_url", "split_credentials"]
+__all__ = ["MASK", "basic_auth", "mask_url", "split_credentials"]
 
 MASK = "**********"
 """What a hidden secret is shown as (pydantic's `SecretStr` shows the same)."""
@@ -65,3 +66,10 @@ def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
     user, _, password = userinfo.partition(":")
     clean = urlunsplit(parts._replace(netloc=_host_part(parts.netloc)))
     return clean, (unquote(user), unquote(password))
+
+
+def basic_auth(credentials: tuple[str, str]) -> str:
+    """The ``Authorization`` header value of HTTP basic authentication."""
+    user, password = credentials
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"

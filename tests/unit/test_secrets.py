@@ -6,21 +6,29 @@ fails if the marker appears anywhere a person or a log pipeline could see it.
 
 from __future__ import annotations
 
+import io
 import logging
+import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 import structlog
 
-from otel_kafka_events import EventPayload, metrics_configuration_factory
-from otel_kafka_events._secrets import mask_url, split_credentials
+from otel_kafka_events import (
+    EventPayload,
+    LogExportOptions,
+    metrics_configuration_factory,
+)
+from otel_kafka_events._secrets import basic_auth, mask_url, split_credentials
+from otel_kafka_events._telemetry._log_destinations import http_destination
 from otel_kafka_events.config import KafkaMetricsConfiguration
 
 SASL_MARKER = "MARKER-sasl-7f3a"
 REGISTRY_MARKER = "MARKER-registry-9c1d"
 URL_MARKER = "MARKER-url-4b2e"
-MARKERS = (SASL_MARKER, REGISTRY_MARKER, URL_MARKER)
+OTLP_MARKER = "MARKER-otlp-5e8a"
+MARKERS = (SASL_MARKER, REGISTRY_MARKER, URL_MARKER, OTLP_MARKER)
 
 
 class Ordered(EventPayload):
@@ -46,6 +54,12 @@ def exception_texts(error: BaseException) -> Iterator[str]:
 
 def secret_env(monkeypatch: pytest.MonkeyPatch, *, in_url: bool) -> None:
     monkeypatch.setenv("METRICS_APPLICATION", "shop")
+    monkeypatch.setenv("METRICS_OTEL_LOGS", "true")
+    monkeypatch.setenv(
+        "METRICS_LOG_EXPORT_OTLP_ENDPOINT",
+        f"http://otel:{OTLP_MARKER}@127.0.0.1:1/v1/logs",
+    )
+    monkeypatch.setenv("METRICS_LOG_EXPORT_DIRECT", str(in_url).lower())
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
     monkeypatch.setenv("KAFKA_SASL_USERNAME", "svc")
@@ -70,13 +84,24 @@ def test_configuration_never_shows_secrets(
     # The secrets are there, for the clients.
     options = config.kafka.to_client_options()
     assert options["sasl_plain_password"] == SASL_MARKER
-    for model in (config, config.kafka, config.schema_manager):
+    export = config.telemetry.log_export
+    assert export is not None
+    assert export.otlp_endpoint is not None
+    assert OTLP_MARKER in export.otlp_endpoint
+    for model in (
+        config,
+        config.kafka,
+        config.schema_manager,
+        config.telemetry,
+        export,
+    ):
         assert_clean(repr(model), f"repr({type(model).__name__})")
         assert_clean(str(model), f"str({type(model).__name__})")
         assert_clean(model.model_dump_json(), f"{type(model).__name__} JSON")
         assert_clean(str(model.model_dump()), f"{type(model).__name__} dump")
     if in_url:
         assert "svc:**********@127.0.0.1:1" in repr(config.schema_manager)
+    assert "otel:**********@127.0.0.1:1" in repr(export)
 
 
 @pytest.mark.parametrize("raise_on_error", [False, True])
@@ -141,6 +166,38 @@ async def test_failed_connections_never_show_secrets(
 )
 def test_mask_url(url: str, masked: str) -> None:
     assert mask_url(url) == masked
+
+
+def test_basic_auth_header() -> None:
+    # RFC 7617's example.
+    assert (
+        basic_auth(("Aladdin", "open sesame")) == "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+    )
+
+
+def test_otlp_requests_carry_credentials_as_a_header_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[urllib.request.Request] = []
+
+    class Answer(io.BytesIO):
+        def __enter__(self) -> Answer:
+            return self
+
+    def urlopen(request: urllib.request.Request, timeout: float) -> Answer:
+        sent.append(request)
+        return Answer(b"")
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    export = LogExportOptions(
+        otlp_endpoint=f"https://otel:{OTLP_MARKER}@collector.example/v1/logs"
+    )
+    destination = http_destination(export)
+    destination.send([(None, b"request")]).result(timeout=5)
+    destination.close(1.0)
+    [request] = sent
+    assert request.full_url == "https://collector.example/v1/logs"
+    assert request.get_header("Authorization") == basic_auth(("otel", OTLP_MARKER))
 
 
 def test_split_credentials_decodes() -> None:
