@@ -452,8 +452,12 @@ def patch_aiokafka(monkeypatch: pytest.MonkeyPatch, faults: SeamFaults) -> None:
         await admin_start(self)
 
     async def faulty_stop(self: Any) -> None:
+        # aiokafka's stop marks the producer closed first thing; a stop that
+        # fails or hangs does so after that: the real one runs regardless.
+        stopping = asyncio.ensure_future(stop(self))
+        stopping.add_done_callback(_read)
         await faults.call("aiokafka.stop")
-        await stop(self)
+        await stopping
 
     def faulty_create_batch(self: Any, *args: Any, **kwargs: Any) -> Any:
         if faults.sync("aiokafka.create_batch"):

@@ -448,17 +448,18 @@ class AiokafkaTransport:
             and producer not in self._left_starting
         ):
             with contextlib.suppress(Exception):
-                await producer.stop()
+                await contained(producer.stop())
 
     async def _discard_clients(self) -> None:
         await self._stop_owned_producer()
         if self._admin is not None and self._owns_admin:
             if self._admin not in self._left_starting:
                 with contextlib.suppress(Exception):
-                    await self._admin.close()
+                    await contained(self._admin.close())
             self._admin = None
         if self._broker is not None and self._manage_broker:
-            await stop_broker(self._broker)
+            with contextlib.suppress(Exception):
+                await contained(stop_broker(self._broker))
 
     async def stop(self, timeout: float, *, abandoned: bool) -> None:
         """Stop the clients this transport manages within about ``timeout``
@@ -474,11 +475,11 @@ class AiokafkaTransport:
         if admin is not None and self._manages(self._owns_admin):
             with contextlib.suppress(TimeoutError, Exception):
                 async with asyncio.timeout(max(deadline - loop.time(), 0.05)):
-                    await admin.close()
+                    await contained(admin.close())
         if self._broker is not None and self._manage_broker:
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(TimeoutError, Exception):
                 async with asyncio.timeout(max(deadline - loop.time(), 0.05)):
-                    await stop_broker(self._broker)
+                    await contained(stop_broker(self._broker))
         closing = set(self._closing_after_start)
         if closing:
             # Clients whose start a cancellation left running: closed once
@@ -577,8 +578,9 @@ async def stop_producer(
         await _give_up_sends(producer, loop.time() + slice_)
     stopping = asyncio.ensure_future(contained(producer.stop()))
     await asyncio.wait({stopping}, timeout=max(deadline - loop.time() - slice_, 0.0))
-    if not stopping.done():
-        # Out of time: what the producer still holds is given up now.
+    if not stopping.done() or stopping.exception() is not None:
+        # Out of time, or the stop failed: what the producer still holds is
+        # given up now, and its sender stopped.
         await _give_up_sends(producer, loop.time() + slice_ / 2)
         await asyncio.wait({stopping}, timeout=slice_ / 2)
         stopping.cancel()
@@ -587,7 +589,7 @@ async def stop_producer(
     # A stop that failed half-way leaves the client open: close it on its own.
     with contextlib.suppress(TimeoutError, Exception):
         async with asyncio.timeout(max(deadline - loop.time(), 0.01)):
-            await producer.client.close()
+            await contained(producer.client.close())
     _abort_connections(producer)
 
 
