@@ -143,16 +143,17 @@ class DeliveryOptions(_Options):
         120.0,
         gt=0,
         description=(
-            "Seconds from publish to an event's reported outcome: delivered,"
-            " or failed at the latest this long after it was accepted."
+            "Seconds from publish to an event's reported outcome: delivered"
+            " within it, or reported failed at its end, never earlier (a"
+            " broker that stops answering included)."
         ),
     )
     close_timeout: Seconds = Field(
         15.0,
         gt=0,
         description=(
-            "Seconds aclose() takes at most: delivering pending events,"
-            " stopping the clients and flushing telemetry (half of"
+            "Seconds aclose() takes at most (plus 0.1 s): delivering pending"
+            " events, stopping the clients and flushing telemetry (half of"
             " Kubernetes' default 30 s grace period)."
         ),
     )
@@ -178,7 +179,9 @@ class DeliveryOptions(_Options):
         description=(
             "Raise broker and registry errors from initialize(),"
             " create_publisher() and a full buffer, instead of logging them"
-            " and retrying in the background."
+            " and retrying in the background (without it, initialize() and"
+            " create_publisher() return within 3 s whatever Kafka and the"
+            " registry do)."
         ),
         json_schema_extra=_env_also("RAISE_ON_ERROR"),
     )

@@ -33,6 +33,7 @@ from otel_kafka_events import (
     KafkaEventManager,
     OverflowPolicy,
 )
+from otel_kafka_events._delivery._aiokafka import DEFAULT_MAX_REQUEST_SIZE
 from otel_kafka_events.errors import (
     EventBufferFullError,
     EventManagerClosedError,
@@ -47,7 +48,7 @@ from otel_kafka_events_devstack import (
     TansuBroker,
 )
 
-from ..broker_support import BROKER_KIND, capabilities
+from ..broker_support import BROKER_KIND, capabilities, requires
 
 TOPIC_PREFIX = "reliability"
 
@@ -523,6 +524,35 @@ async def test_oversized_event_refused_at_publish(
     # Just below the limit is accepted.
     await publisher.publish(Numbered(kind="a", n=1, text="x" * 9_000))
     assert manager.stats.published == 1
+
+
+@pytest.mark.integration
+@requires("enforces_message_size")
+async def test_every_event_publish_accepts_fits_in_a_request(
+    managers: Managers, local_kafka_stack: LocalKafkaStack
+) -> None:
+    # An event of exactly max_request_size bytes used to pass publish, then
+    # fail as rejected: the request's framing around it was not counted.
+    manager = await connected_manager(managers, local_kafka_stack, delivery_timeout=30)
+    publisher = await manager.create_publisher("numbered", Numbered)
+    accepted = 0
+    low, high = 1, 2 * DEFAULT_MAX_REQUEST_SIZE
+    while low < high:  # the longest text publish accepts
+        size = (low + high + 1) // 2
+        try:
+            await publisher.publish(Numbered(kind="a", n=0, text="x" * size))
+        except EventTooLargeError:
+            high = size - 1
+        else:
+            low = size
+            accepted += 1
+    await publisher.publish(Numbered(kind="a", n=0, text="x" * low), wait=True)
+    with pytest.raises(EventTooLargeError):
+        await publisher.publish(Numbered(kind="a", n=0, text="x" * (low + 1)))
+    await wait_until(lambda: manager.stats.buffered == 0)
+    stats = manager.stats
+    assert (stats.delivered, stats.failed) == (accepted + 1, 0), managers.failures
+    assert DEFAULT_MAX_REQUEST_SIZE - low < 1024  # and the framing is not overdone
 
 
 # --- aclose ---------------------------------------------------------------------
