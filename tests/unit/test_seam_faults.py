@@ -78,7 +78,7 @@ before = st.lists(
 
 
 # A longer run: SEAM_FAULT_EXAMPLES=2000 bash scripts/test unit -k seam
-EXAMPLES = int(os.environ.get("SEAM_FAULT_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("SEAM_FAULT_EXAMPLES", "20"))
 
 
 @pytest.mark.filterwarnings("error")
