@@ -36,6 +36,7 @@ from otel_kafka_events._encoding._registry import make_registry_client
 from otel_kafka_events.errors import (
     EventDeliveryTimeoutError,
     EventManagerClosedError,
+    EventManagerUsageError,
     EventRejectedError,
 )
 from otel_kafka_events.testing import (
@@ -378,6 +379,20 @@ async def test_initialize_holds_startup_for_the_limit_only(short_limit: None) ->
     async with asyncio.timeout(2):
         await publisher.publish(Ping(n=1), wait=True)
     await manager.aclose()
+
+
+async def test_a_usage_error_from_the_transport_is_raised_as_it_is() -> None:
+    # Whatever else a transport's start raises means Kafka is away, but the
+    # library's own usage errors (an unstarted FastStream broker) say what
+    # to change.
+    class Unstarted(MemoryTransport):
+        async def start(self) -> None:
+            raise EventManagerUsageError("start the broker first")
+
+    manager = make_manager(Unstarted())
+    with pytest.raises(EventManagerUsageError, match="start the broker first"):
+        await manager.initialize()
+    await manager.aclose(timeout=0.5)
 
 
 async def test_aclose_while_initialize_connects_leaves_nothing_running() -> None:

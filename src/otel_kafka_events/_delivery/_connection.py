@@ -16,6 +16,7 @@ from .._foreign import describe, own_cancellation
 from ..errors import (
     BrokerUnavailableError,
     EventManagerClosedError,
+    EventManagerError,
     IdempotenceUnsupportedError,
 )
 from ._backoff import Backoff
@@ -99,8 +100,8 @@ class Connection:
         but our own cancellation) means Kafka cannot be used now."""
         try:
             await self.transport.start()
-        except (BrokerUnavailableError, IdempotenceUnsupportedError):
-            raise
+        except EventManagerError:
+            raise  # ours: unreachable, refused idempotence, a usage error
         except BaseException as exc:
             if own_cancellation(exc):
                 raise

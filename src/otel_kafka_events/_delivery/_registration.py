@@ -23,6 +23,7 @@ from .._encoding._registry import SchemaRegistrar
 from .._foreign import describe, own_cancellation
 from ..errors import (
     BrokerUnavailableError,
+    EventManagerError,
     EventManagerUninitializedError,
     EventManagerUsageError,
     KafkaTopicError,
@@ -251,7 +252,7 @@ class Registrations:
         """
         try:
             info = await self._transport.describe_topic(self._topic)
-        except BrokerUnavailableError:
+        except EventManagerError:
             raise
         except BaseException as exc:
             # The transport's client (aiokafka, or the application's own
