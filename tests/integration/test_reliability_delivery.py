@@ -567,8 +567,9 @@ async def test_aclose_keeps_its_deadline_with_the_broker_down(
     second = await manager.create_publisher("second", Numbered)
     ids = {str((await first.publish(Numbered(kind="a", n=n))).id) for n in range(3)}
     ids.add(str((await second.publish(Numbered(kind="b", n=0))).id))
-    async with asyncio.timeout(1 + 5):
-        undelivered = await manager.aclose(timeout=1)
+    started = time.monotonic()
+    undelivered = await manager.aclose(timeout=1)
+    assert time.monotonic() - started <= 1 + 0.1
     assert undelivered == 4
     assert {f.event_id for f in managers.failures} == ids
     assert {f.reason for f in managers.failures} == {"shutdown"}
@@ -588,8 +589,9 @@ async def test_aclose_keeps_its_deadline_with_batches_in_flight(
     await asyncio.to_thread(own_stack.broker.kill)
     ids = {str((await publisher.publish(Numbered(kind="a", n=n))).id) for n in (1, 2)}
     await asyncio.sleep(0.2)  # let the sender hand them to aiokafka
-    async with asyncio.timeout(1 + 5):
-        undelivered = await manager.aclose(timeout=1)
+    started = time.monotonic()
+    undelivered = await manager.aclose(timeout=1)
+    assert time.monotonic() - started <= 1 + 0.1
     assert undelivered == 2
     assert {(f.event_id, f.reason) for f in managers.failures} == {
         (i, "shutdown") for i in ids
