@@ -338,6 +338,7 @@ class Sender:
             error = _GarbledAnswerError(
                 f"the transport acknowledged the batch with offset {offset!r}"
             )
+            offset = None
         elif error is not None and not isinstance(error, BaseException):
             error = _GarbledAnswerError(
                 f"the transport answered the send with {error!r}"
