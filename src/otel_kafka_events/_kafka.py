@@ -14,6 +14,7 @@ publish path::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import warnings
 import weakref
@@ -51,10 +52,12 @@ __all__ = ["KafkaEventManager", "KafkaEventPublisher"]
 
 P = TypeVar("P", bound=EventPayload)
 
-FOREGROUND_REGISTRATION_LIMIT = 3.0
-"""Seconds `create_publisher` waits for a registration before it goes on in
-the background (without ``raise_on_error``): a registry that accepts
-connections and never answers cannot hold a service's startup longer."""
+FOREGROUND_LIMIT = 3.0
+"""Seconds `KafkaEventManager.initialize` waits for Kafka, and
+`KafkaEventManager.create_publisher` for a registration, before going on in
+the background (without ``raise_on_error``): a broker or registry that
+accepts connections and never answers cannot hold a service's startup
+longer."""
 
 # A NamedTuple's own constructor runs in Python; tuple.__new__ makes the same
 # tuples in C (about half the cost per event).
@@ -384,6 +387,7 @@ class KafkaEventManager(EventManager):
             enable_idempotence=self.options.enable_idempotence,
             manage_broker=manage_broker,
             logger=self.logger,
+            delivery_timeout=self.options.delivery_timeout,
         )
 
     # Properties -----------------------------------------------------------
@@ -447,9 +451,11 @@ class KafkaEventManager(EventManager):
 
         Calling it again does nothing. If the broker cannot be reached, this
         raises `BrokerUnavailableError` with ``raise_on_error``; otherwise
-        it logs, returns, and keeps trying in the background while events
-        are buffered. If ``enable_idempotence=True`` and the broker refuses
-        idempotent producers, it raises `IdempotenceUnsupportedError` with
+        it logs, returns (within three seconds, even when the broker
+        accepts connections and never answers), and keeps trying in the
+        background while events are buffered. If
+        ``enable_idempotence=True`` and the broker refuses idempotent
+        producers, it raises `IdempotenceUnsupportedError` with
         ``raise_on_error`` and otherwise logs that error.
 
         After `aclose`, this starts the manager anew, as Safir allows: new
@@ -473,21 +479,35 @@ class KafkaEventManager(EventManager):
             self._session = session
             self._totals.session = session
             try:
-                await session.start()
-            except (BrokerUnavailableError, IdempotenceUnsupportedError) as exc:
+                if self.options.raise_on_error:
+                    await session.start()
+                else:
+                    async with asyncio.timeout(FOREGROUND_LIMIT):
+                        await session.start()
+            except (
+                BrokerUnavailableError,
+                IdempotenceUnsupportedError,
+                TimeoutError,
+            ) as exc:
                 if self.options.raise_on_error:
                     await session.close(1.0)
                     raise
                 if isinstance(exc, IdempotenceUnsupportedError):
-                    self.logger.error(str(exc))
+                    self._log_safely(str(exc))
                 else:
-                    self.logger.error(
+                    self._log_safely(
                         "Cannot connect to Kafka yet; events are buffered while"
                         " the connection is retried in the background",
-                        error=str(exc),
+                        error=str(exc) or f"no answer within {FOREGROUND_LIMIT} s",
                     )
                     session.connect_in_background()
             await super().initialize()
+
+    def _log_safely(self, message: str, **fields: Any) -> None:
+        """Log an error; the application's logging failing is not ours to
+        raise from a call that otherwise succeeded."""
+        with contextlib.suppress(Exception):
+            self.logger.error(message, **fields)
 
     async def aclose(self, timeout: float | None = None) -> int:
         """Deliver pending events, then close every client.
@@ -569,20 +589,19 @@ class KafkaEventManager(EventManager):
         raise_on_error = self.options.raise_on_error
         try:
             await session.register(
-                event_type, None if raise_on_error else FOREGROUND_REGISTRATION_LIMIT
+                event_type, None if raise_on_error else FOREGROUND_LIMIT
             )
         except RETRIABLE_REGISTRATION_ERRORS as exc:
             if raise_on_error:
                 if isinstance(exc, SchemaRegistryError | BrokerUnavailableError):
                     raise
                 raise BrokerUnavailableError(describe_kafka_error(exc)) from exc
-            self.logger.error(
+            self._log_safely(
                 "Event registration failed, retrying in the background",
                 event_name=event_type.name,
                 error=f"{type(exc).__name__}: {exc}"
                 if str(exc)
-                else f"{type(exc).__name__}: no answer within"
-                f" {FOREGROUND_REGISTRATION_LIMIT} s",
+                else f"{type(exc).__name__}: no answer within {FOREGROUND_LIMIT} s",
             )
             session.registrations.register_in_background(event_type)
         return KafkaEventPublisher(

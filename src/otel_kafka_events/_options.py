@@ -27,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -34,6 +35,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core.core_schema import ValidatorFunctionWrapHandler
 
 from ._secrets import hide_error_inputs
+
+from ._secrets import mask_url
 
 __all__ = [
     "BufferOptions",
@@ -160,16 +163,17 @@ class DeliveryOptions(_Options):
         120.0,
         gt=0,
         description=(
-            "Seconds from publish to an event's reported outcome: delivered,"
-            " or failed at the latest this long after it was accepted."
+            "Seconds from publish to an event's reported outcome: delivered"
+            " within it, or reported failed at its end, never earlier (a"
+            " broker that stops answering included)."
         ),
     )
     close_timeout: Seconds = Field(
         15.0,
         gt=0,
         description=(
-            "Seconds aclose() takes at most: delivering pending events,"
-            " stopping the clients and flushing telemetry (half of"
+            "Seconds aclose() takes at most (plus 0.1 s): delivering pending"
+            " events, stopping the clients and flushing telemetry (half of"
             " Kubernetes' default 30 s grace period)."
         ),
     )
@@ -195,7 +199,9 @@ class DeliveryOptions(_Options):
         description=(
             "Raise broker and registry errors from initialize(),"
             " create_publisher() and a full buffer, instead of logging them"
-            " and retrying in the background."
+            " and retrying in the background (without it, initialize() and"
+            " create_publisher() return within 3 s whatever Kafka and the"
+            " registry do)."
         ),
         json_schema_extra=_env_also("RAISE_ON_ERROR"),
     )
@@ -257,7 +263,9 @@ class LogExportOptions(_Options):
         None,
         description=(
             "Also (or only, without kafka) send them to this OTLP/HTTP logs"
-            " URL, e.g. http://collector:4318/v1/logs."
+            " URL, e.g. http://collector:4318/v1/logs. Credentials in it"
+            " (https://user:password@collector/v1/logs) are sent as HTTP basic"
+            " authentication; the password is never shown."
         ),
     )
     direct: bool = Field(
@@ -290,6 +298,16 @@ class LogExportOptions(_Options):
                 " export"
             )
         return self
+
+    @field_serializer("otlp_endpoint")
+    def _hide_password(self, url: str | None) -> str | None:
+        return None if url is None else mask_url(url)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            if name == "otlp_endpoint" and isinstance(value, str):
+                value = mask_url(value)
+            yield name, value
 
 
 class TelemetryOptions(_Options):

@@ -10,6 +10,7 @@ a validation error quotes: a secret setting's value, or a URL's password.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +21,7 @@ from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 __all__ = [
     "MASK",
+    "basic_auth",
     "hide_error_inputs",
     "hide_secrets",
     "is_secret_name",
@@ -144,3 +146,10 @@ def _hidden(error: ErrorDetails) -> InitErrorDetails:
             "input": value,
         }
     return detail
+
+
+def basic_auth(credentials: tuple[str, str]) -> str:
+    """The ``Authorization`` header value of HTTP basic authentication."""
+    user, password = credentials
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"

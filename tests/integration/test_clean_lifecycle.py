@@ -3,8 +3,10 @@
 Development mode turns on asyncio's debug checks and ResourceWarnings;
 ``-W error`` makes any warning fatal. Each scenario runs in its own
 interpreter with a broker and registry of its own (the outage pauses the
-broker with batches in flight). Its stderr must not mention a destroyed
-task, an exception never retrieved, or a warning, and no task may be left.
+broker with batches in flight; the cancelled initializes are cancelled at
+every stage of connecting; the close while initializing comes from another
+task). Its stderr must not mention a destroyed task, an exception never
+retrieved, or a warning, and no task may be left.
 """
 
 from __future__ import annotations
@@ -28,12 +30,38 @@ SCRIPT = textwrap.dedent(
         n: int
 
     async def scenario(bootstrap, registry, name):
-        manager = KafkaEventManager(
-            application="lifecycle", topic_prefix="clean",
-            bootstrap_servers=bootstrap, registry_url=registry,
-            delivery_timeout=30, retry_backoff=0.05,
-            raise_on_error=name == "failed-initialize",
-        )
+        def new_manager():
+            return KafkaEventManager(
+                application="lifecycle", topic_prefix="clean",
+                bootstrap_servers=bootstrap, registry_url=registry,
+                delivery_timeout=30, retry_backoff=0.05,
+                raise_on_error=name == "failed-initialize",
+            )
+        if name == "cancelled-initialize":
+            # Cancelled at every stage of connecting: before the producer
+            # starts, while it bootstraps, while the admin client starts.
+            for delay in (0.0, 0.005, 0.02, 0.05, 0.1, 0.2):
+                manager = new_manager()
+                starting = asyncio.ensure_future(manager.initialize())
+                await asyncio.sleep(delay)
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+                await manager.aclose(timeout=2)
+                gc.collect()
+            print("cancelled initializes: 6")
+            return
+        if name == "closed-while-initializing":
+            # aclose from another task while initialize is connecting.
+            for delay in (0.0, 0.005, 0.02, 0.05):
+                manager = new_manager()
+                starting = asyncio.ensure_future(manager.initialize())
+                await asyncio.sleep(delay)
+                await manager.aclose(timeout=2)
+                outcome = (await asyncio.gather(starting, return_exceptions=True))[0]
+                print("initialize:", type(outcome).__name__)
+                gc.collect()
+            return
+        manager = new_manager()
         if name == "failed-initialize":
             try:
                 await manager.initialize()
@@ -99,7 +127,16 @@ def run(kind: str, scenario: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("scenario", ["normal", "failed-initialize", "outage"])
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "normal",
+        "failed-initialize",
+        "outage",
+        "cancelled-initialize",
+        "closed-while-initializing",
+    ],
+)
 async def test_lifecycle_is_clean_under_dev_mode(scenario: str) -> None:
     # Each run starts a stack of its own: the outage pauses its broker.
     result = await asyncio.to_thread(run, BROKER_KIND, scenario)
@@ -110,8 +147,18 @@ async def test_lifecycle_is_clean_under_dev_mode(scenario: str) -> None:
         "normal": "undelivered: 0",
         "failed-initialize": "initialize failed: BrokerUnavailableError",
         "outage": "undelivered: 50",
+        "cancelled-initialize": "cancelled initializes: 6",
+        "closed-while-initializing": "initialize:",
     }[scenario]
     assert expected in result.stdout
+    if scenario == "closed-while-initializing":
+        # Connected before the close, or refused by it: nothing else.
+        outcomes = {
+            line.split(": ", 1)[1]
+            for line in result.stdout.splitlines()
+            if line.startswith("initialize: ")
+        }
+        assert outcomes <= {"NoneType", "EventManagerClosedError"}, result.stdout
     if scenario == "failed-initialize":
         assert "tasks after a failed initialize: 0" in result.stdout
     assert "leftover tasks: 0 []" in result.stdout, result.stdout

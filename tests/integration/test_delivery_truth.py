@@ -149,7 +149,7 @@ async def test_close_is_bounded_when_kafka_is_down(
     started = time.monotonic()
     assert await manager.aclose() == 10
     # close_timeout bounds it, not the 120 s delivery timeout.
-    assert time.monotonic() - started < 4
+    assert time.monotonic() - started <= 2 + 0.1
     assert manager.options.close_timeout == 2
 
 
@@ -173,7 +173,7 @@ async def test_close_is_bounded_when_the_otlp_endpoint_is_down(
     started = time.monotonic()
     await manager.aclose(timeout=1)
     elapsed = time.monotonic() - started
-    assert elapsed < 2, f"aclose(timeout=1) took {elapsed:.1f} s"
+    assert elapsed <= 1 + 0.1, f"aclose(timeout=1) took {elapsed:.2f} s"
 
 
 # --- settlement survives raising observers ---------------------------------------

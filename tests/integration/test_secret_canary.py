@@ -35,10 +35,6 @@ from otel_kafka_events_devstack import LocalKafkaStack
 CANARY = "CANARY-pw-3e9f61"
 TOPIC = "lsst.square.metrics.events.shop"
 SCENARIOS = Path(__file__).with_name("secret_scenarios.py")
-OTLP_XFAIL = pytest.mark.xfail(
-    reason="OTLP endpoint credentials land with issue 21", strict=False
-)
-
 
 def unused_port() -> int:
     with socket.socket() as probe:
@@ -118,7 +114,7 @@ class Secrets:
 SECRETS = [
     pytest.param(Secrets(in_url=False, otlp=False), id="settings"),
     pytest.param(Secrets(in_url=True, otlp=False), id="url"),
-    pytest.param(Secrets(in_url=False, otlp=True), id="otlp", marks=OTLP_XFAIL),
+    pytest.param(Secrets(in_url=False, otlp=True), id="otlp"),
 ]
 
 

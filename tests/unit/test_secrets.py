@@ -53,9 +53,6 @@ from ..config_support import clean_environment
 __all__ = ["clean_environment"]  # the autouse fixture
 
 CANARY = "CANARY-pw-7f3a91"
-OTLP_XFAIL = pytest.mark.xfail(
-    reason="OTLP endpoint credentials land with issue 21", strict=False
-)
 
 
 class Ordered(EventPayload):
@@ -112,7 +109,7 @@ def secret_env(
 SECRETS = [
     pytest.param({"in_url": False}, id="settings"),
     pytest.param({"in_url": True}, id="url"),
-    pytest.param({"in_url": False, "otlp": True}, id="otlp", marks=OTLP_XFAIL),
+    pytest.param({"in_url": False, "otlp": True}, id="otlp"),
 ]
 
 

@@ -25,6 +25,7 @@ from aiokafka.errors import (
 )
 from structlog.stdlib import BoundLogger
 
+from .._foreign import contained, describe
 from ..errors import BrokerUnavailableError, IdempotenceUnsupportedError
 from ._faststream import producer_of, start_broker, stop_broker
 from ._transport import RecordBatch, SendDone, SendFailure, TopicInfo
@@ -46,6 +47,9 @@ DEFAULT_MAX_REQUEST_SIZE = 1_048_576
 # Large batches let one round trip carry many events; aiokafka's 16 KiB
 # default caps a batch at about 150 small events.
 _DEFAULT_MAX_BATCH_SIZE = 512 * 1024
+
+# aiokafka's own default.
+_DEFAULT_REQUEST_TIMEOUT_MS = 40_000
 
 _ADMIN_OPTIONS = (
     "security_protocol",
@@ -129,8 +133,13 @@ def _report_to(done: SendDone) -> Callable[[asyncio.Future[Any]], None]:
         error = future.exception()
         if error is not None:
             done(None, error)
-        else:
-            done(int(future.result().offset), None)
+            return
+        try:
+            offset = int(future.result().offset)
+        except Exception as exc:
+            done(None, _MaybeSentError(f"unreadable acknowledgement: {describe(exc)}"))
+            return
+        done(offset, None)
 
     return report
 
@@ -281,6 +290,16 @@ class AiokafkaTransport:
         Start and stop ``broker`` (Safir's ``manage_kafka_broker``).
     logger
         For the fallback warning.
+    delivery_timeout
+        The event manager's delivery timeout. A producer made here waits
+        for each acknowledgement at least that long (its
+        ``request_timeout_ms`` is at least ``delivery_timeout`` + 1 s,
+        unless ``client_options`` sets it): aiokafka fails a request that
+        got no answer after ``request_timeout_ms`` (40 s by default), and
+        without idempotence such a batch, which the broker may have
+        written, could then only be reported not acknowledged before its
+        events' deadline. A broker that comes back within the delivery
+        timeout still acknowledges it.
     """
 
     def __init__(
@@ -295,6 +314,7 @@ class AiokafkaTransport:
         manage_clients: bool | None = None,
         manage_broker: bool = False,
         logger: BoundLogger | None = None,
+        delivery_timeout: float | None = None,
     ) -> None:
         self._bootstrap_servers = bootstrap_servers
         self._options = dict(client_options or {})
@@ -307,8 +327,13 @@ class AiokafkaTransport:
         self._idempotence = enable_idempotence is not False
         self._manage_clients = manage_clients
         self._logger = logger
+        self._delivery_timeout = delivery_timeout
         self._producer: AIOKafkaProducer | None = None
         self._owns_producer = producer is None and broker is None
+        # Clients whose start was left running when a start was cancelled,
+        # and the tasks that close them once it ends (`_start_client`).
+        self._left_starting: set[Any] = set()
+        self._closing_after_start: set[asyncio.Task[None]] = set()
 
     # What the seam reads ------------------------------------------------------
 
@@ -370,11 +395,51 @@ class AiokafkaTransport:
             if self._admin is None:
                 self._admin = self._new_admin()
             if self._manages(self._owns_admin):
-                await self._admin.start()
+                await self._start_client(self._admin, owned=self._owns_admin)
         except BaseException:
             # Shielded: a cancelled start still closes what it opened.
             await asyncio.shield(self._discard_clients())
             raise
+
+    async def _start_client(self, client: Any, *, owned: bool) -> None:
+        """Start an aiokafka client without cancelling it half-way.
+
+        aiokafka loses the connection it bootstraps through when its start
+        is cancelled in the middle (an unclosed connection, and a
+        ResourceWarning, later). So the start runs as a task a cancellation
+        does not reach: the cancelled caller goes on at once, and a client
+        of ours is closed as soon as its start ends; `stop` waits for that.
+        """
+        starting = asyncio.ensure_future(contained(client.start()))
+        try:
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            if starting.done():
+                raise
+            self._left_starting.add(client)
+            closing = asyncio.ensure_future(
+                self._close_after_start(client, starting, owned=owned)
+            )
+            self._closing_after_start.add(closing)
+            closing.add_done_callback(self._closing_after_start.discard)
+            raise
+
+    async def _close_after_start(
+        self, client: Any, starting: asyncio.Future[Any], *, owned: bool
+    ) -> None:
+        try:
+            with contextlib.suppress(Exception):
+                await starting
+            if owned:
+                close = (
+                    client.stop
+                    if isinstance(client, AIOKafkaProducer)
+                    else client.close
+                )
+                with contextlib.suppress(Exception):
+                    await contained(close())
+        finally:
+            self._left_starting.discard(client)
 
     def _manages(self, owned: bool) -> bool:
         return owned if self._manage_clients is None else self._manage_clients
@@ -384,10 +449,19 @@ class AiokafkaTransport:
             "max_batch_size": _DEFAULT_MAX_BATCH_SIZE,
             "linger_ms": 0,
             "acks": "all",
+            "request_timeout_ms": self._request_timeout_ms(),
             **self._options,
             "enable_idempotence": self._idempotence,
         }
         return AIOKafkaProducer(bootstrap_servers=self._bootstrap_servers, **options)
+
+    def _request_timeout_ms(self) -> int:
+        """aiokafka's default, or longer: the delivery timeout and a second,
+        so that the event's deadline, not the request's, ends the wait."""
+        if self._delivery_timeout is None:
+            return _DEFAULT_REQUEST_TIMEOUT_MS
+        wanted = int((self._delivery_timeout + 1.0) * 1000)
+        return max(_DEFAULT_REQUEST_TIMEOUT_MS, wanted)
 
     def _new_admin(self) -> AIOKafkaAdminClient:
         options = {k: v for k, v in self._options.items() if k in _ADMIN_OPTIONS}
@@ -397,13 +471,13 @@ class AiokafkaTransport:
         if self._given_producer is not None:
             self._producer = self._given_producer
             if self._manages(False):
-                await self._producer.start()
+                await self._start_client(self._producer, owned=False)
             return
         self._producer = self._new_producer()
         if not self._manages(True):
             return
         try:
-            await self._producer.start()
+            await self._start_client(self._producer, owned=True)
         except BrokerResponseError as exc:
             # The broker answered (bootstrap worked), but refused to give
             # the producer an id: it does not support idempotence.
@@ -423,22 +497,29 @@ class AiokafkaTransport:
                     bootstrap_servers=self.target,
                 )
             self._producer = self._new_producer()
-            await self._producer.start()
+            await self._start_client(self._producer, owned=True)
 
     async def _stop_owned_producer(self) -> None:
         producer, self._producer = self._producer, None
-        if producer is not None and self._owns_producer:
+        # One whose start is still running is closed when it ends.
+        if (
+            producer is not None
+            and self._owns_producer
+            and producer not in self._left_starting
+        ):
             with contextlib.suppress(Exception):
-                await producer.stop()
+                await contained(producer.stop())
 
     async def _discard_clients(self) -> None:
         await self._stop_owned_producer()
         if self._admin is not None and self._owns_admin:
-            with contextlib.suppress(Exception):
-                await self._admin.close()
+            if self._admin not in self._left_starting:
+                with contextlib.suppress(Exception):
+                    await contained(self._admin.close())
             self._admin = None
         if self._broker is not None and self._manage_broker:
-            await stop_broker(self._broker)
+            with contextlib.suppress(Exception):
+                await contained(stop_broker(self._broker))
 
     async def stop(self, timeout: float, *, abandoned: bool) -> None:
         """Stop the clients this transport manages within about ``timeout``
@@ -454,11 +535,21 @@ class AiokafkaTransport:
         if admin is not None and self._manages(self._owns_admin):
             with contextlib.suppress(TimeoutError, Exception):
                 async with asyncio.timeout(max(deadline - loop.time(), 0.05)):
-                    await admin.close()
+                    await contained(admin.close())
         if self._broker is not None and self._manage_broker:
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(TimeoutError, Exception):
                 async with asyncio.timeout(max(deadline - loop.time(), 0.05)):
-                    await stop_broker(self._broker)
+                    await contained(stop_broker(self._broker))
+        closing = set(self._closing_after_start)
+        if closing:
+            # Clients whose start a cancellation left running: closed once
+            # it ends, unless the time runs out first.
+            _, late = await asyncio.wait(
+                closing, timeout=max(deadline - loop.time(), 0.0)
+            )
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     # Sending --------------------------------------------------------------------
 
@@ -549,10 +640,11 @@ async def stop_producer(
     slice_ = max(timeout / 10, 0.02)
     if abandoned and insides:
         await _give_up_sends(producer, loop.time() + slice_)
-    stopping = asyncio.ensure_future(producer.stop())
+    stopping = asyncio.ensure_future(contained(producer.stop()))
     await asyncio.wait({stopping}, timeout=max(deadline - loop.time() - slice_, 0.0))
-    if not stopping.done():
-        # Out of time: what the producer still holds is given up now.
+    if not stopping.done() or stopping.exception() is not None:
+        # Out of time, or the stop failed: what the producer still holds is
+        # given up now, and its sender stopped.
         if insides:
             await _give_up_sends(producer, loop.time() + slice_ / 2)
         await asyncio.wait({stopping}, timeout=slice_ / 2)
@@ -562,7 +654,7 @@ async def stop_producer(
     # A stop that failed half-way leaves the client open: close it on its own.
     with contextlib.suppress(TimeoutError, Exception):
         async with asyncio.timeout(max(deadline - loop.time(), 0.01)):
-            await producer.client.close()
+            await contained(producer.client.close())
     if insides:
         _abort_connections(producer)
 
@@ -597,7 +689,7 @@ async def _give_up_sends(producer: AIOKafkaProducer, until: float) -> None:
     loop = asyncio.get_running_loop()
     sender = getattr(producer, "_sender", None)
     if sender is not None:
-        closing = asyncio.ensure_future(sender.close())
+        closing = asyncio.ensure_future(contained(sender.close()))
         while not closing.done() and loop.time() < until:
             _abort_connections(producer)
             await asyncio.wait({closing}, timeout=0.02)

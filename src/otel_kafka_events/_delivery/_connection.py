@@ -12,9 +12,11 @@ from typing import Any
 
 from structlog.stdlib import BoundLogger
 
+from .._foreign import describe, own_cancellation
 from ..errors import (
     BrokerUnavailableError,
     EventManagerClosedError,
+    EventManagerError,
     IdempotenceUnsupportedError,
 )
 from ._backoff import Backoff
@@ -79,7 +81,7 @@ class Connection:
         """
         if self._closing:
             raise _closed_error()
-        task = self._spawn(self.transport.start())
+        task = self._spawn(self._start())
         try:
             await asyncio.wait({task})
         except asyncio.CancelledError:
@@ -92,6 +94,33 @@ class Connection:
         task.result()
         self._ready = True
         self._on_ready()
+
+    async def _start(self) -> None:
+        """Start the transport; whatever else its client raises (anything
+        but our own cancellation) means Kafka cannot be used now."""
+        try:
+            await self.transport.start()
+        except EventManagerError:
+            raise  # ours: unreachable, refused idempotence, a usage error
+        except BaseException as exc:
+            if own_cancellation(exc):
+                raise
+            raise BrokerUnavailableError(
+                f"Cannot connect to Kafka at {self.transport.target}: the client"
+                f" failed to start: {describe(exc)}"
+            ) from exc
+
+    async def _stop(self, timeout: float, *, abandoned: bool) -> None:
+        """Stop the transport; a failure to stop is logged, never raised (the
+        transport is given up either way)."""
+        try:
+            await self.transport.stop(timeout, abandoned=abandoned)
+        except BaseException as exc:
+            if own_cancellation(exc):
+                raise
+            self._log.error(
+                "stop", "Kafka client failed to stop cleanly", error=describe(exc)
+            )
 
     def connect_in_background(self) -> None:
         """Keep trying to connect until it works or `close` is called."""
@@ -110,7 +139,7 @@ class Connection:
     async def _restart(self) -> None:
         try:
             # Its batches were given up by the sender: fail them at once.
-            await self.transport.stop(0.0, abandoned=True)
+            await self._stop(0.0, abandoned=True)
         finally:
             self._restarting = False
         await self._reconnect()
@@ -123,20 +152,23 @@ class Connection:
             try:
                 await self.connect()
             except IdempotenceUnsupportedError as exc:
-                self._logger.error(
-                    "Kafka connection given up: the broker refuses the idempotent"
-                    " producer that enable_idempotence=True requires",
-                    error=str(exc),
-                )
+                with contextlib.suppress(Exception):
+                    self._logger.error(
+                        "Kafka connection given up: the broker refuses the"
+                        " idempotent producer that enable_idempotence=True"
+                        " requires",
+                        error=str(exc),
+                    )
                 return
             except BrokerUnavailableError as exc:
                 self._log.error(
                     "connect", "Still cannot connect to Kafka", error=str(exc)
                 )
             else:
-                self._logger.info(
-                    "Connected to Kafka", bootstrap_servers=self.transport.target
-                )
+                with contextlib.suppress(Exception):
+                    self._logger.info(
+                        "Connected to Kafka", bootstrap_servers=self.transport.target
+                    )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coroutine, name="otel-kafka-events-connect")
@@ -163,7 +195,7 @@ class Connection:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self.transport.stop(timeout, abandoned=abandoned)
+        await self._stop(timeout, abandoned=abandoned)
 
 
 def _closed_error() -> EventManagerClosedError:

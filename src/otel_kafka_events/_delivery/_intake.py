@@ -118,7 +118,13 @@ class Intake:
         return self._closed is not None
 
     def should_yield(self) -> bool:
-        """Whether a publisher should give the event loop a turn first."""
+        """Whether a publisher should give the event loop a turn first.
+
+        Every publish counts, accepted or not: a loop whose events are all
+        dropped (a full buffer under ``drop_newest``) would otherwise never
+        let the sender run, and the buffer would never drain.
+        """
+        self._since_yield += 1
         if self._since_yield >= YIELD_EVERY:
             self._since_yield = 0
             return True
@@ -174,7 +180,6 @@ class Intake:
         self.check(event)
         if not self._ledger.accept(event):
             return False
-        self._since_yield += 1
         self._sender.wake()
         listeners = self._listeners
         if listeners.hears_accepted:

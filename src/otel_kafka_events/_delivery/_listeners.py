@@ -67,8 +67,9 @@ class Guard:
         # A failing log handler cannot be told about itself.
         with contextlib.suppress(Exception):
             self._logger.error(
-                "A delivery listener raised; the event is settled anyway, and"
-                " later failures of this kind are only counted",
+                "A delivery listener (or the transport) raised; the event is"
+                " settled anyway, and later failures of this kind are only"
+                " counted",
                 listener=site,
                 error=f"{type(error).__name__}: {error}",
                 traceback="".join(traceback.format_exception(error)),

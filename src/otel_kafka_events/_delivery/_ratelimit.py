@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -39,4 +40,7 @@ class RateLimitedLog:
             return
         self._last[kind] = now
         suppressed = self._suppressed.pop(kind, 0)
-        self.logger.error(message, suppressed_since_last=suppressed, **fields)
+        # The application's logging (its processors and handlers) must not
+        # stop the retries that log through here.
+        with contextlib.suppress(Exception):
+            self.logger.error(message, suppressed_since_last=suppressed, **fields)

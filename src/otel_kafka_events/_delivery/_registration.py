@@ -20,8 +20,10 @@ from structlog.stdlib import BoundLogger
 from .._encoding._codec import set_schema_id
 from .._encoding._event_type import EventType
 from .._encoding._registry import SchemaRegistrar
+from .._foreign import describe, own_cancellation
 from ..errors import (
     BrokerUnavailableError,
+    EventManagerError,
     EventManagerUninitializedError,
     EventManagerUsageError,
     KafkaTopicError,
@@ -31,11 +33,21 @@ from ._backoff import Backoff
 from ._ledger import Ledger, Settlement
 from ._partitioner import partition_for_key
 from ._ratelimit import RateLimitedLog
-from ._transport import Transport
+from ._transport import TopicInfo, Transport
 
-__all__ = ["RETRIABLE_REGISTRATION_ERRORS", "Registrations", "fresh_copy"]
+__all__ = [
+    "ATTEMPT_LIMIT",
+    "RETRIABLE_REGISTRATION_ERRORS",
+    "Registrations",
+    "fresh_copy",
+]
 
 _UNKNOWN_TOPIC = 3
+
+ATTEMPT_LIMIT = 30.0
+"""Seconds one background registration attempt may take: a registry or
+broker that accepts a request and never answers it cannot hold the
+registration up for good, it is tried again."""
 
 RETRIABLE_REGISTRATION_ERRORS = (
     SchemaRegistryError,
@@ -193,18 +205,23 @@ class Registrations:
                         await wakeup.wait()
                 wakeup.clear()
                 try:
-                    await self.register(event_type)
+                    async with asyncio.timeout(ATTEMPT_LIMIT):
+                        await self.register(event_type)
                 except EventManagerUsageError as exc:
                     self._give_up(event_type, exc)
                     return
-                except Exception as exc:
-                    # Anything else is taken as an outage: retried, never
-                    # allowed to end the retries silently.
+                except BaseException as exc:
+                    # Anything else is taken as an outage (a hung request
+                    # included): retried, never allowed to end the retries.
+                    if own_cancellation(exc):
+                        raise
                     self._log.error(
                         f"register-{event_type.name}",
                         "Event registration still failing",
                         event_name=event_type.name,
-                        error=f"{type(exc).__name__}: {exc}",
+                        error=describe(exc)
+                        if not isinstance(exc, TimeoutError) or str(exc)
+                        else f"no answer within {ATTEMPT_LIMIT} s",
                     )
                     continue
                 self._logger.info("Event type registered", event_name=event_type.name)
@@ -233,7 +250,23 @@ class Registrations:
         BrokerUnavailableError
             If its answer may change (no leader yet, say).
         """
-        info = await self._transport.describe_topic(self._topic)
+        try:
+            info = await self._transport.describe_topic(self._topic)
+        except EventManagerError:
+            raise
+        except BaseException as exc:
+            # The transport's client (aiokafka, or the application's own
+            # transport) failed in a way it does not name: an outage too.
+            if own_cancellation(exc):
+                raise
+            raise BrokerUnavailableError(
+                f"Kafka topic {self._topic!r} could not be checked: {describe(exc)}"
+            ) from exc
+        if not _readable(info):
+            raise BrokerUnavailableError(
+                f"Kafka topic {self._topic!r} could not be checked: the transport"
+                f" answered {info!r}"
+            )
         if info.error_code == 0 and info.partitions:
             return info.partitions
         if info.error_code == _UNKNOWN_TOPIC:
@@ -246,3 +279,13 @@ class Registrations:
                 f" ({info.error_name or 'no partitions'})"
             )
         raise KafkaTopicError.from_error_code(self._topic, info.error_code)
+
+
+def _readable(info: object) -> bool:
+    """Whether a transport's answer about a topic can be used."""
+    return (
+        isinstance(info, TopicInfo)
+        and type(info.error_code) is int
+        and isinstance(info.partitions, tuple)
+        and all(type(p) is int and p >= 0 for p in info.partitions)
+    )

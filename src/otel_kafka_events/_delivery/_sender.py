@@ -11,7 +11,8 @@ and the events of batches out past their own deadline) and starts sends
 after a backoff. Every decision about an event is the ledger's; this
 module only times and carries them out.
 
-The loop never dies of an error: what the transport raises becomes a send
+The loop never dies of an error: what the transport raises (anything, a
+``BaseException`` included) or answers that makes no sense becomes a send
 failure, and anything else is counted by the guard and retried after a
 backoff.
 """
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .._foreign import own_cancellation
 from ..errors import NotAcknowledgedError
 from ._backoff import Backoff
 from ._connection import Connection
@@ -51,6 +53,11 @@ class _Send:
 
 class _QueuedTooLongError(TimeoutError):
     """A deadline passed before the transport took the batch."""
+
+
+class _GarbledAnswerError(Exception):
+    """The transport answered a send with something that means nothing: the
+    broker may or may not have the batch."""
 
 
 class Sender:
@@ -191,7 +198,7 @@ class Sender:
             try:
                 delay = self._turn()
                 backoff.reset()
-            except Exception as exc:
+            except BaseException as exc:
                 # A defect, ours or a library's: counted and logged, and the
                 # loop goes on after a pause rather than leaving events
                 # unsettled.
@@ -236,11 +243,20 @@ class Sender:
     def _start_send(self, transport: Transport, partition: int, now: float) -> None:
         try:
             records = transport.new_batch()
-        except Exception as exc:
+            fits, failures = _filler(records)
+        except BaseException as exc:
             self._listeners.guard.failed("transport", exc)
             self._retry_at[partition] = now + self._backoff.next()
             return
-        batch = self._ledger.take(partition, now, _filler(records))
+        batch = self._ledger.take(partition, now, fits)
+        if failures:
+            # The batch could not be built: it is not sent, and its events
+            # go back to their queue (or fail, past their deadline).
+            self._listeners.guard.failed("transport", failures[0])
+            self._retry_at[partition] = now + self._backoff.next()
+            if batch is not None:
+                self.settle(self._ledger.retry(batch, now, failures[0]))
+            return
         if batch is None:
             return
         send = _Send(batch, transport, min(event.deadline for event in batch.events))
@@ -270,11 +286,11 @@ class Sender:
                 "the producer did not take the batch in time"
             )
             error.__cause__ = exc
-        except asyncio.CancelledError:
-            if self._stopping:
+        except asyncio.CancelledError as exc:
+            if self._stopping or own_cancellation(exc):
                 raise
             error = _QueuedTooLongError("send cancelled")
-        except Exception as exc:
+        except BaseException as exc:
             error = exc
         else:
             send.handover = None
@@ -318,6 +334,15 @@ class Sender:
         partition = send.batch.partition
         if self._sends.get(partition) is not send:
             return  # already settled: given up, or the sender stopped
+        if error is None and (type(offset) is not int or offset < 0):
+            error = _GarbledAnswerError(
+                f"the transport acknowledged the batch with offset {offset!r}"
+            )
+            offset = None
+        elif error is not None and not isinstance(error, BaseException):
+            error = _GarbledAnswerError(
+                f"the transport answered the send with {error!r}"
+            )
         del self._sends[partition]
         self._listeners.batch_ended(send.tokens, partition, offset, error)
         now = self._clock()
@@ -355,11 +380,16 @@ class Sender:
         self.wake()
 
     def _classify(self, transport: Transport, error: BaseException) -> SendFailure:
+        """What a failed send means; not acknowledged when the transport
+        cannot say."""
+        if isinstance(error, _GarbledAnswerError):
+            return SendFailure.UNKNOWN
         try:
-            return transport.classify(error)
-        except Exception as exc:
+            kind = transport.classify(error)
+        except BaseException as exc:
             self._listeners.guard.failed("transport", exc)
             return SendFailure.UNKNOWN
+        return kind if isinstance(kind, SendFailure) else SendFailure.UNKNOWN
 
     def _restart(self) -> None:
         """The transport can send nothing more: the connection stops it and
@@ -380,18 +410,39 @@ class Sender:
         )
 
 
-def _filler(records: RecordBatch) -> Callable[[PendingEvent], bool]:
-    """Appends events to ``records``; events of one span share their headers,
-    so one header list serves a whole run of them."""
+def _filler(
+    records: RecordBatch,
+) -> tuple[Callable[[PendingEvent], bool], list[BaseException]]:
+    """Appends events to ``records``, for `Ledger.take`; events of one span
+    share their headers, so one header list serves a whole run of them.
+
+    `Ledger.take` must not be interrupted half-way, so what the batch raises,
+    or answers besides True or False, ends the batch and is kept in the
+    list returned alongside: the batch is then not sent.
+    """
     append = records.append
     last: list[Headers | None] = [None]
     header_list: list[list[tuple[str, bytes]]] = [[]]
+    failures: list[BaseException] = []
 
     def fits(event: PendingEvent) -> bool:
         headers = event.headers
         if headers is not last[0]:
             last[0] = headers
             header_list[0] = list(headers) if headers else []
-        return append(event.key, event.value, event.timestamp_ms, header_list[0])
+        try:
+            appended = append(
+                event.key, event.value, event.timestamp_ms, header_list[0]
+            )
+        except BaseException as exc:
+            failures.append(exc)
+            return False
+        if appended is True:
+            return True
+        if appended is not False:
+            failures.append(
+                _GarbledAnswerError(f"the batch answered {appended!r} to an append")
+            )
+        return False
 
-    return fits
+    return fits, failures

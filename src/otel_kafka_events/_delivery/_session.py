@@ -15,6 +15,7 @@ from structlog.stdlib import BoundLogger
 
 from .._encoding._event_type import EventType
 from .._encoding._registry import SchemaRegistrar
+from .._foreign import own_cancellation
 from .._options import BufferOptions
 from ..errors import (
     EventManagerClosedError,
@@ -264,15 +265,13 @@ class DeliverySession:
         )
         # Records riding on the transport (the log export's) go out first.
         for listener in self.listeners.closers:
-            await budget.run(
-                self._guarded(
-                    listener.name,
-                    functools.partial(listener.closing, budget.remaining(reserve)),
-                ),
-                reserve,
+            await budget.run(self._closing(listener, budget, reserve), reserve)
+        # The transport gets what is left; a client that does not stop in
+        # time is left behind rather than allowed to hold the close.
+        await budget.run(
+            self.connection.close(
+                budget.remaining(reserve / 2), abandoned=self.sender.abandoned
             )
-        await self.connection.close(
-            budget.remaining(reserve / 2), abandoned=self.sender.abandoned
         )
         undelivered = self.ledger.stats.failed - failed_before
         if undelivered:
@@ -284,15 +283,15 @@ class DeliverySession:
                 )
         return undelivered
 
-    async def _guarded(self, site: str, step: Callable[[], Awaitable[Any]]) -> None:
-        # The step is made here: a close whose time is up cancels this task
-        # before it runs, and a step made earlier would never be awaited.
+    async def _closing(
+        self, listener: DeliveryListener, budget: CloseBudget, reserve: float
+    ) -> None:
+        """A listener's closing step, guarded. Its coroutine is made here,
+        inside the step, so that a step the deadline cancels before it
+        starts leaves no coroutine unawaited."""
         try:
-            await step()
+            await listener.closing(budget.remaining(reserve))
         except BaseException as exc:
-            task = asyncio.current_task()
-            if isinstance(exc, asyncio.CancelledError) and (
-                task is not None and task.cancelling()
-            ):
+            if own_cancellation(exc):
                 raise  # the close's own deadline, not the listener
-            self.guard.failed(site, exc)
+            self.guard.failed(listener.name, exc)

@@ -23,8 +23,9 @@ import httpx
 from schema_registry.client import AsyncSchemaRegistryClient, schema
 from schema_registry.client.errors import ClientError
 
+from .._foreign import describe, own_cancellation
 from .._secrets import mask_url, split_credentials
-from ..errors import IncompatibleSchemaError, SchemaRegistryError
+from ..errors import EventManagerError, IncompatibleSchemaError, SchemaRegistryError
 
 __all__ = [
     "COMPATIBILITY_LEVELS",
@@ -345,20 +346,49 @@ class SchemaRegistrar:
         IncompatibleSchemaError
             If the registry refuses it under the subject's compatibility rule.
         SchemaRegistryError
-            If the registry is unreachable or answers with another error.
+            If the registry is unreachable, answers with another error or
+            with something that is not a schema id, or its implementation
+            raises anything else (``BaseException`` subclasses included).
         """
         subject = self.subject(full_name)
         registry = self.registry
         try:
             if self.compatibility is not None:
                 await registry.set_compatibility(subject, self.compatibility)
-            return await registry.register(subject, avro_schema)
+            schema_id = await registry.register(subject, avro_schema)
         except SchemaRegistryError as exc:
             if exc.status != 409:
                 raise
             raise IncompatibleSchemaError(
                 subject, await self._explain(subject, avro_schema, exc)
             ) from exc
+        except EventManagerError:
+            raise
+        except BaseException as exc:
+            # The registry is code we may not own (a client library, or an
+            # application's SchemaRegistry): whatever it raises is a failed
+            # request, retried like an outage.
+            if own_cancellation(exc):
+                raise
+            raise self._failed(f"register {subject!r}", describe(exc)) from exc
+        if type(schema_id) is not int or schema_id < 0:
+            raise self._failed(
+                f"register {subject!r}", f"answered {schema_id!r}, not a schema id"
+            )
+        return schema_id
+
+    def _failed(self, action: str, what: str) -> SchemaRegistryError:
+        url = self._url()
+        return SchemaRegistryError(
+            f"Schema registry at {url} failed when asked to {action}: {what}",
+            url=url,
+        )
+
+    def _url(self) -> str:
+        try:
+            return str(self.registry.url)
+        except Exception:
+            return type(self.registry).__name__
 
     async def _explain(
         self, subject: str, avro_schema: dict[str, Any], error: SchemaRegistryError
@@ -374,10 +404,12 @@ class SchemaRegistrar:
         """
         try:
             problems = await self.registry.compatibility_problems(subject, avro_schema)
-        except SchemaRegistryError:
+        except BaseException as exc:
+            if own_cancellation(exc):
+                raise
             problems = []
-        if problems:
-            return problems
+        if isinstance(problems, list) and problems:
+            return [str(problem) for problem in problems]
         registry_message = error.detail
         if not registry_message:
             return []
@@ -399,9 +431,11 @@ class SchemaRegistrar:
         readers: list[Any] = [avro_schema]
         try:
             latest = await self.registry.latest_schema(subject)
-        except SchemaRegistryError:
+        except BaseException as exc:
+            if own_cancellation(exc):
+                raise
             latest = None
-        if latest is not None:
+        if isinstance(latest, dict):
             readers.append(latest)
         named: list[str] = []
         for problem, path in problems:

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._delivery._transport import Transport
+from .._foreign import contained, own_cancellation
 from .._options import LogExportOptions
+from .._secrets import basic_auth, split_credentials
 from ._producer_thread import Message, ProducerThread
 
 __all__ = [
@@ -99,7 +101,12 @@ class _HttpSender:
     """POSTs OTLP/HTTP protobuf requests from a daemon thread of its own."""
 
     def __init__(self, endpoint: str, timeout: float) -> None:
-        self._endpoint = endpoint
+        # Credentials in the URL go in a header: urllib would not send them,
+        # and a URL may end up in an error message.
+        self._endpoint, credentials = split_credentials(endpoint)
+        self._headers = {"Content-Type": "application/x-protobuf"}
+        if credentials is not None:
+            self._headers["Authorization"] = basic_auth(credentials)
         self._timeout = timeout
         self._queue: queue.SimpleQueue[
             tuple[concurrent.futures.Future[None], list[bytes]] | None
@@ -136,10 +143,7 @@ class _HttpSender:
 
     def _post(self, data: bytes) -> None:
         request = urllib.request.Request(
-            self._endpoint,
-            data=data,
-            headers={"Content-Type": "application/x-protobuf"},
-            method="POST",
+            self._endpoint, data=data, headers=self._headers, method="POST"
         )
         with urllib.request.urlopen(request, timeout=self._timeout) as response:
             response.read()
@@ -204,17 +208,20 @@ def transport_destination(
             async with asyncio.timeout(timeout):
                 await asyncio.gather(
                     *(
-                        transport.produce(
-                            topic, key, encode(value) if encode else value
+                        contained(
+                            transport.produce(
+                                topic, key, encode(value) if encode else value
+                            )
                         )
                         for key, value in messages
                     )
                 )
-        except Exception as exc:
+        except BaseException as exc:
+            # Whatever the transport raises fails these records only; our
+            # own cancellation (the loop going away) goes on.
             future.set_exception(exc)
-        except BaseException as exc:  # cancelled: the loop is going away
-            future.set_exception(exc)
-            raise
+            if own_cancellation(exc):
+                raise
         else:
             future.set_result(None)
 

@@ -24,6 +24,7 @@ from typing import Any
 from .._delivery._ratelimit import RateLimitedLog
 from .._delivery._transport import Transport
 from .._options import LogExportOptions
+from .._secrets import basic_auth, split_credentials
 from ._direct_logs import DirectLogRecords
 from ._log_destinations import (
     Counts,
@@ -164,11 +165,18 @@ class LogExportPipeline:
                 OTLPLogExporter,
             )
 
+            # Credentials in the URL are sent as a header, never in the URL.
+            endpoint, credentials = split_credentials(export.otlp_endpoint)
+            headers = (
+                {"Authorization": basic_auth(credentials)}
+                if credentials is not None
+                else None
+            )
             exporters.append(
                 (
                     "otlp",
                     OTLPLogExporter(
-                        endpoint=export.otlp_endpoint, timeout=export.timeout
+                        endpoint=endpoint, timeout=export.timeout, headers=headers
                     ),
                 )
             )
