@@ -34,9 +34,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core.core_schema import ValidatorFunctionWrapHandler
 
-from ._secrets import hide_error_inputs
-
-from ._secrets import mask_url
+from ._secrets import hide_error_inputs, mask_url
 
 __all__ = [
     "BufferOptions",

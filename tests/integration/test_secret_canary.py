@@ -36,6 +36,7 @@ CANARY = "CANARY-pw-3e9f61"
 TOPIC = "lsst.square.metrics.events.shop"
 SCENARIOS = Path(__file__).with_name("secret_scenarios.py")
 
+
 def unused_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
