@@ -281,14 +281,6 @@ async def test_wrong_sasl_ssl_password_raises_one_error(
     assert await manager.aclose(timeout=1) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library defect: aiokafka fails the bootstrap with"
-    " KafkaConnectionError('Unable to bootstrap from ...') and only logs the"
-    " broker's SaslAuthenticationFailed ('invalid credentials'), and"
-    " AiokafkaTransport.start reports that as 'Kafka unreachable', so a wrong"
-    " password reads as a network problem",
-)
 async def test_wrong_sasl_ssl_password_error_says_the_credentials_were_refused(
     monkeypatch: pytest.MonkeyPatch,
     secure_broker: ApacheKafkaBroker,

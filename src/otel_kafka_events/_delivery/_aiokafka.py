@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
     BrokerResponseError,
     KafkaError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
+    SaslAuthenticationFailed,
     UnknownProducerId,
+    UnsupportedSaslMechanismError,
     for_code,
 )
 from structlog.stdlib import BoundLogger
@@ -35,6 +41,7 @@ __all__ = [
     "AiokafkaTransport",
     "classify",
     "describe_kafka_error",
+    "describe_refusal",
     "direct_append_works",
     "is_connection_error",
     "knows_insides",
@@ -76,18 +83,27 @@ _CONNECTION_ERRORS = frozenset(
     }
 )
 
+# A broker that answers, and will not let this client in.
+_REFUSALS = (
+    SaslAuthenticationFailed,
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    UnsupportedSaslMechanismError,
+    ssl.SSLError,
+)
+
 # A produce request that got no answer in time: the broker may have written
 # it. Only the idempotent producer can send it again without a duplicate.
 _NO_ANSWER = frozenset({"RequestTimedOutError", "KafkaTimeoutError"})
 
 
-class _NotSentError(KafkaError):  # type: ignore[misc]
+class NotSentError(KafkaError):  # type: ignore[misc]
     """Given up by a stop before aiokafka ever sent it: safe to send again."""
 
     retriable = True
 
 
-class _MaybeSentError(KafkaError):  # type: ignore[misc]
+class MaybeSentError(KafkaError):  # type: ignore[misc]
     """Given up by a stop after aiokafka had sent it: the broker may have it."""
 
 
@@ -96,6 +112,46 @@ def is_connection_error(error: BaseException) -> bool:
     if isinstance(error, KafkaError):
         return type(error).__name__ in _CONNECTION_ERRORS
     return isinstance(error, ConnectionError | TimeoutError | OSError)
+
+
+def describe_refusal(error: BaseException) -> str:
+    """Say why a broker that answered would not let the client in."""
+    if isinstance(error, ssl.SSLError):
+        return f"the TLS handshake with Kafka failed: {describe(error)}"
+    return f"Kafka refused the credentials (authentication failed): {describe(error)}"
+
+
+class _BootstrapCauses(logging.Handler):
+    """What aiokafka only logs while a client starts.
+
+    A client that cannot bootstrap raises ``KafkaConnectionError("Unable to
+    bootstrap ...")`` and logs why for each address: a broker that refused
+    the credentials or the TLS handshake would otherwise read as one that
+    cannot be reached. Held on aiokafka's logger for the start only; its
+    records still go on to the application's handlers.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.causes: list[BaseException] = []
+
+    def __enter__(self) -> _BootstrapCauses:
+        logging.getLogger("aiokafka").addHandler(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        logging.getLogger("aiokafka").removeHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        self.causes.extend(a for a in args if isinstance(a, BaseException))
+
+    def refusal(self) -> BaseException | None:
+        """The last cause that says the broker answered and refused."""
+        for cause in reversed(self.causes):
+            if isinstance(cause, _REFUSALS):
+                return cause
+        return None
 
 
 def describe_kafka_error(error: BaseException) -> str:
@@ -107,7 +163,7 @@ def describe_kafka_error(error: BaseException) -> str:
 
 def classify(error: BaseException, *, idempotent: bool) -> SendFailure:
     """What a failed send means for its events (see `SendFailure`)."""
-    if isinstance(error, _MaybeSentError):
+    if isinstance(error, MaybeSentError):
         return SendFailure.UNKNOWN
     if isinstance(error, _PRODUCER_FATAL):
         return SendFailure.RESTART
@@ -118,8 +174,46 @@ def classify(error: BaseException, *, idempotent: bool) -> SendFailure:
     return SendFailure.REJECT
 
 
-def _report_to(done: SendDone) -> Callable[[asyncio.Future[Any]], None]:
+def _gave_up_retrying(error: BaseException) -> bool:
+    """Whether ``error`` is aiokafka giving up a batch it would retry."""
+    return (
+        isinstance(error, KafkaError)
+        and not isinstance(error, (NotSentError, MaybeSentError, *_PRODUCER_FATAL))
+        and (is_connection_error(error) or bool(getattr(error, "retriable", False)))
+    )
+
+
+def _sent_probe(producer: Any, topic: str, partition: int) -> Callable[[], bool]:
+    """Whether the batch ``send_batch`` just queued was ever sent.
+
+    aiokafka counts each time a batch is drained for a request
+    (``retry_count``); the batch just queued is the last of its partition's
+    queue. Where aiokafka is laid out otherwise, a failed batch counts as
+    sent: that reports "not acknowledged" rather than risk a duplicate.
+    """
+    accumulator = getattr(producer, "_message_accumulator", None)
+    queues = getattr(accumulator, "_batches", None)
+    queue = (
+        queues.get(TopicPartition(topic, partition))
+        if isinstance(queues, dict)
+        else None
+    )
+    batch: Any = queue[-1] if queue else None
+    if not isinstance(getattr(batch, "retry_count", None), int):
+        return lambda: True
+    return lambda: bool(batch.retry_count)
+
+
+def _report_to(
+    done: SendDone, was_sent: Callable[[], bool]
+) -> Callable[[asyncio.Future[Any]], None]:
     """A callback for aiokafka's batch future that tells ``done``.
+
+    aiokafka retries a batch itself and fails it with a retriable error only
+    when it gives up (the batch expired while its partition had no leader,
+    say). If the batch had been sent by then, an earlier attempt may be
+    written, so that failure is reported as `MaybeSentError`: sending its
+    events again in a new batch could write them twice.
 
     The future's exception is always read: aiokafka leaves a failed batch's
     exception for the batch API's caller, and an unread one makes asyncio
@@ -128,16 +222,23 @@ def _report_to(done: SendDone) -> Callable[[asyncio.Future[Any]], None]:
 
     def report(future: asyncio.Future[Any]) -> None:
         if future.cancelled():
-            done(None, _NotSentError("the producer cancelled the batch"))
+            done(None, NotSentError("the producer cancelled the batch"))
             return
         error = future.exception()
         if error is not None:
+            if _gave_up_retrying(error) and was_sent():
+                written = MaybeSentError(
+                    f"{describe(error)}, after the batch was sent:"
+                    " the broker may have it"
+                )
+                written.__cause__ = error
+                error = written
             done(None, error)
             return
         try:
             offset = int(future.result().offset)
         except Exception as exc:
-            done(None, _MaybeSentError(f"unreadable acknowledgement: {describe(exc)}"))
+            done(None, MaybeSentError(f"unreadable acknowledgement: {describe(exc)}"))
             return
         done(offset, None)
 
@@ -376,13 +477,20 @@ class AiokafkaTransport:
         open.
         """
         try:
-            await self._start_clients()
+            with _BootstrapCauses() as causes:
+                await self._start_clients()
         except IdempotenceUnsupportedError:
             raise
         except (KafkaError, OSError) as exc:
+            refusal = causes.refusal()
+            reason = (
+                describe_kafka_error(exc)
+                if refusal is None
+                else describe_refusal(refusal)
+            )
             raise BrokerUnavailableError(
-                f"Cannot connect to Kafka at {self.target}: {describe_kafka_error(exc)}"
-            ) from exc
+                f"Cannot connect to Kafka at {self.target}: {reason}"
+            ) from (refusal or exc)
 
     async def _start_clients(self) -> None:
         try:
@@ -563,10 +671,11 @@ class AiokafkaTransport:
         self, batch: Any, topic: str, partition: int, done: SendDone
     ) -> None:
         """Hand a batch to the producer; ``done`` hears its offset or error."""
-        future = await self._started().send_batch(
-            batch.finish(), topic, partition=partition
+        producer = self._started()
+        future = await producer.send_batch(batch.finish(), topic, partition=partition)
+        future.add_done_callback(
+            _report_to(done, _sent_probe(producer, topic, partition))
         )
-        future.add_done_callback(_report_to(done))
 
     async def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Send one record and wait for its acknowledgement."""
@@ -712,9 +821,9 @@ async def _give_up_sends(producer: AIOKafkaProducer, until: float) -> None:
     pending.update(queued_batches)
     for batch in held.values():
         error: KafkaError = (
-            _NotSentError("given up before it was sent")
+            NotSentError("given up before it was sent")
             if id(batch) in never_sent
-            else _MaybeSentError("given up after it was sent; the broker may have it")
+            else MaybeSentError("given up after it was sent; the broker may have it")
         )
         with contextlib.suppress(Exception):
             batch.failure(error)

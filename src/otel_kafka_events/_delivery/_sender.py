@@ -51,11 +51,11 @@ class _Send:
     """What the batch listeners returned (a batch producer span)."""
 
 
-class _QueuedTooLongError(TimeoutError):
+class QueuedTooLongError(TimeoutError):
     """A deadline passed before the transport took the batch."""
 
 
-class _GarbledAnswerError(Exception):
+class GarbledAnswerError(Exception):
     """The transport answered a send with something that means nothing: the
     broker may or may not have the batch."""
 
@@ -282,14 +282,14 @@ class Sender:
                     lambda offset, error: self._finish(send, offset, error),
                 )
         except TimeoutError as exc:
-            error: BaseException = _QueuedTooLongError(
+            error: BaseException = QueuedTooLongError(
                 "the producer did not take the batch in time"
             )
             error.__cause__ = exc
         except asyncio.CancelledError as exc:
             if self._stopping or own_cancellation(exc):
                 raise
-            error = _QueuedTooLongError("send cancelled")
+            error = QueuedTooLongError("send cancelled")
         except BaseException as exc:
             error = exc
         else:
@@ -335,12 +335,12 @@ class Sender:
         if self._sends.get(partition) is not send:
             return  # already settled: given up, or the sender stopped
         if error is None and (type(offset) is not int or offset < 0):
-            error = _GarbledAnswerError(
+            error = GarbledAnswerError(
                 f"the transport acknowledged the batch with offset {offset!r}"
             )
             offset = None
         elif error is not None and not isinstance(error, BaseException):
-            error = _GarbledAnswerError(
+            error = GarbledAnswerError(
                 f"the transport answered the send with {error!r}"
             )
         del self._sends[partition]
@@ -353,7 +353,7 @@ class Sender:
             self._backoff.reset()
             self._retry_at.pop(partition, None)
             self.settle(ledger.delivered(batch, offset))
-        elif isinstance(error, _QueuedTooLongError):
+        elif isinstance(error, QueuedTooLongError):
             self.settle(ledger.retry(batch, now, error))
         else:
             kind = self._classify(send.transport, error)
@@ -382,7 +382,7 @@ class Sender:
     def _classify(self, transport: Transport, error: BaseException) -> SendFailure:
         """What a failed send means; not acknowledged when the transport
         cannot say."""
-        if isinstance(error, _GarbledAnswerError):
+        if isinstance(error, GarbledAnswerError):
             return SendFailure.UNKNOWN
         try:
             kind = transport.classify(error)
@@ -441,7 +441,7 @@ def _filler(
             return True
         if appended is not False:
             failures.append(
-                _GarbledAnswerError(f"the batch answered {appended!r} to an append")
+                GarbledAnswerError(f"the batch answered {appended!r} to an append")
             )
         return False
 

@@ -137,7 +137,7 @@ def make_registry_client(
     return client
 
 
-class _NotJsonError(Exception):
+class NotJsonError(Exception):
     """The registry (or something in front of it) answered with a body that
     is not JSON."""
 
@@ -154,12 +154,12 @@ async def _require_json(response: httpx.Response) -> None:
     if not body.strip():
         if response.is_success:
             return
-        raise _NotJsonError(response.status_code, "(empty body)")
+        raise NotJsonError(response.status_code, "(empty body)")
     try:
         json.loads(body)
     except ValueError:
         text = body[:120].decode("utf-8", "replace")
-        raise _NotJsonError(response.status_code, " ".join(text.split())) from None
+        raise NotJsonError(response.status_code, " ".join(text.split())) from None
 
 
 class HttpSchemaRegistry:
@@ -202,7 +202,7 @@ class HttpSchemaRegistry:
                 status=status,
                 detail=detail,
             )
-        if isinstance(error, _NotJsonError):
+        if isinstance(error, NotJsonError):
             return SchemaRegistryError(
                 f"{where} answered HTTP {error.status} with a body that is not"
                 f" JSON while asked to {action} (a proxy or ingress in front of"

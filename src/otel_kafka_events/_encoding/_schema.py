@@ -78,7 +78,7 @@ def validate_namespace(namespace: str) -> None:
         validate_avro_name(f"topic part (of {namespace!r})", part)
 
 
-class _NaiveDatetimeError(ValueError):
+class NaiveDatetimeError(ValueError):
     pass
 
 
@@ -93,7 +93,7 @@ def _datetime_value(value: dt.datetime) -> int:
     # A naive datetime has no defined instant; guessing a zone would silently
     # shift the stored time, so it is refused (documented in docs/schemas.md).
     if value.tzinfo is None or value.utcoffset() is None:
-        raise _NaiveDatetimeError(
+        raise NaiveDatetimeError(
             "naive datetime (no timezone); use an aware datetime, e.g. with tz=UTC"
         )
     # Integer arithmetic on timedeltas is exact, unlike timestamp() floats.

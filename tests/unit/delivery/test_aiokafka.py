@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import MessageSizeTooLargeError, NotLeaderForPartitionError
 
 from otel_kafka_events._delivery import _aiokafka
 from otel_kafka_events._delivery._aiokafka import (
@@ -28,6 +29,7 @@ from otel_kafka_events._delivery._aiokafka import (
     knows_insides,
     stop_producer,
 )
+from otel_kafka_events._delivery._transport import SendFailure
 
 RECORDS = [
     (None, bytearray(b"\x00\x00\x00\x00\x07event"), 1_796_212_800_123, []),
@@ -212,3 +214,72 @@ async def test_the_stop_gives_up_only_on_a_known_layout(
     given_up.clear()
     await stop_producer(_StandInProducer(), 0.2, abandoned=True)
     assert given_up == []
+
+
+async def _queued(
+    producer: AIOKafkaProducer, reports: list[BaseException | None]
+) -> Any:
+    """Queue a batch as ``send_batch`` does once it has metadata, report its
+    end through `AiokafkaTransport`'s callback, and return aiokafka's batch."""
+    builder = producer.create_batch()
+    builder.append(key=None, value=b"event", timestamp=None)
+    partition = TopicPartition("events", 0)
+    future = await producer._message_accumulator.add_batch(builder, partition, 1.0)
+    was_sent = _aiokafka._sent_probe(producer, "events", 0)
+    future.add_done_callback(
+        _aiokafka._report_to(lambda offset, error: reports.append(error), was_sent)
+    )
+    return producer._message_accumulator._batches[partition][-1]
+
+
+async def _settle() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+async def test_a_batch_given_up_before_it_was_sent_is_sent_again(
+    producer: AIOKafkaProducer,
+) -> None:
+    reports: list[BaseException | None] = []
+    batch = await _queued(producer, reports)
+    batch.failure(NotLeaderForPartitionError())
+    await _settle()
+    assert isinstance(reports[0], NotLeaderForPartitionError)
+    assert _aiokafka.classify(reports[0], idempotent=True) is SendFailure.RETRY
+
+
+async def test_a_batch_given_up_after_it_was_sent_may_be_written(
+    producer: AIOKafkaProducer,
+) -> None:
+    # aiokafka sent it, lost the answer, and then found no leader until the
+    # batch expired: the first attempt may be on the topic, so a new batch
+    # of the same events could write them twice.
+    reports: list[BaseException | None] = []
+    batch = await _queued(producer, reports)
+    batch.drain_ready()
+    batch.failure(NotLeaderForPartitionError())
+    await _settle()
+    error = reports[0]
+    assert isinstance(error, _aiokafka.MaybeSentError)
+    assert isinstance(error.__cause__, NotLeaderForPartitionError)
+    assert "NotLeaderForPartitionError" in str(error)
+    assert _aiokafka.classify(error, idempotent=True) is SendFailure.UNKNOWN
+
+
+async def test_a_refusal_after_sending_stays_a_refusal(
+    producer: AIOKafkaProducer,
+) -> None:
+    reports: list[BaseException | None] = []
+    batch = await _queued(producer, reports)
+    batch.drain_ready()
+    batch.failure(MessageSizeTooLargeError())
+    await _settle()
+    assert isinstance(reports[0], MessageSizeTooLargeError)
+    assert _aiokafka.classify(reports[0], idempotent=True) is SendFailure.REJECT
+
+
+def test_a_failed_batch_counts_as_sent_where_aiokafka_is_laid_out_otherwise() -> None:
+    class Elsewhere:
+        pass
+
+    assert _aiokafka._sent_probe(Elsewhere(), "events", 0)() is True
