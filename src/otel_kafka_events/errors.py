@@ -393,9 +393,12 @@ class EventDeliveryAbortedError(EventDeliveryError):
 
 
 class NotAcknowledgedError(EventManagerError, TimeoutError):
-    """A batch was sent but not acknowledged within the delivery timeout.
+    """A batch was sent, and no acknowledgement says it was written: none
+    came within the delivery timeout, or the answer leaves it open.
 
     Its events are failed, not sent again: the broker may have written them.
+    It is the only error of a `DeliveryFailure` whose event may be on the
+    topic (once; at least once without idempotence).
     """
 
 

@@ -97,14 +97,22 @@ _REFUSALS = (
 _NO_ANSWER = frozenset({"RequestTimedOutError", "KafkaTimeoutError"})
 
 
-class NotSentError(KafkaError):  # type: ignore[misc]
-    """Given up by a stop before aiokafka ever sent it: safe to send again."""
+class _OwnKafkaError(KafkaError):  # type: ignore[misc]
+    """A `KafkaError` of ours, shown as its message alone (aiokafka's
+    ``__str__`` repeats the class name, which `describe` already gives)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class NotSentError(_OwnKafkaError):
+    """Given up before aiokafka ever sent it: safe to send again."""
 
     retriable = True
 
 
-class MaybeSentError(KafkaError):  # type: ignore[misc]
-    """Given up by a stop after aiokafka had sent it: the broker may have it."""
+class MaybeSentError(_OwnKafkaError):
+    """Given up after aiokafka had sent it: the broker may have it."""
 
 
 def is_connection_error(error: BaseException) -> bool:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .._foreign import own_cancellation
+from .._foreign import describe, own_cancellation
 from ..errors import NotAcknowledgedError
 from ._backoff import Backoff
 from ._connection import Connection
@@ -58,6 +58,20 @@ class QueuedTooLongError(TimeoutError):
 class GarbledAnswerError(Exception):
     """The transport answered a send with something that means nothing: the
     broker may or may not have the batch."""
+
+
+def not_acknowledged(error: BaseException) -> NotAcknowledgedError:
+    """The error of events the broker may have written: always a
+    `NotAcknowledgedError`, so that one type tells a caller which failed
+    events may be on the topic; the transport's own error is its cause."""
+    if isinstance(error, NotAcknowledgedError):
+        return error
+    result = NotAcknowledgedError(
+        f"sent, but the broker's answer does not say whether it wrote the"
+        f" batch: {describe(error)}"
+    )
+    result.__cause__ = error
+    return result
 
 
 class Sender:
@@ -360,7 +374,11 @@ class Sender:
             if kind is SendFailure.REJECT:
                 self.settle(ledger.fail(batch, Settled.REJECTED, error))
             elif kind is SendFailure.UNKNOWN:
-                self.settle(ledger.fail(batch, Settled.NOT_ACKNOWLEDGED, error))
+                self.settle(
+                    ledger.fail(
+                        batch, Settled.NOT_ACKNOWLEDGED, not_acknowledged(error)
+                    )
+                )
             else:
                 self._retry_at[partition] = now + self._backoff.next()
                 self._listeners.retrying(batch.events, error)

@@ -170,6 +170,11 @@ async def test_no_answer_without_idempotence_is_not_resent() -> None:
     assert values(transport, 0) == [b"t:0"]
     assert [f.event_id for f in failures] == ["t-0"]
     assert session.ledger.stats.failed == 1
+    # One type says "may be on the topic", whatever the transport answered.
+    error = failures[0].error
+    assert isinstance(error, NotAcknowledgedError)
+    assert error.__cause__ is not None
+    assert type(error.__cause__).__name__ in str(error)
     await session.close(1.0)
 
 
