@@ -13,6 +13,10 @@ Conventions, so that a test can run each block exactly as written:
   must be a run of that file's lines, as written (blank lines aside).
 - A shell block whose first line is ``# Terminal N`` is what a reader types
   in terminal N, in the repository's root.
+- A shell block whose first line is ``# NAME.env`` (optionally followed by
+  ``:`` and a description) is a file of environment variables, one
+  ``NAME=value`` a line (``#`` lines are comments): what a service's
+  container is given.
 
 Only the standard library: ``scripts/readme_walkthrough.py`` uses this
 module before any virtual environment exists.
@@ -28,6 +32,7 @@ from pathlib import Path
 __all__ = [
     "Block",
     "blocks",
+    "environment_files",
     "excerpt_problem",
     "is_program",
     "python_files",
@@ -38,6 +43,7 @@ _FENCE = re.compile(r"^```(?P<language>\w*)\n(?P<text>.*?)^```$", re.M | re.S)
 _FILE = re.compile(r"^# (?P<name>[\w.-]+\.py)(?::.*)?$")
 _EXCERPT = re.compile(r"^# excerpt of (?P<name>[\w.-]+\.py)\b")
 _TERMINAL = re.compile(r"^# Terminal (?P<number>\d+)\b")
+_ENV_FILE = re.compile(r"^# (?P<name>[\w-]+)\.env\b")
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,12 @@ class Block:
         return found["name"] if found else None
 
     @property
+    def env_file(self) -> str | None:
+        """``NAME`` of a ``# NAME.env`` shell block, else None."""
+        found = _ENV_FILE.match(self.first_line) if self.language == "bash" else None
+        return found["name"] if found else None
+
+    @property
     def terminal(self) -> int | None:
         """The terminal a shell block is typed in, else None."""
         found = _TERMINAL.match(self.first_line) if self.language == "bash" else None
@@ -95,6 +107,34 @@ def python_files(found: list[Block]) -> dict[str, str]:
             if name in files:
                 raise ValueError(f"two blocks are the file {name}")
             files[name] = block.text
+    return files
+
+
+def environment_files(found: list[Block]) -> dict[str, dict[str, str]]:
+    """The ``# NAME.env`` blocks, by name: each one's variables, in order.
+
+    Raises
+    ------
+    ValueError
+        If a line is neither a comment nor ``NAME=value``, or two blocks
+        have one name.
+    """
+    files: dict[str, dict[str, str]] = {}
+    for block in found:
+        name = block.env_file
+        if name is None:
+            continue
+        if name in files:
+            raise ValueError(f"two blocks are the file {name}.env")
+        variables: dict[str, str] = {}
+        for line in block.text.splitlines():
+            if not line.strip() or line.startswith("#"):
+                continue
+            variable, equals, value = line.partition("=")
+            if not equals or not re.fullmatch(r"[A-Z][A-Z0-9_]*", variable):
+                raise ValueError(f"{name}.env: not NAME=value: {line!r}")
+            variables[variable] = value
+        files[name] = variables
     return files
 
 

@@ -51,7 +51,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 DOCS = PROJECT / "docs"
 
 # Pages whose every sample is a whole program (or an excerpt of one).
-PROGRAM_PAGES = ("quickstart.md", "configuration.md")
+PROGRAM_PAGES = ("quickstart.md", "configuration.md", "production.md")
 
 OTLP_ENDPOINT_VAR = "OTEL_EXPORTER_OTLP_ENDPOINT"
 

@@ -4,14 +4,16 @@ A service configured with Safir's variables for SASL_PLAINTEXT, SSL or
 SASL_SSL (TLS with a CA file, and SCRAM-SHA-512 or PLAIN: the listener of
 managed Kafka services such as Strimzi, MSK or Confluent Cloud) publishes
 through `KafkaMetricsConfiguration` unchanged, and the events are read back
-over the same listener. Only Apache Kafka offers these listeners, so the
-module runs in the Kafka leg.
+over the same listener. The SASL_SSL blocks of `docs/production.md` do the
+same, as written but for the local broker's address, CA and users. Only
+Apache Kafka offers these listeners, so the module runs in the Kafka leg.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,13 +22,19 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
 
-from otel_kafka_events import EventDecoder, EventPayload, KafkaEventManager
+from otel_kafka_events import (
+    EventDecoder,
+    EventPayload,
+    KafkaEventManager,
+    metrics_configuration_factory,
+)
 from otel_kafka_events.config import KafkaMetricsConfiguration
 from otel_kafka_events.errors import BrokerUnavailableError
 from otel_kafka_events_devstack import LocalSchemaRegistry
 from otel_kafka_events_devstack._apache_kafka import ApacheKafkaBroker, find_java
 
 from ..broker_support import only_in_leg
+from ..markdown_programs import blocks, environment_files
 
 pytestmark = [
     pytest.mark.integration,
@@ -37,7 +45,9 @@ pytestmark = [
 
 USER = "svc"
 PASSWORD = "svc-secret"
+REGISTRY_PASSWORD = "registry-secret"
 PREFIX = "secure.events"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "production.md"
 
 
 class Audit(EventPayload):
@@ -105,9 +115,10 @@ async def _publish(manager: KafkaEventManager) -> str:
 
 
 async def _read_back(
-    servers: str, topic: str, registry: LocalSchemaRegistry, **security: Any
+    servers: str, topic: str, registry_url: str, **security: Any
 ) -> list[dict[str, Any]]:
-    """Every event on ``topic``, read over the listener at ``servers``."""
+    """Every event on ``topic``, read over the listener at ``servers``, its
+    schemas from ``registry_url`` (with credentials, if it needs them)."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=servers,
@@ -120,7 +131,7 @@ async def _read_back(
         batches = await consumer.getmany(timeout_ms=10_000)
     finally:
         await consumer.stop()
-    decoder = EventDecoder(registry.url)
+    decoder = EventDecoder(registry_url)
     records = [record for batch in batches.values() for record in batch]
     return [await decoder.decode(record.value) for record in records]
 
@@ -211,7 +222,7 @@ async def test_sasl_ssl_from_environment(
     [value] = await _read_back(
         secure_broker.sasl_ssl_bootstrap_servers,
         manager.topic,
-        registry,
+        registry.url,
         security_protocol="SASL_SSL",
         ssl_context=create_ssl_context(cafile=str(secure_broker.ca_path)),
         sasl_mechanism=mechanism,
@@ -240,7 +251,9 @@ async def test_sasl_plain_from_environment(
     )
     manager = KafkaMetricsConfiguration().make_manager()
     event_id = await _publish(manager)
-    [value] = await _read_back(secure_broker.bootstrap_servers, manager.topic, registry)
+    [value] = await _read_back(
+        secure_broker.bootstrap_servers, manager.topic, registry.url
+    )
     assert str(value["id"]) == event_id
 
 
@@ -298,3 +311,62 @@ async def test_wrong_sasl_ssl_password_error_says_the_credentials_were_refused(
     message = str(caught.value)
     assert "authentication failed" in message.lower(), message
     assert "unreachable" not in message, message
+
+
+@pytest.fixture(scope="module")
+def guarded_registry() -> Iterator[LocalSchemaRegistry]:
+    """A registry that asks for HTTP basic authentication."""
+    with LocalSchemaRegistry(basic_auth=(USER, REGISTRY_PASSWORD)) as started:
+        yield started
+
+
+@pytest.mark.parametrize("block", ["scram", "plain"])
+async def test_the_guides_sasl_ssl_blocks_publish(
+    monkeypatch: pytest.MonkeyPatch,
+    secure_broker: ApacheKafkaBroker,
+    guarded_registry: LocalSchemaRegistry,
+    application: str,
+    block: str,
+) -> None:
+    written = environment_files(blocks(GUIDE))[block]
+    local = {
+        "METRICS_APPLICATION": application,
+        "KAFKA_BOOTSTRAP_SERVERS": secure_broker.sasl_ssl_bootstrap_servers,
+        "KAFKA_SASL_USERNAME": USER,
+        "KAFKA_SASL_PASSWORD": PASSWORD,
+        "SCHEMA_MANAGER_REGISTRY_URL": guarded_registry.url,
+        "SCHEMA_MANAGER_REGISTRY_USERNAME": USER,
+        "SCHEMA_MANAGER_REGISTRY_PASSWORD": REGISTRY_PASSWORD,
+    }
+    # Only addresses and credentials are replaced: the protocol, the
+    # mechanism and the rest are the page's.
+    assert set(local) <= set(written)
+    assert written["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    if "KAFKA_CLUSTER_CA_PATH" in written:
+        local["KAFKA_CLUSTER_CA_PATH"] = str(secure_broker.ca_path)
+    else:
+        # No CA file: the system's trust store, which trusts the local CA.
+        monkeypatch.setenv("SSL_CERT_FILE", str(secure_broker.ca_path))
+    _use_environment(
+        monkeypatch,
+        application,
+        guarded_registry,
+        **(written | local | {"METRICS_EVENTS_TOPIC_PREFIX": PREFIX}),
+    )
+    manager = metrics_configuration_factory().make_manager()
+    assert isinstance(manager, KafkaEventManager)
+
+    event_id = await _publish(manager)
+
+    mechanism = written["KAFKA_SASL_MECHANISM"]
+    [value] = await _read_back(
+        secure_broker.sasl_ssl_bootstrap_servers,
+        manager.topic,
+        guarded_registry.url.replace("://", f"://{USER}:{REGISTRY_PASSWORD}@"),
+        security_protocol="SASL_SSL",
+        ssl_context=create_ssl_context(cafile=str(secure_broker.ca_path)),
+        sasl_mechanism=mechanism,
+        sasl_plain_username=USER,
+        sasl_plain_password=PASSWORD,
+    )
+    assert str(value["id"]) == event_id
