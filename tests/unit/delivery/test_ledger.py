@@ -4,8 +4,10 @@ A hypothesis state machine publishes events of several types to several
 partitions, lets registrations succeed late or fail, hands out batches,
 finishes their sends (acknowledged, retriable failure, refusal, no answer by
 the deadline, with or without the broker having written them), moves the
-clock and closes. The "topic" is a log of records per partition. After
-every step it checks the invariants stated in ``_ledger.py``.
+clock and closes. One type's events are keyed (over every partition, by
+their key), another's are spread over every partition (sticky per batch).
+The "topic" is a log of records per partition. After every step it checks
+the invariants stated in ``_ledger.py``.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from otel_kafka_events import BufferOptions
 from otel_kafka_events._delivery._ledger import (
     Ledger,
     PendingEvent,
+    Route,
     Settled,
     Settlement,
 )
+from otel_kafka_events._delivery._partitioner import partition_for_key
 
 
 class Topic:
@@ -45,17 +49,41 @@ class Topic:
 
 
 TIMEOUT = 10.0
-TYPES = ("alpha", "beta", "gamma")
-PARTITIONS = 2
-PARTITION_OF = {"alpha": 0, "beta": 1, "gamma": 0}
+TYPES = ("alpha", "beta", "gamma", "keyed", "spread")
+PARTITIONS = 3
+PARTITION_OF = {"alpha": 0, "beta": 1, "gamma": 0, "keyed": 1, "spread": 2}
+KEYS = (b"k1", b"k2", b"k3", b"k4")
+ALL = tuple(range(PARTITIONS))
+
+
+def route_of(name: str) -> Route:
+    """How the ledger is told to route each type (as `Registrations` does)."""
+    if name == "keyed":
+        return Route(PARTITION_OF[name], ALL)
+    if name == "spread":
+        return Route(PARTITION_OF[name], ALL, spread=True)
+    return Route(PARTITION_OF[name])
+
+
 MAX_EVENTS = 6
 MAX_BYTES = 2048
 
 
-def make_event(name: str, sequence: int, now: float, size: int) -> PendingEvent:
+def make_event(
+    name: str, sequence: int, now: float, size: int, key: bytes | None = None
+) -> PendingEvent:
     value = bytearray(f"{name}:{sequence}".encode())
     return PendingEvent(
-        name, value, None, 0, f"{name}-{sequence}", size, now + TIMEOUT, None, None
+        name,
+        value,
+        None,
+        0,
+        f"{name}-{sequence}",
+        size,
+        now + TIMEOUT,
+        None,
+        None,
+        key,
     )
 
 
@@ -75,6 +103,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.handed_out: set[str] = set()
         self.maybe_written: set[str] = set()
         self.batches: dict[int, Any] = {}
+        self.keys: dict[str, bytes] = {}
         self.closed = False
 
     # Bookkeeping of what the ledger reports ---------------------------------
@@ -104,12 +133,20 @@ class LedgerMachine(RuleBasedStateMachine):
     # Rules ------------------------------------------------------------------
 
     @precondition(lambda self: not self.closed)
-    @rule(name=st.sampled_from(TYPES), size=st.integers(10, 600))
-    def publish(self, name: str, size: int) -> None:
+    @rule(
+        name=st.sampled_from(TYPES),
+        size=st.integers(10, 600),
+        key=st.sampled_from(KEYS),
+    )
+    def publish(self, name: str, size: int, key: bytes) -> None:
         if name in self.unregistrable:
             return  # the manager refuses it before the ledger sees it
         self.sequence[name] += 1
-        event = make_event(name, self.sequence[name], self.now, size)
+        if name != "keyed":
+            key = None  # type: ignore[assignment]
+        event = make_event(name, self.sequence[name], self.now, size, key)
+        if key is not None:
+            self.keys[event.event_id] = key
         room = self.ledger.has_room(size)
         if self.ledger.accept(event):
             assert room
@@ -125,7 +162,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def register(self, name: str) -> None:
         if name in self.registered or name in self.unregistrable:
             return
-        self.ledger.register(name, PARTITION_OF[name])
+        self.ledger.register(name, route_of(name))
         self.registered.add(name)
 
     @precondition(lambda self: not self.closed)
@@ -160,6 +197,12 @@ class LedgerMachine(RuleBasedStateMachine):
         for event in batch.events:
             assert event.deadline > self.now, "an expired event was handed out"
             assert event.event_name in self.registered
+            if event.key is not None:
+                assert partition == partition_for_key(event.key, ALL), (
+                    "a keyed event on another partition than its key's"
+                )
+            elif event.event_name != "spread":
+                assert partition == PARTITION_OF[event.event_name]
             self.handed_out.add(event.event_id)
         assert [bytes(e.value) for e in batch.events] == records
         self.batches[partition] = (batch, records)
@@ -283,6 +326,20 @@ class LedgerMachine(RuleBasedStateMachine):
             else:
                 assert count == 0, f"{event_id} reported {outcome} but written"
                 assert outcome is Settled.DROPPED or event_id not in self.maybe_written
+
+    @invariant()
+    def each_key_is_on_its_partition_in_publish_order(self) -> None:
+        for partition, log in self.transport.logs.items():
+            last: dict[bytes, int] = {}
+            for record in log:
+                event_id = record.decode().replace(":", "-")
+                key = self.keys.get(event_id)
+                if key is None:
+                    continue
+                assert partition == partition_for_key(key, ALL)
+                sequence = int(event_id.rsplit("-", 1)[1])
+                assert sequence > last.get(key, 0), f"key {key!r} out of order"
+                last[key] = sequence
 
     @invariant()
     def each_type_keeps_publish_order(self) -> None:
