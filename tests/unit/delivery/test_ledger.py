@@ -355,3 +355,56 @@ LedgerMachine.TestCase.settings = settings(
     max_examples=500, stateful_step_count=100, deadline=None
 )
 TestLedgerInvariants = LedgerMachine.TestCase
+
+
+# -- Routes, step by step ----------------------------------------------------------
+
+
+def take_all(ledger: Ledger, partition: int) -> list[str]:
+    """The ids of the batch ``partition`` hands out now (then acknowledged)."""
+    batch = ledger.take(partition, 0.0, lambda event: True)
+    if batch is None:
+        return []
+    ledger.delivered(batch, 0)
+    return [event.event_id for event in batch.events]
+
+
+def test_a_keyed_backlog_joins_its_keys_partitions_at_registration() -> None:
+    ledger = Ledger(BufferOptions())
+    events = [make_event("keyed", n, 0.0, 10, KEYS[n % 4]) for n in range(1, 9)]
+    for event in events:
+        assert ledger.accept(event)
+    assert ledger.sendable() == []  # not registered yet
+    ledger.register("keyed", Route(0, ALL))
+    taken = {p: take_all(ledger, p) for p in ALL}
+    for event in events:
+        assert event.key is not None
+        assert event.event_id in taken[partition_for_key(event.key, ALL)]
+    for ids in taken.values():
+        # Each partition's share in publish order.
+        assert ids == sorted(ids, key=lambda i: int(i.rsplit("-", 1)[1]))
+
+
+def test_spread_events_stay_on_one_partition_until_a_batch_leaves_it() -> None:
+    ledger = Ledger(BufferOptions())
+    ledger.register("spread", Route(1, ALL, spread=True))
+    for n in range(1, 4):
+        ledger.accept(make_event("spread", n, 0.0, 10))
+    assert ledger.sendable() == [1]
+    # Taking from another partition does not move it.
+    assert take_all(ledger, 0) == []
+    ledger.accept(make_event("spread", 4, 0.0, 10))
+    assert take_all(ledger, 1) == ["spread-1", "spread-2", "spread-3", "spread-4"]
+    ledger.accept(make_event("spread", 5, 0.0, 10))
+    assert take_all(ledger, 2) == ["spread-5"]
+    ledger.accept(make_event("spread", 6, 0.0, 10))
+    # Past the last partition, back to the first.
+    assert take_all(ledger, 0) == ["spread-6"]
+
+
+def test_a_route_puts_keys_where_kafka_does() -> None:
+    route = Route(0, (5, 3, 1, 0, 4, 2))
+    assert route.partitions == (0, 1, 2, 3, 4, 5)
+    for key in (b"", b"a", b"user-1", b"\xff" * 17):
+        assert route.partition(key) == partition_for_key(key, range(6))
+    assert route.partition(None) == 0
