@@ -241,7 +241,11 @@ class Route:
         Spread unkeyed events over ``partitions``, one batch at a time.
     """
 
-    __slots__ = ("_count", "_ordered", "home", "spread", "sticky")
+    __slots__ = ("_count", "_known", "_ordered", "home", "spread", "sticky")
+
+    KNOWN_KEYS = 4096
+    """Keys whose partition is remembered (the hash is pure Python); the
+    memory is cleared when full."""
 
     def __init__(
         self, home: int, partitions: Iterable[int] | None = None, spread: bool = False
@@ -253,6 +257,7 @@ class Route:
         self.spread = spread
         self.sticky = home
         """Where unkeyed events go now, with ``spread``."""
+        self._known: dict[bytes, int] = {}
 
     @property
     def partitions(self) -> tuple[int, ...]:
@@ -263,7 +268,15 @@ class Route:
         """The partition of an event with ``key`` (None: unkeyed)."""
         if key is None:
             return self.sticky if self.spread else self.home
-        return self._ordered[(murmur2(key) & 0x7FFFFFFF) % self._count]
+        known = self._known
+        partition = known.get(key)
+        if partition is None:
+            if len(known) >= self.KNOWN_KEYS:
+                known.clear()
+            partition = known[key] = self._ordered[
+                (murmur2(key) & 0x7FFFFFFF) % self._count
+            ]
+        return partition
 
     def batch_taken(self, partition: int) -> None:
         """A batch left ``partition``: unkeyed events move on, if they went

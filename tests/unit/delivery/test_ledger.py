@@ -408,3 +408,14 @@ def test_a_route_puts_keys_where_kafka_does() -> None:
     for key in (b"", b"a", b"user-1", b"\xff" * 17):
         assert route.partition(key) == partition_for_key(key, range(6))
     assert route.partition(None) == 0
+
+
+def test_a_route_forgets_keys_when_its_memory_is_full() -> None:
+    class Small(Route):
+        __slots__ = ()
+        KNOWN_KEYS = 2
+
+    route = Small(0, ALL)
+    keys = [f"key-{n}".encode() for n in range(7)]
+    for key in keys * 2:
+        assert route.partition(key) == partition_for_key(key, ALL)
