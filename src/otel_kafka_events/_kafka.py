@@ -33,6 +33,7 @@ from ._delivery._reporting import FailureCallback
 from ._delivery._session import DeliverySession
 from ._delivery._transport import Transport
 from ._encoding._event_type import EventType
+from ._encoding._keys import KeyFunction
 from ._encoding._models import EventMetadata, EventPayload
 from ._encoding._registry import SchemaRegistrar, SchemaRegistry
 from ._manager import EventManager, EventPublisher
@@ -91,7 +92,13 @@ class KafkaEventPublisher(EventPublisher[P]):
         super().__init__(event_type, telemetry, severity=severity)
         self._session = session
 
-    async def publish(self, payload: P, *, wait: bool | None = None) -> EventMetadata:
+    async def publish(
+        self,
+        payload: P,
+        *,
+        wait: bool | None = None,
+        key: str | bytes | None = None,
+    ) -> EventMetadata:
         """Publish one event.
 
         By default this returns as soon as the event is encoded and accepted
@@ -106,6 +113,10 @@ class KafkaEventPublisher(EventPublisher[P]):
             The event payload.
         wait
             Wait for the broker's acknowledgement (default False).
+        key
+            This event's record key (`str`, encoded as UTF-8, or `bytes`),
+            instead of the publisher's (``key`` of `create_publisher`). It
+            decides the partition: events with one key keep their order.
 
         Returns
         -------
@@ -116,6 +127,10 @@ class KafkaEventPublisher(EventPublisher[P]):
         ------
         EventPayloadError
             If the payload cannot be encoded.
+        EventKeyError
+            If the record key cannot be made: the key function raised or
+            returned neither `str`, `bytes` nor None, or ``key`` is neither
+            `str` nor `bytes`. Nothing was queued.
         EventTooLargeError
             If the encoded event cannot fit in one Kafka request.
         EventManagerClosedError
@@ -135,6 +150,10 @@ class KafkaEventPublisher(EventPublisher[P]):
         event, value, span_context, event_id, timestamp_ns, fields = event_type.prepare(
             payload
         )
+        if key is None and event_type.keys is None:
+            record_key = None
+        else:
+            record_key = self._record_key(payload, fields, key)
         telemetry = self._telemetry
         span = None
         header_context = span_context
@@ -142,7 +161,7 @@ class KafkaEventPublisher(EventPublisher[P]):
             # The traceparent names the producer span (if one is recorded),
             # while the metadata keeps the caller's span.
             span, producer_context = telemetry.start_event_span(
-                session.guard, event_id, timestamp_ns
+                session.guard, event_id, timestamp_ns, record_key
             )
             if producer_context is not None:
                 header_context = producer_context
@@ -170,7 +189,7 @@ class KafkaEventPublisher(EventPublisher[P]):
                 time.monotonic() + intake.delivery_timeout,
                 waiter,
                 attachment,
-                None,
+                record_key,
             ),
         )
         source = (
@@ -561,13 +580,15 @@ class KafkaEventManager(EventManager):
         payload_model: type[P],
         *,
         log_severity: SeverityNumber = SeverityNumber.INFO,
+        key: str | KeyFunction | None = None,
+        spread: bool = False,
     ) -> KafkaEventPublisher[P]:
         """Register an event type; see `EventManager.create_publisher`.
 
         Overridden only to type the result, whose ``publish`` takes ``wait``.
         """
         publisher = await super().create_publisher(
-            name, payload_model, log_severity=log_severity
+            name, payload_model, log_severity=log_severity, key=key, spread=spread
         )
         return cast("KafkaEventPublisher[P]", publisher)
 

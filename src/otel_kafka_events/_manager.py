@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import enum
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Generic, TypeVar, cast
 
@@ -19,6 +20,7 @@ from structlog.stdlib import BoundLogger
 
 from ._delivery._listeners import Guard
 from ._encoding._event_type import EventType
+from ._encoding._keys import KeyFunction, given_key
 from ._encoding._models import EventMetadata, EventPayload, json_dump, remember_schema
 from ._mock import PublishedList
 from ._options import TelemetryOptions
@@ -135,8 +137,30 @@ class EventPublisher(abc.ABC, Generic[P]):
         event: P = self._event_type.enrich(payload).event
         return event
 
+    def _record_key(
+        self, payload: P, fields: Mapping[str, Any], key: str | bytes | None
+    ) -> bytes | None:
+        """The record key of one event: ``key`` when given, else the
+        publisher's key (its field or function), else None.
+
+        Raises
+        ------
+        EventKeyError
+            If the key cannot be made (see `EventKeyError`).
+        """
+        if key is not None:
+            return given_key(self._event_type.name, key)
+        keys = self._event_type.keys
+        return None if keys is None else keys.of(payload, fields)
+
     @abc.abstractmethod
-    async def publish(self, payload: P, *, wait: bool | None = None) -> EventMetadata:
+    async def publish(
+        self,
+        payload: P,
+        *,
+        wait: bool | None = None,
+        key: str | bytes | None = None,
+    ) -> EventMetadata:
         """Publish one event.
 
         Parameters
@@ -147,6 +171,11 @@ class EventPublisher(abc.ABC, Generic[P]):
             Wait until the event is delivered (Kafka publishers); accepted by
             every publisher so the same service code runs with events
             disabled or mocked.
+        key
+            The record key of this event (text is encoded as UTF-8),
+            instead of the one the publisher makes from the payload (see
+            ``key`` of `EventManager.create_publisher`). Every publisher
+            checks it, so a wrong key fails in tests with mocked events too.
 
         Returns
         -------
@@ -158,6 +187,8 @@ class EventPublisher(abc.ABC, Generic[P]):
         ------
         EventPayloadError
             If the payload cannot be encoded (naming the field).
+        EventKeyError
+            If the record key cannot be made (an `EventPayloadError`).
         """
 
 
@@ -181,12 +212,19 @@ class NoopEventPublisher(EventPublisher[P]):
         self._logger = logger
         self._guard = guard or Guard(logger)
 
-    async def publish(self, payload: P, *, wait: bool | None = None) -> EventMetadata:
-        """Build the event, log it at debug level and return it.
+    async def publish(
+        self,
+        payload: P,
+        *,
+        wait: bool | None = None,
+        key: str | bytes | None = None,
+    ) -> EventMetadata:
+        """Build the event and its key, log it at debug level and return it.
 
         ``wait`` is accepted and ignored: there is nothing to deliver.
         """
         enriched = self._event_type.enrich(payload)
+        record_key = self._record_key(payload, enriched.fields, key)
         telemetry = self._telemetry
         if telemetry.emitter is not None:
             telemetry.emit_now(
@@ -200,6 +238,7 @@ class NoopEventPublisher(EventPublisher[P]):
                     enriched.timestamp_ns,
                     self._severity,
                 ),
+                record_key,
             )
         self._logger.debug(
             "Would have published event",
@@ -243,10 +282,18 @@ class FailedEventPublisher(EventPublisher[P]):
         self._interval = backoff_interval.total_seconds()
         self._logged_at: float | None = None
 
-    async def publish(self, payload: P, *, wait: bool | None = None) -> EventMetadata:
+    async def publish(
+        self,
+        payload: P,
+        *,
+        wait: bool | None = None,
+        key: str | bytes | None = None,
+    ) -> EventMetadata:
         """Build the event, discard it, and log an error if none was logged
         within the backoff interval."""
-        event: EventMetadata = self._event_type.enrich(payload).event
+        enriched = self._event_type.enrich(payload)
+        self._record_key(payload, enriched.fields, key)
+        event: EventMetadata = enriched.event
         now = time.monotonic()
         if self._logged_at is None or now - self._logged_at >= self._interval:
             self._logged_at = now
@@ -276,9 +323,15 @@ class MockEventPublisher(NoopEventPublisher[P]):
         super().__init__(event_type, telemetry, logger, severity=severity, guard=guard)
         self._published: PublishedList[P] = PublishedList()
 
-    async def publish(self, payload: P, *, wait: bool | None = None) -> EventMetadata:
+    async def publish(
+        self,
+        payload: P,
+        *,
+        wait: bool | None = None,
+        key: str | bytes | None = None,
+    ) -> EventMetadata:
         """Build the event, record the payload and return the event."""
-        event = await super().publish(payload, wait=wait)
+        event = await super().publish(payload, wait=wait, key=key)
         self._published.append(payload)
         return event
 
@@ -395,6 +448,8 @@ class EventManager(abc.ABC):
         payload_model: type[P],
         *,
         log_severity: SeverityNumber = SeverityNumber.INFO,
+        key: str | KeyFunction | None = None,
+        spread: bool = False,
     ) -> EventPublisher[P]:
         """Register an event type and return its publisher.
 
@@ -410,6 +465,21 @@ class EventManager(abc.ABC):
             The `EventPayload` subclass that ``publish`` will take.
         log_severity
             Severity of this event type's OTel log records.
+        key
+            What each event's Kafka record key is: the name of a payload
+            field (its value as text: `str` as it is, `bytes` as they are,
+            an enum's value, anything else ``str(value)``; None means no
+            key), or a function of the payload returning `str`, `bytes` or
+            None. Events with one key go to one partition (Kafka's default
+            partitioner, murmur2 of the key) and keep their order.
+            ``publish(payload, key=...)`` overrides it per event. None (the
+            default): events have no key.
+        spread
+            Spread this type's unkeyed events over every partition of the
+            topic, moving on to the next partition after each batch (as
+            Kafka's sticky partitioner does), instead of sending them all
+            to the one partition of the event name. Their order is then not
+            kept; keyed events are not affected.
 
         Raises
         ------
@@ -423,6 +493,9 @@ class EventManager(abc.ABC):
             If the name or a part of the topic is not a valid Avro name.
         UnsupportedAvroSchemaError
             Listing every payload field that cannot be represented.
+        UnknownKeyFieldError
+            If ``key`` names no payload field, or a field holding records,
+            lists or maps.
         KafkaTopicError
             (Kafka) If the topic does not exist or is not accessible.
         IncompatibleSchemaError
@@ -449,6 +522,8 @@ class EventManager(abc.ABC):
             payload_model,
             trace_context=self.telemetry_options.trace_context,
             flat_payloads=self.flat_payloads,
+            key=key,
+            spread=spread,
         )
         remember_schema(event_type.event_model, event_type.schema)
         self._event_types[event_type.event_model] = event_type
@@ -563,12 +638,14 @@ class MockEventManager(NoopEventManager):
         payload_model: type[P],
         *,
         log_severity: SeverityNumber = SeverityNumber.INFO,
+        key: str | KeyFunction | None = None,
+        spread: bool = False,
     ) -> MockEventPublisher[P]:
         """Register an event type; see `EventManager.create_publisher`.
 
         Overridden only to type the result, which has ``published``.
         """
         publisher = await super().create_publisher(
-            name, payload_model, log_severity=log_severity
+            name, payload_model, log_severity=log_severity, key=key, spread=spread
         )
         return cast("MockEventPublisher[P]", publisher)

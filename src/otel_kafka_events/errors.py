@@ -22,6 +22,7 @@ __all__ = [
     "EventDeliveryError",
     "EventDeliveryTimeoutError",
     "EventDroppedError",
+    "EventKeyError",
     "EventManagerClosedError",
     "EventManagerError",
     "EventManagerUninitializedError",
@@ -36,6 +37,7 @@ __all__ = [
     "KafkaTopicError",
     "NotAcknowledgedError",
     "SchemaRegistryError",
+    "UnknownKeyFieldError",
     "UnknownSettingWarning",
     "UnsupportedAvroSchemaError",
     "kafka_error_name",
@@ -324,6 +326,37 @@ class EventPayloadError(EventManagerUsageError):
 
 class EventTooLargeError(EventPayloadError):
     """The encoded event exceeds the producer's maximum request size."""
+
+
+class EventKeyError(EventPayloadError):
+    """The record key of an event cannot be made, so it is not published.
+
+    Raised by ``publish`` when the publisher's key function raises or
+    returns something other than `str`, `bytes` or None, when its key field
+    holds a value that cannot be a key (a list, a map, a nested model), or
+    when the ``key`` given to ``publish`` is not `str` or `bytes`. Nothing
+    is queued.
+    """
+
+
+class UnknownKeyFieldError(EventManagerUsageError):
+    """The ``key`` given to ``create_publisher`` names no field of the
+    payload model (or a field whose values cannot be keys).
+
+    Parameters
+    ----------
+    field
+        The name given as ``key``.
+    model
+        The payload model's class name.
+    detail
+        Why the field cannot be the key.
+    """
+
+    def __init__(self, field: str, model: str, detail: str) -> None:
+        super().__init__(f"key={field!r} cannot be the key of {model} events: {detail}")
+        self.field = field
+        self.model = model
 
 
 class EventBufferFullError(EventManagerError):

@@ -32,6 +32,7 @@ from otel_kafka_events.errors import (
     EventDeliveryAbortedError,
     EventDeliveryTimeoutError,
     EventDroppedError,
+    EventKeyError,
     EventManagerClosedError,
     EventPayloadError,
     EventRejectedError,
@@ -41,6 +42,7 @@ from otel_kafka_events.errors import (
     InvalidEventNameError,
     NotAcknowledgedError,
     SchemaRegistryError,
+    UnknownKeyFieldError,
 )
 
 USAGE_ERRORS: list[type[Exception]] = [
@@ -54,6 +56,8 @@ USAGE_ERRORS: list[type[Exception]] = [
     IncompatibleSchemaError,
     EventPayloadError,
     EventTooLargeError,
+    EventKeyError,
+    UnknownKeyFieldError,
 ]
 
 INFRASTRUCTURE_ERRORS: list[type[Exception]] = [
@@ -113,6 +117,19 @@ def test_safir_spelling_is_the_same_class() -> None:
 
 def test_too_large_is_a_payload_error() -> None:
     assert issubclass(EventTooLargeError, EventPayloadError)
+
+
+def test_a_key_error_is_a_payload_error() -> None:
+    # A publish refused for its key is refused like one for its payload.
+    assert issubclass(EventKeyError, EventPayloadError)
+
+
+def test_unknown_key_field_message() -> None:
+    error = UnknownKeyFieldError("user", "Login", "Login has no field 'user'")
+    assert (error.field, error.model) == ("user", "Login")
+    assert str(error) == (
+        "key='user' cannot be the key of Login events: Login has no field 'user'"
+    )
 
 
 # -- Messages and attributes ------------------------------------------------------

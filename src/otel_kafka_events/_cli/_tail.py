@@ -243,6 +243,8 @@ class _Printer:
 def _table(records: Iterable[DecodedRecord]) -> Table:
     """Records as rows; the payload column shows the payload fields only.
 
+    A record's key, when it has one, goes under its partition and offset.
+
     Header names go under the event name, so the trace id and the payload,
     the columns a reader scans, keep most of the width.
     """
@@ -262,8 +264,11 @@ def _table(records: Iterable[DecodedRecord]) -> Table:
         event = record.event or "?"
         if record.headers:
             event += f"\n[dim]{escape(' '.join(record.headers))}[/]"
+        where = f"{record.partition}:{record.offset}"
+        if record.key is not None:
+            where += f"\n[dim]key {escape(record.key)}[/]"
         table.add_row(
-            f"{record.partition}:{record.offset}",
+            where,
             record.timestamp.strftime("%H:%M:%S.%f")[:-3],
             event,
             record.trace_id or "",
@@ -310,8 +315,8 @@ def tail(
 ) -> None:
     """Print the events on TOPIC, decoded through the schema registry.
 
-    Each record shows its partition, offset, timestamp, headers, event name
-    and trace id next to its fields, as one JSON object per line (or a table
+    Each record shows its partition, offset, key, timestamp, headers, event
+    name and trace id next to its fields, as one JSON object per line (or a table
     with --table).
     """
     remember(bootstrap_servers=bootstrap_servers, registry_url=registry_url)

@@ -14,7 +14,9 @@ Invariants
    an expired event is never handed out in a batch again.
 3. Each partition has at most one batch out at a time, and its queue keeps
    every event type's events in publish order, also when a batch comes
-   back for a retry or a newly registered type's backlog joins it.
+   back for a retry or a newly registered type's backlog joins it. Events
+   with one key (of one type) all go to one partition, so they keep their
+   publish order too.
 4. ``buffered`` never exceeds the buffer's event bound, nor
    ``buffered_bytes`` its byte bound.
 
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .._options import BufferOptions
+from ._partitioner import murmur2
 from ._transport import Headers
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "DeliveryStats",
     "Ledger",
     "PendingEvent",
+    "Route",
     "Settled",
     "Settlement",
 ]
@@ -216,6 +220,72 @@ class Batch:
         return self.first_open == len(self.events)
 
 
+class Route:
+    """Which partition each event of one event type goes to.
+
+    A keyed event goes where Kafka's default partitioner puts its key
+    (murmur2 of the key, modulo the partition count), so that every event
+    with that key lands on one partition. An unkeyed one goes to the type's
+    home partition, or with ``spread`` to the type's current sticky
+    partition, which moves on to the next partition each time a batch is
+    taken from it (as the Java client's sticky partitioner does).
+
+    Parameters
+    ----------
+    home
+        The partition of unkeyed events (the first sticky one with
+        ``spread``).
+    partitions
+        Every partition of the topic; ``(home,)`` when None.
+    spread
+        Spread unkeyed events over ``partitions``, one batch at a time.
+    """
+
+    __slots__ = ("_count", "_known", "_ordered", "home", "spread", "sticky")
+
+    KNOWN_KEYS = 4096
+    """Keys whose partition is remembered (the hash is pure Python); the
+    memory is cleared when full."""
+
+    def __init__(
+        self, home: int, partitions: Iterable[int] | None = None, spread: bool = False
+    ) -> None:
+        ordered = tuple(sorted(set(partitions or ()) | {home}))
+        self._ordered = ordered
+        self._count = len(ordered)
+        self.home = home
+        self.spread = spread
+        self.sticky = home
+        """Where unkeyed events go now, with ``spread``."""
+        self._known: dict[bytes, int] = {}
+
+    @property
+    def partitions(self) -> tuple[int, ...]:
+        """Every partition events of the type may go to, in order."""
+        return self._ordered
+
+    def partition(self, key: bytes | None) -> int:
+        """The partition of an event with ``key`` (None: unkeyed)."""
+        if key is None:
+            return self.sticky if self.spread else self.home
+        known = self._known
+        partition = known.get(key)
+        if partition is None:
+            if len(known) >= self.KNOWN_KEYS:
+                known.clear()
+            partition = known[key] = self._ordered[
+                (murmur2(key) & 0x7FFFFFFF) % self._count
+            ]
+        return partition
+
+    def batch_taken(self, partition: int) -> None:
+        """A batch left ``partition``: unkeyed events move on, if they went
+        there."""
+        if self.spread and partition == self.sticky:
+            ordered = self._ordered
+            self.sticky = ordered[(ordered.index(partition) + 1) % self._count]
+
+
 class Ledger:
     """Accounts for events between ``publish`` and Kafka's acknowledgement.
 
@@ -227,9 +297,10 @@ class Ledger:
     Notes
     -----
     Events of an event type wait in a queue of their own until the type is
-    registered (`register`), then join their partition's queue; later
-    events of that type go straight there. A partition's queue is ordered
-    by deadline, which for one event type is publish order.
+    registered (`register`), then join their partitions' queues (its
+    `Route` says which); later events of that type go straight there. A
+    partition's queue is ordered by deadline, which for one event type is
+    publish order.
     """
 
     def __init__(self, buffer: BufferOptions) -> None:
@@ -237,7 +308,8 @@ class Ledger:
         self._max_events = buffer.max_events
         self._max_bytes = buffer.max_bytes
         self._waiting: dict[str, deque[PendingEvent]] = {}
-        self._partition_of: dict[str, int] = {}
+        self._routes: dict[str, Route] = {}
+        self._spreading: list[Route] = []
         self._queues: dict[int, deque[PendingEvent]] = {}
         self._out: dict[int, Batch] = {}
         self._published = 0
@@ -282,9 +354,13 @@ class Ledger:
         self._published += 1
         self._buffered += 1
         self._bytes += size
-        partition = self._partition_of.get(event.event_name)
-        if partition is not None:
-            self._queues[partition].append(event)
+        route = self._routes.get(event.event_name)
+        if route is not None:
+            key = event.key
+            if key is None and not route.spread:
+                self._queues[route.home].append(event)
+            else:
+                self._queues[route.partition(key)].append(event)
         else:
             queue = self._waiting.get(event.event_name)
             if queue is None:
@@ -313,20 +389,33 @@ class Ledger:
         """The events of a type still waiting for its registration."""
         return tuple(self._waiting.get(event_name, ()))
 
-    def register(self, event_name: str, partition: int) -> None:
-        """Route an event type to ``partition`` and move its backlog there.
+    def register(self, event_name: str, route: Route | int) -> None:
+        """Route an event type's events (a partition number: all of them
+        there) and move its backlog to their partitions.
 
-        The backlog is merged by deadline, so the partition queue stays in
+        The backlog is merged by deadline, so each partition queue stays in
         deadline order (which `expire` relies on) and each type's events
         stay in publish order.
         """
-        if event_name in self._partition_of:
+        if event_name in self._routes:
             return
-        self._partition_of[event_name] = partition
-        queue = self._queues.setdefault(partition, deque())
+        if isinstance(route, int):
+            route = Route(route)
+        self._routes[event_name] = route
+        if route.spread:
+            self._spreading.append(route)
+        for partition in route.partitions:
+            self._queues.setdefault(partition, deque())
         backlog = self._waiting.pop(event_name, None)
-        if backlog:
-            self._queues[partition] = deque(heapq.merge(queue, backlog, key=_DEADLINE))
+        if not backlog:
+            return
+        # With spread, a backlog is one batch's worth: it stays together.
+        parts: dict[int, list[PendingEvent]] = {}
+        for event in backlog:
+            parts.setdefault(route.partition(event.key), []).append(event)
+        for partition, events in parts.items():
+            queue = self._queues[partition]
+            self._queues[partition] = deque(heapq.merge(queue, events, key=_DEADLINE))
 
     def fail_type(self, event_name: str, error: BaseException) -> list[Settlement]:
         """Fail the backlog of an event type that cannot be registered."""
@@ -383,6 +472,8 @@ class Ledger:
             return None
         batch = Batch(partition, taken)
         self._out[partition] = batch
+        for route in self._spreading:
+            route.batch_taken(partition)
         return batch
 
     def delivered(self, batch: Batch, base_offset: int) -> list[Settlement]:

@@ -30,7 +30,7 @@ from ..errors import (
     SchemaRegistryError,
 )
 from ._backoff import Backoff
-from ._ledger import Ledger, Settlement
+from ._ledger import Ledger, Route, Settlement
 from ._partitioner import partition_for_key
 from ._ratelimit import RateLimitedLog
 from ._transport import TopicInfo, Transport
@@ -163,11 +163,15 @@ class Registrations:
             event_type.full_name, event_type.schema
         )
         event_type.set_schema_id(schema_id)
-        partition = partition_for_key(event_type.full_name.encode(), partitions)
+        # Unkeyed events go to the partition of the type's name (or, with
+        # spread, start there); keyed ones to their key's.
+        home = partition_for_key(event_type.full_name.encode(), partitions)
         # Events encoded before the id was known carry a placeholder.
         for event in self._ledger.waiting(event_type.name):
             set_schema_id(event.value, schema_id)
-        self._ledger.register(event_type.name, partition)
+        self._ledger.register(
+            event_type.name, Route(home, partitions, spread=event_type.spread)
+        )
         self._on_registered()
 
     def register_in_background(self, event_type: EventType[Any]) -> None:

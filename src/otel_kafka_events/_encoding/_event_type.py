@@ -18,10 +18,15 @@ from opentelemetry.context import Context
 from opentelemetry.context import get_current as current_context
 from opentelemetry.trace import SpanContext
 
-from ..errors import EventPayloadError, UnsupportedAvroSchemaError
+from ..errors import (
+    EventManagerUsageError,
+    EventPayloadError,
+    UnsupportedAvroSchemaError,
+)
 from ._codec import EventEncoder, avro_long, avro_string, confluent_header
 from ._event_writer import compile_event_writer
 from ._ids import event_ids, uuid_from_text
+from ._keys import KeyFunction, RecordKeys
 from ._lazy_event import new_lazy_event
 from ._models import (
     METADATA_FIELDS,
@@ -99,6 +104,12 @@ class EventType(Generic[P]):
         Whether events carry the caller's trace ids.
     flat_payloads
         Accept only scalar payload fields, as Safir does.
+    key
+        The record key: a payload field's name or a function of the payload
+        (see `RecordKeys`); None for unkeyed events.
+    spread
+        Spread the type's unkeyed events over every partition of the topic
+        (sticky per batch) instead of sending them all to one.
     """
 
     def __init__(
@@ -110,6 +121,8 @@ class EventType(Generic[P]):
         *,
         trace_context: bool = True,
         flat_payloads: bool = False,
+        key: str | KeyFunction | None = None,
+        spread: bool = False,
     ) -> None:
         validate_avro_name("event name", name)
         validate_namespace(topic)
@@ -167,6 +180,16 @@ class EventType(Generic[P]):
             self.encoder.field_writers,
         )
         """Writes a whole value: the function generated for this type."""
+        self.keys = (
+            None if key is None else RecordKeys(name, payload_model, self.schema, key)
+        )
+        """Makes each event's record key, or None (unkeyed events)."""
+        if not isinstance(spread, bool):
+            raise EventManagerUsageError(
+                f"spread of event {name!r} must be True or False, got {spread!r}"
+            )
+        self.spread = spread
+        """Whether unkeyed events spread over every partition."""
         self.schema_id: int | None = None
         self._prefix = _PENDING_HEADER + _ID_LENGTH
         # (span context, its trace fields), replaced as one tuple so that

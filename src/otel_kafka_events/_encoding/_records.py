@@ -23,6 +23,7 @@ from uuid import UUID
 from fastavro import schemaless_reader
 
 from ._codec import EventDecoder, split_confluent_frame
+from ._keys import key_text
 
 __all__ = ["DecodedRecord", "RecordDecoder", "json_value", "trace_id_of"]
 
@@ -42,7 +43,8 @@ class DecodedRecord:
     timestamp
         The record's Kafka timestamp (UTC).
     key
-        The record key as text, if it had one.
+        The record key as text, if it had one (bytes that are not UTF-8 as
+        ``\\xNN`` escapes, as in span and log attributes).
     headers
         Record headers, values decoded as UTF-8 (invalid bytes replaced).
     schema_id
@@ -148,9 +150,7 @@ class RecordDecoder:
             str(key): bytes(raw or b"").decode("utf-8", "replace")
             for key, raw in (record.headers or ())
         }
-        key = (
-            None if record.key is None else bytes(record.key).decode("utf-8", "replace")
-        )
+        key = None if record.key is None else key_text(bytes(record.key))
         timestamp = dt.datetime.fromtimestamp(record.timestamp / 1000, tz=dt.UTC)
         base = {
             "topic": record.topic,

@@ -18,10 +18,11 @@ from opentelemetry._logs import SeverityNumber
 from opentelemetry.trace import SpanContext
 
 from .._delivery._ratelimit import RateLimitedLog
+from .._encoding._keys import key_text
 from .._options import LogExportOptions
 from . import _otlp_wire as wire
 from ._log_destinations import Destination
-from ._logs import SCOPE, not_copied, record_fields
+from ._logs import KEY_ATTRIBUTE, SCOPE, not_copied, record_fields
 from ._producer_thread import Message
 from ._values import PLAIN_TYPES, otel_value
 
@@ -103,6 +104,7 @@ class DirectLogRecords:
         *,
         trace_fields: bool = True,
         timestamp_ns: int,
+        key: bytes | None = None,
     ) -> None:
         """Write an accepted event's record and keep it until Kafka settles
         the event.
@@ -120,6 +122,7 @@ class DirectLogRecords:
                 severity,
                 trace_fields,
                 timestamp_ns,
+                key,
             )
         except Exception as exc:
             for destination in self._destinations:
@@ -137,6 +140,7 @@ class DirectLogRecords:
         severity: SeverityNumber,
         trace_fields: bool,
         timestamp_ns: int,
+        record_key: bytes | None,
     ) -> tuple[bytes, bytes, bytes | None]:
         last_context, trace, key = self._last_trace
         if span_context is not last_context:
@@ -162,7 +166,12 @@ class DirectLogRecords:
         _, _, head, name, plan = shared
         if self._body_mode:
             attributes, body = record_fields(
-                full_name, values, event_id, body_mode=True, trace_fields=trace_fields
+                full_name,
+                values,
+                event_id,
+                body_mode=True,
+                trace_fields=trace_fields,
+                key=record_key,
             )
             middle = wire.body_field(body) + wire.attributes_field(
                 wire.ATTRIBUTE, attributes
@@ -172,6 +181,11 @@ class DirectLogRecords:
             middle = wire.event_attributes(
                 event_id, values, plan, otel_value, PLAIN_TYPES
             )
+            if record_key is not None:
+                # Last, as `record_fields` puts it.
+                middle += wire.attributes_field(
+                    wire.ATTRIBUTE, {KEY_ATTRIBUTE: key_text(record_key)}
+                )
         start = b"".join((wire.time_field(timestamp_ns), head, middle, trace))
         return start, name, key
 

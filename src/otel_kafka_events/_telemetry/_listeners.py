@@ -80,7 +80,7 @@ class EventLogListener(DeliveryListener):
         self._body_mode = body_mode
 
     def accepted(self, event: PendingEvent, source: Any) -> None:
-        emit_record(self._emitter, event.event_id, source, self._body_mode)
+        emit_record(self._emitter, event.event_id, source, self._body_mode, event.key)
 
 
 def emit_record(
@@ -88,8 +88,9 @@ def emit_record(
     event_id: str,
     source: LogSource,
     body_mode: bool,
+    key: bytes | None = None,
 ) -> None:
-    """Hand one event's record to ``emitter``."""
+    """Hand one event's record to ``emitter`` (``key``: its record key)."""
     event_type = source.event_type
     emitter.emit(
         event_type.full_name,
@@ -99,6 +100,7 @@ def emit_record(
         source.severity,
         trace_fields=event_type.trace_context,
         timestamp_ns=source.timestamp_ns,
+        key=key,
     )
 
 
@@ -122,7 +124,7 @@ class DirectLogListener(DeliveryListener):
         self._body_mode = body_mode
 
     def accepted(self, event: PendingEvent, source: Any) -> None:
-        emit_record(self._records, event.event_id, source, self._body_mode)
+        emit_record(self._records, event.event_id, source, self._body_mode, event.key)
 
     def settled(self, settlement: Settlement) -> None:
         if settlement.outcome is Settled.DELIVERED:

@@ -9,9 +9,14 @@ from opentelemetry._logs import SeverityNumber, get_logger
 from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, SpanContext
 
+from .._encoding._keys import key_text
 from ._values import PLAIN_TYPES, otel_value
 
-__all__ = ["SCOPE", "EventLogEmitter", "not_copied", "record_fields"]
+__all__ = ["KEY_ATTRIBUTE", "SCOPE", "EventLogEmitter", "not_copied", "record_fields"]
+
+KEY_ATTRIBUTE = "messaging.kafka.message.key"
+"""The attribute (of producer spans and log records) holding the record key,
+as the messaging semantic conventions name it; absent for unkeyed events."""
 
 SCOPE = "otel_kafka_events"
 """The instrumentation scope of every record."""
@@ -41,6 +46,7 @@ def record_fields(
     *,
     body_mode: bool,
     trace_fields: bool,
+    key: bytes | None = None,
 ) -> tuple[dict[str, Any], Any]:
     """The attributes and body of an event's log record.
 
@@ -60,6 +66,8 @@ def record_fields(
         ``"body"``) rather than in attributes.
     trace_fields
         Whether ``values`` has the trace metadata fields.
+    key
+        The record key, as `KEY_ATTRIBUTE` (last) when there is one.
 
     Returns
     -------
@@ -67,16 +75,21 @@ def record_fields(
         The attributes, and the body (None in attributes mode).
     """
     if body_mode:
-        return {"event.name": full_name}, {
-            key: otel_value(value) for key, value in values.items()
-        }
+        named: dict[str, Any] = {"event.name": full_name}
+        if key is not None:
+            named[KEY_ATTRIBUTE] = key_text(key)
+        return named, {name: otel_value(value) for name, value in values.items()}
     # The SDK keeps None attributes and OTLP sends them as empty values; an
     # absent field is what backends expect instead.
     attributes: dict[str, Any] = {"id": event_id}
     skipped = _NOT_COPIED_WITH_TRACE if trace_fields else _NOT_COPIED
-    for key, value in values.items():
-        if value is not None and key not in skipped:
-            attributes[key] = value if type(value) in PLAIN_TYPES else otel_value(value)
+    for name, value in values.items():
+        if value is not None and name not in skipped:
+            attributes[name] = (
+                value if type(value) in PLAIN_TYPES else otel_value(value)
+            )
+    if key is not None:
+        attributes[KEY_ATTRIBUTE] = key_text(key)
     return attributes, None
 
 
@@ -113,6 +126,7 @@ class EventLogEmitter:
         *,
         trace_fields: bool = True,
         timestamp_ns: int,
+        key: bytes | None = None,
     ) -> None:
         """Emit the log record of one event.
 
@@ -136,6 +150,8 @@ class EventLogEmitter:
             are then metadata, not payload).
         timestamp_ns
             When the event happened: the record's timestamp.
+        key
+            The event's record key, or None.
         """
         cached_context, context = self._last
         if span_context is None:
@@ -150,6 +166,7 @@ class EventLogEmitter:
             event_id,
             body_mode=self._body_mode,
             trace_fields=trace_fields,
+            key=key,
         )
         self._logger.emit(
             timestamp=timestamp_ns,

@@ -97,9 +97,10 @@ class Telemetry:
         """Whether publishers pass a `LogSource` along with each event."""
 
     def start_event_span(
-        self, guard: Guard, event_id: str, timestamp_ns: int
+        self, guard: Guard, event_id: str, timestamp_ns: int, key: bytes | None = None
     ) -> tuple[Span | None, SpanContext | None]:
-        """Start an event's producer span as a child of the current context.
+        """Start an event's producer span as a child of the current context
+        (``key``: the event's record key, or None).
 
         Returns
         -------
@@ -111,7 +112,7 @@ class Telemetry:
         assert self.event_spans is not None
         try:
             span = self.event_spans.start(
-                otel_context.get_current(), event_id, timestamp_ns
+                otel_context.get_current(), event_id, timestamp_ns, key
             )
             context = span.get_span_context()
         except BaseException as exc:
@@ -133,11 +134,25 @@ class Telemetry:
             guard.failed("propagation", exc)
             return None, 0
 
-    def emit_now(self, guard: Guard, event_id: str, source: LogSource) -> None:
+    def emit_now(
+        self,
+        guard: Guard,
+        event_id: str,
+        source: LogSource,
+        key: bytes | None = None,
+    ) -> None:
         """Emit an event's log record at once (managers without delivery)."""
         emitter = self.emitter
         if emitter is not None:
-            guard("log records", emit_record, emitter, event_id, source, self.body_mode)
+            guard(
+                "log records",
+                emit_record,
+                emitter,
+                event_id,
+                source,
+                self.body_mode,
+                key,
+            )
 
     def for_session(
         self,

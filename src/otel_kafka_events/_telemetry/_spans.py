@@ -23,6 +23,9 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 
+from .._encoding._keys import key_text
+from ._logs import KEY_ATTRIBUTE
+
 __all__ = ["MAX_BATCH_LINKS", "BatchSpans", "ProducerSpans", "end_producer_span"]
 
 MAX_BATCH_LINKS = 128
@@ -63,17 +66,24 @@ class _SendSpans:
 class ProducerSpans(_SendSpans):
     """Starts a ``send {topic}`` PRODUCER span per event."""
 
-    def start(self, context: Context, event_id: str, start_ns: int) -> Span:
+    def start(
+        self, context: Context, event_id: str, start_ns: int, key: bytes | None = None
+    ) -> Span:
         """Start the span of one event as a child of the caller's context.
 
         Every attribute known now is given at the start, where the SDK
-        checks them once, rather than set one by one afterwards.
+        checks them once, rather than set one by one afterwards. The record
+        key, when the event has one, is ``messaging.kafka.message.key``
+        (see `key_text` for keys that are not UTF-8).
         """
+        attributes = {**self._attributes, "messaging.message.id": event_id}
+        if key is not None:
+            attributes[KEY_ATTRIBUTE] = key_text(key)
         return self._tracer.start_span(
             self._name,
             context=context,
             kind=SpanKind.PRODUCER,
-            attributes={**self._attributes, "messaging.message.id": event_id},
+            attributes=attributes,
             start_time=start_ns,
         )
 

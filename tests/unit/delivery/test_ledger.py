@@ -4,8 +4,10 @@ A hypothesis state machine publishes events of several types to several
 partitions, lets registrations succeed late or fail, hands out batches,
 finishes their sends (acknowledged, retriable failure, refusal, no answer by
 the deadline, with or without the broker having written them), moves the
-clock and closes. The "topic" is a log of records per partition. After
-every step it checks the invariants stated in ``_ledger.py``.
+clock and closes. One type's events are keyed (over every partition, by
+their key), another's are spread over every partition (sticky per batch).
+The "topic" is a log of records per partition. After every step it checks
+the invariants stated in ``_ledger.py``.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from otel_kafka_events import BufferOptions
 from otel_kafka_events._delivery._ledger import (
     Ledger,
     PendingEvent,
+    Route,
     Settled,
     Settlement,
 )
+from otel_kafka_events._delivery._partitioner import partition_for_key
 
 
 class Topic:
@@ -45,17 +49,41 @@ class Topic:
 
 
 TIMEOUT = 10.0
-TYPES = ("alpha", "beta", "gamma")
-PARTITIONS = 2
-PARTITION_OF = {"alpha": 0, "beta": 1, "gamma": 0}
+TYPES = ("alpha", "beta", "gamma", "keyed", "spread")
+PARTITIONS = 3
+PARTITION_OF = {"alpha": 0, "beta": 1, "gamma": 0, "keyed": 1, "spread": 2}
+KEYS = (b"k1", b"k2", b"k3", b"k4")
+ALL = tuple(range(PARTITIONS))
+
+
+def route_of(name: str) -> Route:
+    """How the ledger is told to route each type (as `Registrations` does)."""
+    if name == "keyed":
+        return Route(PARTITION_OF[name], ALL)
+    if name == "spread":
+        return Route(PARTITION_OF[name], ALL, spread=True)
+    return Route(PARTITION_OF[name])
+
+
 MAX_EVENTS = 6
 MAX_BYTES = 2048
 
 
-def make_event(name: str, sequence: int, now: float, size: int) -> PendingEvent:
+def make_event(
+    name: str, sequence: int, now: float, size: int, key: bytes | None = None
+) -> PendingEvent:
     value = bytearray(f"{name}:{sequence}".encode())
     return PendingEvent(
-        name, value, None, 0, f"{name}-{sequence}", size, now + TIMEOUT, None, None
+        name,
+        value,
+        None,
+        0,
+        f"{name}-{sequence}",
+        size,
+        now + TIMEOUT,
+        None,
+        None,
+        key,
     )
 
 
@@ -75,6 +103,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.handed_out: set[str] = set()
         self.maybe_written: set[str] = set()
         self.batches: dict[int, Any] = {}
+        self.keys: dict[str, bytes] = {}
         self.closed = False
 
     # Bookkeeping of what the ledger reports ---------------------------------
@@ -104,12 +133,20 @@ class LedgerMachine(RuleBasedStateMachine):
     # Rules ------------------------------------------------------------------
 
     @precondition(lambda self: not self.closed)
-    @rule(name=st.sampled_from(TYPES), size=st.integers(10, 600))
-    def publish(self, name: str, size: int) -> None:
+    @rule(
+        name=st.sampled_from(TYPES),
+        size=st.integers(10, 600),
+        key=st.sampled_from(KEYS),
+    )
+    def publish(self, name: str, size: int, key: bytes) -> None:
         if name in self.unregistrable:
             return  # the manager refuses it before the ledger sees it
         self.sequence[name] += 1
-        event = make_event(name, self.sequence[name], self.now, size)
+        if name != "keyed":
+            key = None  # type: ignore[assignment]
+        event = make_event(name, self.sequence[name], self.now, size, key)
+        if key is not None:
+            self.keys[event.event_id] = key
         room = self.ledger.has_room(size)
         if self.ledger.accept(event):
             assert room
@@ -125,7 +162,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def register(self, name: str) -> None:
         if name in self.registered or name in self.unregistrable:
             return
-        self.ledger.register(name, PARTITION_OF[name])
+        self.ledger.register(name, route_of(name))
         self.registered.add(name)
 
     @precondition(lambda self: not self.closed)
@@ -160,6 +197,12 @@ class LedgerMachine(RuleBasedStateMachine):
         for event in batch.events:
             assert event.deadline > self.now, "an expired event was handed out"
             assert event.event_name in self.registered
+            if event.key is not None:
+                assert partition == partition_for_key(event.key, ALL), (
+                    "a keyed event on another partition than its key's"
+                )
+            elif event.event_name != "spread":
+                assert partition == PARTITION_OF[event.event_name]
             self.handed_out.add(event.event_id)
         assert [bytes(e.value) for e in batch.events] == records
         self.batches[partition] = (batch, records)
@@ -285,6 +328,20 @@ class LedgerMachine(RuleBasedStateMachine):
                 assert outcome is Settled.DROPPED or event_id not in self.maybe_written
 
     @invariant()
+    def each_key_is_on_its_partition_in_publish_order(self) -> None:
+        for partition, log in self.transport.logs.items():
+            last: dict[bytes, int] = {}
+            for record in log:
+                event_id = record.decode().replace(":", "-")
+                key = self.keys.get(event_id)
+                if key is None:
+                    continue
+                assert partition == partition_for_key(key, ALL)
+                sequence = int(event_id.rsplit("-", 1)[1])
+                assert sequence > last.get(key, 0), f"key {key!r} out of order"
+                last[key] = sequence
+
+    @invariant()
     def each_type_keeps_publish_order(self) -> None:
         for log in self.transport.logs.values():
             last: dict[str, int] = {}
@@ -298,3 +355,67 @@ LedgerMachine.TestCase.settings = settings(
     max_examples=500, stateful_step_count=100, deadline=None
 )
 TestLedgerInvariants = LedgerMachine.TestCase
+
+
+# -- Routes, step by step ----------------------------------------------------------
+
+
+def take_all(ledger: Ledger, partition: int) -> list[str]:
+    """The ids of the batch ``partition`` hands out now (then acknowledged)."""
+    batch = ledger.take(partition, 0.0, lambda event: True)
+    if batch is None:
+        return []
+    ledger.delivered(batch, 0)
+    return [event.event_id for event in batch.events]
+
+
+def test_a_keyed_backlog_joins_its_keys_partitions_at_registration() -> None:
+    ledger = Ledger(BufferOptions())
+    events = [make_event("keyed", n, 0.0, 10, KEYS[n % 4]) for n in range(1, 9)]
+    for event in events:
+        assert ledger.accept(event)
+    assert ledger.sendable() == []  # not registered yet
+    ledger.register("keyed", Route(0, ALL))
+    taken = {p: take_all(ledger, p) for p in ALL}
+    for event in events:
+        assert event.key is not None
+        assert event.event_id in taken[partition_for_key(event.key, ALL)]
+    for ids in taken.values():
+        # Each partition's share in publish order.
+        assert ids == sorted(ids, key=lambda i: int(i.rsplit("-", 1)[1]))
+
+
+def test_spread_events_stay_on_one_partition_until_a_batch_leaves_it() -> None:
+    ledger = Ledger(BufferOptions())
+    ledger.register("spread", Route(1, ALL, spread=True))
+    for n in range(1, 4):
+        ledger.accept(make_event("spread", n, 0.0, 10))
+    assert ledger.sendable() == [1]
+    # Taking from another partition does not move it.
+    assert take_all(ledger, 0) == []
+    ledger.accept(make_event("spread", 4, 0.0, 10))
+    assert take_all(ledger, 1) == ["spread-1", "spread-2", "spread-3", "spread-4"]
+    ledger.accept(make_event("spread", 5, 0.0, 10))
+    assert take_all(ledger, 2) == ["spread-5"]
+    ledger.accept(make_event("spread", 6, 0.0, 10))
+    # Past the last partition, back to the first.
+    assert take_all(ledger, 0) == ["spread-6"]
+
+
+def test_a_route_puts_keys_where_kafka_does() -> None:
+    route = Route(0, (5, 3, 1, 0, 4, 2))
+    assert route.partitions == (0, 1, 2, 3, 4, 5)
+    for key in (b"", b"a", b"user-1", b"\xff" * 17):
+        assert route.partition(key) == partition_for_key(key, range(6))
+    assert route.partition(None) == 0
+
+
+def test_a_route_forgets_keys_when_its_memory_is_full() -> None:
+    class Small(Route):
+        __slots__ = ()
+        KNOWN_KEYS = 2
+
+    route = Small(0, ALL)
+    keys = [f"key-{n}".encode() for n in range(7)]
+    for key in keys * 2:
+        assert route.partition(key) == partition_for_key(key, ALL)

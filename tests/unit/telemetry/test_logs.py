@@ -33,6 +33,7 @@ from otel_kafka_events import (
     EventPayload,
     KafkaEventManager,
     LogExportOptions,
+    NoopEventManager,
     OverflowPolicy,
     TelemetryOptions,
 )
@@ -144,3 +145,35 @@ async def test_the_direct_path_writes_records_only_for_delivered_events() -> Non
 
     assert texts_on(transport, "otlp_logs") == ["delivered"]
     assert manager.log_export_stats["kafka"].exported == 1
+
+
+async def test_log_records_carry_the_record_key_when_there_is_one() -> None:
+    exporter = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    telemetry = TelemetryOptions(logs=True, logger_provider=provider)
+    manager = KafkaEventManager(
+        application="shop",
+        topic_prefix="events",
+        transport=MemoryTransport(),
+        registry=MemorySchemaRegistry(),
+        telemetry=telemetry,
+    )
+    await manager.initialize()
+    publisher = await manager.create_publisher("note", Note, key="text")
+    await publisher.publish(Note(text="keyed", when=NOW))
+    await publisher.publish(Note(text="given", when=NOW), key=b"\x00\xff")
+    await manager.aclose()
+    # Managers without Kafka emit the same attribute.
+    noop = NoopEventManager("shop", "events", telemetry=telemetry)
+    await noop.initialize()
+    noop_publisher = await noop.create_publisher("note", Note, key="text")
+    await noop_publisher.publish(Note(text="noop", when=NOW))
+    await noop.aclose()
+
+    keys = [
+        dict(log.log_record.attributes or {}).get("messaging.kafka.message.key")
+        for log in exporter.get_finished_logs()
+    ]
+    # NUL is UTF-8; 0xff is not, and reads as an escape.
+    assert keys == ["keyed", "\x00\\xff", "noop"]

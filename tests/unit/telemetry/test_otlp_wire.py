@@ -91,9 +91,16 @@ def events() -> list[
     ]
 
 
+# The first event has a record key that is not UTF-8 (an attribute of
+# escapes on both paths), the second none (no attribute).
+KEYS = [b"user-\xff7", None]
+
+
 def emit_events(emit: Callable[..., None]) -> None:
     """Emit `events` the same way on either path."""
-    for name, values, event_id, span, severity in events():
+    for (name, values, event_id, span, severity), key in zip(
+        events(), KEYS, strict=True
+    ):
         emit(
             name,
             values,
@@ -102,6 +109,7 @@ def emit_events(emit: Callable[..., None]) -> None:
             severity,
             trace_fields=name.endswith("a"),
             timestamp_ns=values["timestamp_ns"],
+            key=key,
         )
 
 
@@ -159,6 +167,10 @@ def test_direct_records_equal_the_sdk_encoders(mode: str) -> None:
     assert key is None
     assert request == expected
     record = request.resource_logs[0].scope_logs[0].log_records[0]
+    attributes = {a.key: a.value.string_value for a in record.attributes}
+    assert attributes["messaging.kafka.message.key"] == "user-\\xff7"
+    second = request.resource_logs[0].scope_logs[0].log_records[1]
+    assert "messaging.kafka.message.key" not in {a.key for a in second.attributes}
     assert record.trace_id == (0xABC).to_bytes(16, "big")
     assert record.flags == 3
     assert request.resource_logs[0].scope_logs[0].scope.name == "otel_kafka_events"
