@@ -14,10 +14,9 @@ Each is then judged by reading the topic back with a plain consumer:
 - every ``publish`` returned within its bound (the buffer's
   ``block_timeout``, plus ``delivery_timeout`` + 1 s when it waited).
 
-Until the library has keys, each stream of ordered events (what one key
-will be) is its own event type, and each event type has its own partition:
-six types whose names hash to the six partitions. Where keys land, one event
-type with ``key="key"`` replaces them (see `Traffic`).
+The traffic is one event type keyed by ``Keyed.key``: six streams of
+ordered events, whose keys hash to the six partitions, so the order checked
+is per-key order (see `Traffic`).
 
 Runs in the ``cluster`` leg of ``scripts/test`` (``BROKERS=cluster``).
 """
@@ -78,7 +77,7 @@ REQUEST_TIMEOUT_MS = 2000
 
 
 class Keyed(EventPayload):
-    """One event of an ordered stream: what one record key will be."""
+    """One event of an ordered stream; ``key`` is its record key."""
 
     key: str
     seq: int
@@ -113,21 +112,21 @@ async def topic(cluster: KafkaCluster) -> AsyncIterator[str]:
 # --- traffic ------------------------------------------------------------------
 
 
-def stream_names(topic: str, partitions: int) -> dict[str, int]:
-    """One event type name per partition: name -> the partition it goes to.
+def stream_names(partitions: int) -> dict[str, int]:
+    """One record key per partition: key -> the partition it goes to.
 
-    The library puts an event type on the partition Kafka's default
-    partitioner gives its full name (``<topic>.<name>``); computed here with
-    aiokafka's own murmur2, independently of the library's.
+    The library puts a keyed event on the partition Kafka's default
+    partitioner gives its key; computed here with aiokafka's own murmur2,
+    independently of the library's.
     """
     found: dict[int, str] = {}
     for index in range(10_000):
         name = f"stream_{index}"
-        partition = (murmur2(f"{topic}.{name}".encode()) & 0x7FFFFFFF) % partitions
+        partition = (murmur2(name.encode()) & 0x7FFFFFFF) % partitions
         found.setdefault(partition, name)
         if len(found) == partitions:
             return {name: partition for partition, name in found.items()}
-    raise AssertionError("no event type names for every partition")
+    raise AssertionError("no keys for every partition")
 
 
 @dataclass
@@ -145,10 +144,8 @@ class Published:
 class Traffic:
     """Several streams published at once, and everything the library said.
 
-    Each stream is an event type of its own, on its own partition. When
-    ``create_publisher(..., key=...)`` exists, this becomes one event type
-    keyed by ``Keyed.key`` over the same partitions, and the order checked
-    below becomes per-key order.
+    Each stream is one record key of a single event type, on the partition
+    its key hashes to.
     """
 
     manager: KafkaEventManager
@@ -162,14 +159,11 @@ class Traffic:
 
     async def run(self) -> None:
         """Publish every stream until `stop` is set."""
-        publishers = {
-            name: await self.manager.create_publisher(name, Keyed)
-            for name in self.streams
-        }
+        publisher = await self.manager.create_publisher("keyed", Keyed, key="key")
         await asyncio.gather(
             *(
                 self._stream(name, publisher, waits=index % 2 == 0)
-                for index, (name, publisher) in enumerate(publishers.items())
+                for index, name in enumerate(self.streams)
             )
         )
 
@@ -243,7 +237,7 @@ async def start_traffic(
     await manager.initialize()
     traffic = Traffic(
         manager,
-        stream_names(topic, PARTITIONS),
+        stream_names(PARTITIONS),
         buffer.block_timeout,
         failures,
     )
@@ -324,10 +318,12 @@ async def judge(
         else:
             assert on_topic[event_id] == 0, f"{failure} is on the topic"
 
-    # Each stream on its partition, its sequence numbers only growing.
+    # Each stream under its record key, on its key's partition, its sequence
+    # numbers only growing.
     sequences: dict[str, list[int]] = {}
     for record, value in zip(records, values, strict=True):
         stream = value["key"]
+        assert record.key == stream.encode(), (stream, record)
         assert record.partition == traffic.streams[stream], (stream, record)
         sequences.setdefault(stream, []).append(value["seq"])
     for stream, seqs in sequences.items():
