@@ -31,9 +31,11 @@ ROWS = {
     "7a",
     "7b",
     "8",
+    "9",
+    "9p",
 }
 # Rows whose ratio is to raw runs taken next to their own runs.
-PAIRED = {"2", "2x200", "2x200one", "3", "4", "4d", "4b", "4c", "4s"}
+PAIRED = {"2", "2x200", "2x200one", "3", "4", "4d", "4b", "4c", "4s", "9"}
 
 
 def test_smoke_run_prints_a_ratio_for_every_scenario(tmp_path: Path) -> None:
@@ -76,6 +78,16 @@ def test_smoke_run_prints_a_ratio_for_every_scenario(tmp_path: Path) -> None:
     total = settings["warmup"] + settings["repeats"] * settings["events"]
     [log_export] = results["4d"]["extra"]["log_export"].values()
     assert (log_export["exported"], log_export["failed"]) == (total, 0)
+
+    # The keyed rows ran behind the proxy: every awaited send paid its round
+    # trip (a guarantee of the proxy, not a performance figure).
+    for row_id in ("9", "9p"):
+        extra = results[row_id]["extra"]
+        assert extra["min_send_and_wait_s"] >= 2 * extra["delay_each_way_s"], row_id
+        assert extra["partitions"] == 6, row_id
+    one = results["9p"]["extra"]["one_partition_runs"]
+    assert len(one) == settings["repeats"]
+    assert results["9p"]["baseline_value"] == max(run["rate"] for run in one)
 
     memory = results["8"]
     assert memory["target_met"] is True
