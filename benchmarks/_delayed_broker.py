@@ -20,9 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +58,11 @@ def _make(kind: str, delay: float) -> SubprocessBroker:
         return TansuBroker(network_delay=delay)
     if kind == "kafka":
         return ApacheKafkaBroker(network_delay=delay)
-    raise ValueError(
+    raise _not_delayable(kind)
+
+
+def _not_delayable(kind: str) -> ValueError:
+    return ValueError(
         f"a {kind} broker cannot advertise a proxy's address;"
         f" use one of {', '.join(DELAYABLE)}"
     )
@@ -75,46 +81,48 @@ async def delayed_broker(kind: str, delay: float) -> AsyncIterator[DelayedBroker
         If the child fails to start the broker.
     """
     if kind not in DELAYABLE:
-        _make(kind, delay)  # raises the error that says why
+        raise _not_delayable(kind)
     environment = dict(os.environ)
     environment["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(_ROOT), environment.get("PYTHONPATH", "")) if p
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "benchmarks._delayed_broker",
-        "--broker",
-        kind,
-        "--delay",
-        repr(delay),
-        cwd=_ROOT,
-        env=environment,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stdin is not None
-    assert process.stdout is not None
-    try:
-        line = await asyncio.wait_for(process.stdout.readline(), _START_TIMEOUT)
-        if not line:
-            await process.wait()
-            assert process.stderr is not None
-            tail = (await process.stderr.read()).decode(errors="replace")
-            raise RuntimeError(
-                "the delayed broker did not start: "
-                + " | ".join(tail.strip().splitlines()[-5:])
-            )
-        yield DelayedBroker(**json.loads(line))
-    finally:
-        # Closing its input tells the child to stop the broker and exit.
-        process.stdin.close()
+    # A file, not a pipe: nobody reads the child's errors while it runs, and
+    # a full pipe would block it.
+    with tempfile.TemporaryFile() as errors:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "benchmarks._delayed_broker",
+            "--broker",
+            kind,
+            "--delay",
+            repr(delay),
+            cwd=_ROOT,
+            env=environment,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=errors,
+        )
+        assert process.stdin is not None
+        assert process.stdout is not None
         try:
-            await asyncio.wait_for(process.wait(), _STOP_TIMEOUT)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+            line = await asyncio.wait_for(process.stdout.readline(), _START_TIMEOUT)
+            if not line:
+                await process.wait()
+                errors.seek(0)
+                tail = errors.read().decode(errors="replace").strip().splitlines()
+                raise RuntimeError(
+                    f"the delayed broker did not start: {' | '.join(tail[-5:])}"
+                )
+            yield DelayedBroker(**json.loads(line))
+        finally:
+            # Closing its input tells the child to stop the broker and exit.
+            process.stdin.close()
+            try:
+                await asyncio.wait_for(process.wait(), _STOP_TIMEOUT)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
 
 
 def main() -> None:
@@ -131,7 +139,7 @@ def main() -> None:
             idempotence=broker.capabilities.idempotent_producer,
             name=f"{broker.name} behind a {args.delay * 1000:g} ms proxy",
         )
-        print(json.dumps(report.__dict__), flush=True)
+        print(json.dumps(dataclasses.asdict(report)), flush=True)
         sys.stdin.read()
 
 
