@@ -66,6 +66,7 @@ __all__ = [
     "publish_throughput",
     "raw_throughput",
     "sample_value",
+    "throughput_result",
     "wait_settled",
 ]
 
@@ -236,7 +237,7 @@ async def raw_throughput(
     """The raw baseline's own row."""
     async with RawSender(target, value, options) as sender:
         runs = await measure(sender.run_once, settings)
-    return _throughput_result(result_id, title, runs, value_size=len(value))
+    return throughput_result(result_id, title, runs, value_size=len(value))
 
 
 # Our publish() -----------------------------------------------------------
@@ -262,12 +263,13 @@ class PublishSpec:
 
 @contextlib.asynccontextmanager
 async def open_manager(
-    target: Target, label: str, **kwargs: Any
+    target: Target, label: str, *, partitions: int = 1, **kwargs: Any
 ) -> AsyncIterator[KafkaEventManager]:
-    """An initialized manager on a fresh topic, closed and cleaned up after."""
+    """An initialized manager on a fresh topic of ``partitions`` partitions,
+    closed and cleaned up after."""
     application = target.new_application(label)
     topic = f"{TOPIC_PREFIX}.{application}"
-    await target.create_topic(topic)
+    await target.create_topic(topic, partitions)
     manager = KafkaEventManager(
         application=application,
         topic_prefix=TOPIC_PREFIX,
@@ -487,7 +489,7 @@ async def publish_throughput(
         extra["log_records_expected"] = total
     if spec.telemetry.producer_spans:
         extra["spans_exported"] = spans_exported
-    result = _throughput_result(spec.id, spec.title, runs)
+    result = throughput_result(spec.id, spec.title, runs)
     result.extra.update(extra)
     if raw_runs:
         paired = best_run(raw_runs).rate
@@ -527,7 +529,7 @@ async def publish_throughput(
     return result
 
 
-def _throughput_result(
+def throughput_result(
     result_id: str, title: str, runs: list[Run], **extra: Any
 ) -> Result:
     best = best_run(runs)

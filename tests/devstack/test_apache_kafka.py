@@ -14,6 +14,7 @@ as a green run.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 import uuid
@@ -36,6 +37,7 @@ from otel_kafka_events_devstack._apache_kafka import (
     PLAIN_MECHANISM,
     SCRAM_MECHANISM,
     ApacheKafkaBroker,
+    _cluster_id,
     find_java,
 )
 
@@ -269,6 +271,14 @@ async def test_plain_login_with_the_same_users(broker: ApacheKafkaBroker) -> Non
     await produce(servers, topic, b"plain", **options)
 
     assert await consume_all(servers, topic, 1, **options) == [b"plain"]
+
+
+def test_cluster_ids_never_start_with_a_dash() -> None:
+    # The storage tool would read such an id as an option and refuse to
+    # format; one random id in 64 starts with "-".
+    ids = [_cluster_id() for _ in range(3000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert {len(base64.urlsafe_b64decode(i + "==")) for i in ids} == {16}
 
 
 def test_user_names_that_plain_cannot_hold_are_refused() -> None:

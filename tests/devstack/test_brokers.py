@@ -207,6 +207,40 @@ async def test_tansu_recreating_a_topic_written_after_a_restart_breaks_it() -> N
             await producer.stop()
 
 
+DELAY = 0.02
+
+
+async def test_tansu_network_delay_is_on_every_round_trip_after_bootstrap() -> None:
+    with TansuBroker(network_delay=DELAY) as tansu:
+        servers = tansu.bootstrap_servers
+        assert servers != f"127.0.0.1:{tansu.port}"
+        topic = LocalKafkaStack.unique_topic("delayed")
+        await create_topic(servers, topic)
+        producer = AIOKafkaProducer(bootstrap_servers=servers)
+        await producer.start()
+        try:
+            # The broker advertises the proxy: the producer's connection to
+            # the partition's leader goes through it too, not around it.
+            [node] = producer.client.cluster.brokers()
+            assert f"{node.host}:{node.port}" == servers
+            trips = []
+            for index in range(5):
+                started = time.monotonic()
+                await producer.send_and_wait(topic, b"%d" % index, partition=0)
+                trips.append(time.monotonic() - started)
+        finally:
+            await producer.stop()
+        # One request and its answer: the delay once each way.
+        assert min(trips) >= 2 * DELAY
+        assert await read_values(servers, topic, 5) == [b"%d" % i for i in range(5)]
+    assert not accepts_connections(int(servers.rsplit(":", 1)[1]))
+
+
+def test_tansu_refuses_a_negative_network_delay() -> None:
+    with pytest.raises(ValueError, match="network_delay"):
+        TansuBroker(network_delay=-0.001)
+
+
 def test_stop_is_idempotent_and_ends_the_process(broker: SubprocessBroker) -> None:
     process = broker.process
     workdir = broker.workdir

@@ -409,8 +409,16 @@ def _check_sasl_users(users: Mapping[str, str]) -> None:
 
 
 def _cluster_id() -> str:
-    """A KRaft cluster id: a UUID as 22 characters of unpadded base64url."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A KRaft cluster id: a UUID as 22 characters of unpadded base64url.
+
+    Never one starting with "-" (one in 64 would), which the storage tool's
+    command line takes for an option, as Kafka's own ``Uuid.randomUuid``
+    avoids.
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
 
 
 class ApacheKafkaBroker(SubprocessBroker):

@@ -13,6 +13,8 @@ from importlib.resources import as_file, files
 from pathlib import Path
 
 from ._broker_base import BrokerCapabilities, SubprocessBroker
+from ._process import find_free_port
+from ._tcp_proxy import TcpProxy
 
 __all__ = ["TansuBroker", "tansu_binary"]
 
@@ -68,8 +70,13 @@ class TansuBroker(SubprocessBroker):
 
     Parameters
     ----------
+    network_delay
+        Seconds added to each direction of every connection by a `TcpProxy`
+        whose address the broker advertises, so that clients reach it only
+        through the proxy (after bootstrap too): ``0.001`` makes every round
+        trip at least 2 ms longer. 0 (the default) adds no proxy.
     port, workdir, start_timeout, stop_timeout
-        See `SubprocessBroker`.
+        See `SubprocessBroker`; ``port`` is the broker's own listener.
     """
 
     name = "tansu"
@@ -85,15 +92,70 @@ class TansuBroker(SubprocessBroker):
     # and a failed bind makes Tansu panic yet exit with status 0.
     ready_marker = "ready in"
 
+    def __init__(
+        self,
+        *,
+        network_delay: float = 0.0,
+        port: int = 0,
+        workdir: str | os.PathLike[str] | None = None,
+        start_timeout: float = 30.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(
+            port=port,
+            workdir=workdir,
+            start_timeout=start_timeout,
+            stop_timeout=stop_timeout,
+        )
+        if network_delay < 0:
+            raise ValueError(
+                f"network_delay must be 0 or more seconds, got {network_delay}"
+            )
+        self.network_delay = network_delay
+        self._proxy_port = 0
+        self._proxy: TcpProxy | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``host:port`` of the broker, or of its proxy when there is a
+        ``network_delay``."""
+        if self.network_delay and self._proxy_port:
+            return f"127.0.0.1:{self._proxy_port}"
+        return super().bootstrap_servers
+
+    def _choose_ports(self) -> None:
+        super()._choose_ports()
+        if self._proxy is not None:
+            # Left from an attempt that failed: the next one has new ports.
+            self._proxy.stop()
+            self._proxy = None
+        self._proxy_port = find_free_port() if self.network_delay else 0
+
     def _command(self, workdir: Path) -> list[str]:
-        url = f"tcp://127.0.0.1:{self.port}"
+        listener = f"tcp://127.0.0.1:{self.port}"
+        advertised = listener
+        if self.network_delay:
+            if self._proxy is None:
+                self._proxy = TcpProxy(
+                    self.port, delay=self.network_delay, port=self._proxy_port
+                )
+                self._proxy.start()
+            advertised = f"tcp://127.0.0.1:{self._proxy_port}"
         return [
             str(tansu_binary()),
             "broker",
             "--storage-engine=memory://tansu/",
-            f"--listener-url={url}",
-            f"--advertised-listener-url={url}",
+            f"--listener-url={listener}",
+            f"--advertised-listener-url={advertised}",
         ]
+
+    def stop(self) -> None:
+        """Stop the broker (see `SubprocessBroker`) and its proxy. Idempotent."""
+        with self._lock:
+            super().stop()
+            if self._proxy is not None:
+                self._proxy.stop()
+                self._proxy = None
 
     def _environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV_VARS}
