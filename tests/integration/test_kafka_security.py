@@ -11,6 +11,7 @@ Apache Kafka offers these listeners, so the module runs in the Kafka leg.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -303,6 +304,9 @@ async def test_wrong_sasl_ssl_password_error_says_the_credentials_were_refused(
     manager = _wrong_sasl_ssl_password(
         monkeypatch, secure_broker, registry, application
     )
+    # aiokafka only logs why a bootstrap failed; an application's logging
+    # setup (dictConfig's disable_existing_loggers) may silence that logger.
+    monkeypatch.setattr(logging.getLogger("aiokafka"), "disabled", True)
     try:
         with pytest.raises(BrokerUnavailableError) as caught:
             await manager.initialize()

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.conn import create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
     AuthenticationMethodNotSupported,
     BrokerResponseError,
+    IllegalSaslStateError,
     KafkaError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
@@ -83,13 +84,35 @@ _CONNECTION_ERRORS = frozenset(
     }
 )
 
+# A broker that answers, and will not take this client's SASL handshake: a
+# mechanism it does not enable, or a listener without SASL at all.
+_HANDSHAKE_REFUSALS = (
+    AuthenticationMethodNotSupported,
+    UnsupportedSaslMechanismError,
+    IllegalSaslStateError,
+)
+
 # A broker that answers, and will not let this client in.
 _REFUSALS = (
     SaslAuthenticationFailed,
     AuthenticationFailedError,
-    AuthenticationMethodNotSupported,
-    UnsupportedSaslMechanismError,
+    *_HANDSHAKE_REFUSALS,
     ssl.SSLError,
+)
+
+# The client options that shape one connection (aiokafka's create_conn).
+_CONNECTION_OPTIONS = frozenset(
+    {
+        "client_id",
+        "ssl_context",
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_plain_username",
+        "sasl_plain_password",
+        "sasl_kerberos_service_name",
+        "sasl_kerberos_domain_name",
+        "sasl_oauth_token_provider",
+    }
 )
 
 # A produce request that got no answer in time: the broker may have written
@@ -126,39 +149,26 @@ def describe_refusal(error: BaseException) -> str:
     """Say why a broker that answered would not let the client in."""
     if isinstance(error, ssl.SSLError):
         return f"the TLS handshake with Kafka failed: {describe(error)}"
+    if isinstance(error, _HANDSHAKE_REFUSALS):
+        return (
+            "Kafka refused the SASL handshake (does the listener use the"
+            " configured security protocol and SASL mechanism?):"
+            f" {describe(error)}"
+        )
     return f"Kafka refused the credentials (authentication failed): {describe(error)}"
 
 
-class _BootstrapCauses(logging.Handler):
-    """What aiokafka only logs while a client starts.
-
-    A client that cannot bootstrap raises ``KafkaConnectionError("Unable to
-    bootstrap ...")`` and logs why for each address: a broker that refused
-    the credentials or the TLS handshake would otherwise read as one that
-    cannot be reached. Held on aiokafka's logger for the start only; its
-    records still go on to the application's handlers.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.causes: list[BaseException] = []
-
-    def __enter__(self) -> _BootstrapCauses:
-        logging.getLogger("aiokafka").addHandler(self)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        logging.getLogger("aiokafka").removeHandler(self)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        args = record.args if isinstance(record.args, tuple) else ()
-        self.causes.extend(a for a in args if isinstance(a, BaseException))
-
-    def refusal(self) -> BaseException | None:
-        """The last cause that says the broker answered and refused."""
-        for cause in reversed(self.causes):
-            if isinstance(cause, _REFUSALS):
-                return cause
+def _first_address(servers: str | list[str] | None) -> tuple[str, int] | None:
+    """The host and port of the first bootstrap server (None without one)."""
+    first = (servers.split(",") if isinstance(servers, str) else servers or [""])[0]
+    if not first.strip():
+        return None
+    host, _, port = first.strip().rpartition(":")
+    if not host:
+        host, port = port, "9092"
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
         return None
 
 
@@ -485,12 +495,11 @@ class AiokafkaTransport:
         open.
         """
         try:
-            with _BootstrapCauses() as causes:
-                await self._start_clients()
+            await self._start_clients()
         except IdempotenceUnsupportedError:
             raise
         except (KafkaError, OSError) as exc:
-            refusal = causes.refusal()
+            refusal = exc if isinstance(exc, _REFUSALS) else await self._refusal()
             reason = (
                 describe_kafka_error(exc)
                 if refusal is None
@@ -499,6 +508,31 @@ class AiokafkaTransport:
             raise BrokerUnavailableError(
                 f"Cannot connect to Kafka at {self.target}: {reason}"
             ) from (refusal or exc)
+
+    async def _refusal(self) -> BaseException | None:
+        """Why the broker would not let the client in, if that is why.
+
+        aiokafka reports a bootstrap that failed as "Unable to bootstrap"
+        and only logs the cause, so a broker that refused the credentials or
+        the TLS handshake would read as one that cannot be reached. With
+        TLS or SASL configured, one connection to the first bootstrap
+        server, with the client's own security options, tells (within 1 s).
+        """
+        options = {k: v for k, v in self._options.items() if k in _CONNECTION_OPTIONS}
+        address = _first_address(self._bootstrap_servers)
+        if options.get("security_protocol", "PLAINTEXT") == "PLAINTEXT" or not address:
+            return None
+        try:
+            async with asyncio.timeout(1.0):
+                connection = await contained(
+                    create_conn(*address, request_timeout_ms=1000, **options)
+                )
+        except _REFUSALS as exc:
+            return exc
+        except Exception:
+            return None  # unreachable, or no answer: the first error says it
+        connection.close()
+        return None
 
     async def _start_clients(self) -> None:
         try:

@@ -283,3 +283,21 @@ def test_a_failed_batch_counts_as_sent_where_aiokafka_is_laid_out_otherwise() ->
         pass
 
     assert _aiokafka._sent_probe(Elsewhere(), "events", 0)() is True
+
+
+@pytest.mark.parametrize(
+    ("servers", "address"),
+    [
+        ("kafka-0:9093,kafka-1:9093", ("kafka-0", 9093)),
+        (["broker:19092", "other:1"], ("broker", 19092)),
+        (" [::1]:9094 ", ("::1", 9094)),
+        ("broker", ("broker", 9092)),
+        ("broker:port", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_the_first_bootstrap_server_is_probed_for_a_refusal(
+    servers: Any, address: tuple[str, int] | None
+) -> None:
+    assert _aiokafka._first_address(servers) == address
