@@ -34,7 +34,7 @@ from pathlib import Path
 from ._broker_base import BrokerCapabilities, SubprocessBroker
 from ._maven import DEPENDENCY_PLUGIN, locked, output_tail, run_maven
 from ._process import find_free_port
-from ._tcp_proxy import TcpProxy
+from ._tcp_proxy import DelayedFront
 
 __all__ = [
     "KAFKA_VERSION",
@@ -514,11 +514,7 @@ class ApacheKafkaBroker(SubprocessBroker):
         _check_sasl_users(users)
         self._scram_users = users
         self._ssl = ssl
-        if network_delay < 0:
-            raise ValueError(
-                f"network_delay must be 0 or more seconds, got {network_delay}"
-            )
-        self.network_delay = network_delay
+        self._front = DelayedFront(network_delay)
         self._broker_properties = dict(broker_properties or {})
         self._heap = tuple(heap)
         self.version = version
@@ -531,8 +527,6 @@ class ApacheKafkaBroker(SubprocessBroker):
         self._sasl_port = 0
         self._ssl_port = 0
         self._sasl_ssl_port = 0
-        self._proxy_port = 0
-        self._proxy: TcpProxy | None = None
         self._ca_path: Path | None = None
         self.class_data_sharing = class_data_sharing
         self._pending_archive: tuple[Path, Path] | None = None
@@ -548,9 +542,7 @@ class ApacheKafkaBroker(SubprocessBroker):
     def bootstrap_servers(self) -> str:
         """``host:port`` of the ``PLAINTEXT`` listener, or of its proxy when
         there is a ``network_delay``."""
-        if self.network_delay and self._proxy_port:
-            return f"127.0.0.1:{self._proxy_port}"
-        return super().bootstrap_servers
+        return self._front.address or super().bootstrap_servers
 
     @property
     def sasl_bootstrap_servers(self) -> str:
@@ -629,11 +621,7 @@ class ApacheKafkaBroker(SubprocessBroker):
 
     def _choose_proxy_port(self) -> None:
         """Pick the port the delaying proxy listens on (and is advertised)."""
-        if self._proxy is not None:
-            # Left from an attempt that failed: the next one has new ports.
-            self._proxy.stop()
-            self._proxy = None
-        self._proxy_port = find_free_port() if self.network_delay else 0
+        self._front.choose_port()
 
     def _command(self, workdir: Path) -> list[str]:
         java, jars = self._java_and_jars()
@@ -642,11 +630,7 @@ class ApacheKafkaBroker(SubprocessBroker):
             _write_tls_files(workdir)
         self._ca_path = workdir / "ca.pem" if self._ssl else None
         (workdir / "log4j2.xml").write_text(_LOG4J2_CONFIG)
-        if self.network_delay and self._proxy is None:
-            self._proxy = TcpProxy(
-                self.port, delay=self.network_delay, port=self._proxy_port
-            )
-            self._proxy.start()
+        self._front.start(self.port)
         config = workdir / "server.properties"
         # Rewritten on every start: the ports may differ after a retry, and
         # nothing in it is tied to the formatted data.
@@ -688,9 +672,7 @@ class ApacheKafkaBroker(SubprocessBroker):
         with self._lock:
             super().stop()
             self._keep_class_archive()
-            if self._proxy is not None:
-                self._proxy.stop()
-                self._proxy = None
+            self._front.stop()
 
     # -- internals ----------------------------------------------------------------
 
@@ -725,8 +707,8 @@ class ApacheKafkaBroker(SubprocessBroker):
         if self._sasl_ssl_port:
             listeners["SASL_SSL"] = self._sasl_ssl_port
         advertised = {k: v for k, v in listeners.items() if k != "CONTROLLER"}
-        if self._proxy_port:
-            advertised["PLAINTEXT"] = self._proxy_port
+        if self._front.port:
+            advertised["PLAINTEXT"] = self._front.port
         props: dict[str, str] = {
             "process.roles": "broker,controller",
             "node.id": "1",

@@ -101,9 +101,8 @@ class _ClusterNode(ApacheKafkaBroker):
         self._controller_port = self._given_controller_port
 
     def _choose_proxy_port(self) -> None:
-        super()._choose_proxy_port()
-        if self.network_delay:
-            self._proxy_port = self._given_proxy_port
+        # The proxies' addresses are advertised to every node's clients.
+        self._front.choose_port(self._given_proxy_port)
 
 
 class KafkaCluster(LocalBroker):

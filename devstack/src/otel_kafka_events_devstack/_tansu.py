@@ -13,8 +13,7 @@ from importlib.resources import as_file, files
 from pathlib import Path
 
 from ._broker_base import BrokerCapabilities, SubprocessBroker
-from ._process import find_free_port
-from ._tcp_proxy import TcpProxy
+from ._tcp_proxy import DelayedFront
 
 __all__ = ["TansuBroker", "tansu_binary"]
 
@@ -107,40 +106,22 @@ class TansuBroker(SubprocessBroker):
             start_timeout=start_timeout,
             stop_timeout=stop_timeout,
         )
-        if network_delay < 0:
-            raise ValueError(
-                f"network_delay must be 0 or more seconds, got {network_delay}"
-            )
-        self.network_delay = network_delay
-        self._proxy_port = 0
-        self._proxy: TcpProxy | None = None
+        self._front = DelayedFront(network_delay)
 
     @property
     def bootstrap_servers(self) -> str:
         """``host:port`` of the broker, or of its proxy when there is a
         ``network_delay``."""
-        if self.network_delay and self._proxy_port:
-            return f"127.0.0.1:{self._proxy_port}"
-        return super().bootstrap_servers
+        return self._front.address or super().bootstrap_servers
 
     def _choose_ports(self) -> None:
         super()._choose_ports()
-        if self._proxy is not None:
-            # Left from an attempt that failed: the next one has new ports.
-            self._proxy.stop()
-            self._proxy = None
-        self._proxy_port = find_free_port() if self.network_delay else 0
+        self._front.choose_port()
 
     def _command(self, workdir: Path) -> list[str]:
         listener = f"tcp://127.0.0.1:{self.port}"
-        advertised = listener
-        if self.network_delay:
-            if self._proxy is None:
-                self._proxy = TcpProxy(
-                    self.port, delay=self.network_delay, port=self._proxy_port
-                )
-                self._proxy.start()
-            advertised = f"tcp://127.0.0.1:{self._proxy_port}"
+        self._front.start(self.port)
+        advertised = f"tcp://{self._front.address}" if self._front.address else listener
         return [
             str(tansu_binary()),
             "broker",
@@ -153,9 +134,7 @@ class TansuBroker(SubprocessBroker):
         """Stop the broker (see `SubprocessBroker`) and its proxy. Idempotent."""
         with self._lock:
             super().stop()
-            if self._proxy is not None:
-                self._proxy.stop()
-                self._proxy = None
+            self._front.stop()
 
     def _environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV_VARS}

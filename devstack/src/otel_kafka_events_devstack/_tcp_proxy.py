@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Self
 
 from ._lifecycle import StartStop
+from ._process import find_free_port
 
 __all__ = ["TcpProxy"]
 
@@ -282,3 +283,48 @@ class TcpProxy(StartStop):
             self._sockets.difference_update((client, upstream))
         client.close()
         upstream.close()
+
+
+class DelayedFront:
+    """A delaying `TcpProxy` in front of a broker's listener.
+
+    The broker advertises the proxy's address in its place, so every
+    connection a client opens (not only the bootstrap) crosses the proxy
+    and pays ``delay`` each way. With ``delay`` 0 there is no proxy.
+
+    Raises
+    ------
+    ValueError
+        If ``delay`` is negative.
+    """
+
+    def __init__(self, delay: float) -> None:
+        if delay < 0:
+            raise ValueError(f"network_delay must be 0 or more seconds, got {delay}")
+        self.delay = delay
+        self.port = 0
+        self._proxy: TcpProxy | None = None
+
+    @property
+    def address(self) -> str | None:
+        """``127.0.0.1:<port>`` of the proxy; None without a delay or a port."""
+        return f"127.0.0.1:{self.port}" if self.delay and self.port else None
+
+    def choose_port(self, port: int = 0) -> None:
+        """Pick the proxy's port (``port``, or a free one) before the broker
+        starts; a proxy left from an attempt that failed is stopped."""
+        self.stop()
+        self.port = (port or find_free_port()) if self.delay else 0
+
+    def start(self, target_port: int) -> None:
+        """Forward the chosen port to ``target_port``; no-op without a delay
+        or when already forwarding."""
+        if self.delay and self._proxy is None:
+            self._proxy = TcpProxy(target_port, delay=self.delay, port=self.port)
+            self._proxy.start()
+
+    def stop(self) -> None:
+        """Stop forwarding. Idempotent."""
+        if self._proxy is not None:
+            self._proxy.stop()
+            self._proxy = None
