@@ -111,6 +111,26 @@ async def test_wait_returns_once_the_event_is_written() -> None:
     await manager.aclose()
 
 
+async def test_an_awaited_publish_hands_its_event_over_before_it_yields() -> None:
+    transport = MemoryTransport()
+    manager = make_manager(transport)
+    await manager.initialize()
+    publisher = await manager.create_publisher("ping", Ping)
+    waiting = asyncio.ensure_future(publisher.publish(Ping(n=1), wait=True))
+    await asyncio.sleep(0)  # one step of the publish, to its wait
+    assert len(transport.records) == 1  # written: no turn of the sender's
+    assert not waiting.done()
+    await waiting
+    # Without wait, the event waits for the sender's turn (and whatever
+    # else comes by then).
+    await publisher.publish(Ping(n=2))
+    assert len(transport.records) == 1
+    await asyncio.sleep(0.05)
+    assert len(transport.records) == 2
+    assert manager.stats.delivered == 2
+    await manager.aclose()
+
+
 async def test_wait_raises_when_the_broker_refuses() -> None:
     transport = MemoryTransport()
     failures: list[DeliveryFailure] = []

@@ -201,14 +201,10 @@ def _gave_up_retrying(error: BaseException) -> bool:
     )
 
 
-def _sent_probe(producer: Any, topic: str, partition: int) -> Callable[[], bool]:
-    """Whether the batch ``send_batch`` just queued was ever sent.
-
-    aiokafka counts each time a batch is drained for a request
-    (``retry_count``); the batch just queued is the last of its partition's
-    queue. Where aiokafka is laid out otherwise, a failed batch counts as
-    sent: that reports "not acknowledged" rather than risk a duplicate.
-    """
+def _queued_batch(producer: Any, topic: str, partition: int, builder: Any) -> Any:
+    """aiokafka's own batch around ``builder``, which ``send_batch`` just
+    queued (the last of its partition's queue), or None where aiokafka is
+    laid out otherwise."""
     accumulator = getattr(producer, "_message_accumulator", None)
     queues = getattr(accumulator, "_batches", None)
     queue = (
@@ -217,9 +213,51 @@ def _sent_probe(producer: Any, topic: str, partition: int) -> Callable[[], bool]
         else None
     )
     batch: Any = queue[-1] if queue else None
-    if not isinstance(getattr(batch, "retry_count", None), int):
+    if (
+        getattr(batch, "_builder", None) is not builder
+        or not isinstance(getattr(batch, "retry_count", None), int)
+        or not isinstance(getattr(batch, "future", None), asyncio.Future)
+    ):
+        return None
+    return batch
+
+
+def _sent_probe(queued: Any) -> Callable[[], bool]:
+    """Whether the batch ``send_batch`` just queued was ever sent.
+
+    aiokafka counts each time a batch is drained for a request
+    (``retry_count`` of its batch, `_queued_batch`). Where aiokafka is laid
+    out otherwise, a failed batch counts as sent: that reports "not
+    acknowledged" rather than risk a duplicate.
+    """
+    if queued is None:
         return lambda: True
-    return lambda: bool(batch.retry_count)
+    return lambda: bool(queued.retry_count)
+
+
+def watch_batch(
+    producer: Any,
+    topic: str,
+    partition: int,
+    builder: Any,
+    shielded: asyncio.Future[Any],
+    done: SendDone,
+) -> None:
+    """Have ``done`` told how the batch ``send_batch`` just queued ends.
+
+    ``send_batch`` returns the batch's future behind ``asyncio.shield``,
+    which passes the outcome on a turn of the event loop later; aiokafka's
+    own batch (`_queued_batch`) tells at once. Where it is found, the
+    shield is cancelled (the outcome is read from the batch); elsewhere the
+    shield tells, a turn later.
+    """
+    queued = _queued_batch(producer, topic, partition, builder)
+    report = _report_to(done, _sent_probe(queued))
+    if queued is None:
+        shielded.add_done_callback(report)
+        return
+    queued.future.add_done_callback(report)
+    shielded.cancel()
 
 
 def _report_to(
@@ -420,6 +458,9 @@ class AiokafkaTransport:
         events' deadline. A broker that comes back within the delivery
         timeout still acknowledges it.
     """
+
+    sends_eagerly = True
+    """`send` uses nothing bound to the current task (see `Transport`)."""
 
     def __init__(
         self,
@@ -714,10 +755,9 @@ class AiokafkaTransport:
     ) -> None:
         """Hand a batch to the producer; ``done`` hears its offset or error."""
         producer = self._started()
-        future = await producer.send_batch(batch.finish(), topic, partition=partition)
-        future.add_done_callback(
-            _report_to(done, _sent_probe(producer, topic, partition))
-        )
+        builder = batch.finish()
+        shielded = await producer.send_batch(builder, topic, partition=partition)
+        watch_batch(producer, topic, partition, builder, shielded, done)
 
     async def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Send one record and wait for its acknowledgement."""

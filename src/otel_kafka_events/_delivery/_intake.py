@@ -56,8 +56,9 @@ class Intake:
     ledger
         Where accepted events go.
     sender
-        Woken for every accepted event; its ``room`` says when settled
-        events freed space.
+        Woken for every accepted event (or asked to send it at once, when its
+        publisher waits for it); its ``room`` says when settled events freed
+        space.
     registrations
         Whether each event type may still publish.
     listeners
@@ -180,10 +181,14 @@ class Intake:
         self.check(event)
         if not self._ledger.accept(event):
             return False
-        self._sender.wake()
         listeners = self._listeners
         if listeners.hears_accepted:
             listeners.accepted(event, source)
+        # A publisher about to wait for its event has its batch sent before
+        # it yields; the others' events wait for the sender's next turn,
+        # which batches all that arrived in the meantime.
+        if event.waiter is None or not self._sender.send_now(event.deadline):
+            self._sender.wake()
         return True
 
     async def accept_when_full(

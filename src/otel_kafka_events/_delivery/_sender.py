@@ -1,9 +1,12 @@
 """Moving events from the ledger to the transport, one batch per partition.
 
 A send starts when events are queued for a partition that has nothing out:
-the loop below starts the first, and the end of each send starts the next
-one at once, from the transport's callback, without waiting for the loop's
-turn. While the publisher keeps the event loop busy, every hop between an
+the loop below starts the first (or, for an event whose publisher waits for
+it, `Sender.send_now`, before the publisher waits), and the end of each
+send starts the next one at once, from the transport's callback, without
+waiting for the loop's turn. A transport that allows it is handed its
+batch in the same step (`start_eagerly`) rather than by a task that would
+start a turn later. While the publisher keeps the event loop busy, every hop between an
 acknowledgement and the next request waits for it to yield, so fewer hops
 mean bigger batches and less backlog. The loop, woken by new events, a new
 connection or the next deadline, expires what is overdue (queued events,
@@ -21,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +35,7 @@ from .._foreign import describe, own_cancellation
 from ..errors import NotAcknowledgedError
 from ._backoff import Backoff
 from ._connection import Connection
+from ._eager import start_eagerly
 from ._ledger import Batch, Ledger, PendingEvent, Settled, Settlement
 from ._listeners import Listeners
 from ._settle import Settler
@@ -124,6 +130,10 @@ class Sender:
         self._retry_at: dict[int, float] = {}
         self._wakeup = asyncio.Event()
         self._woken = False
+        self._alarm: asyncio.TimerHandle | None = None
+        self._alarm_at = math.inf
+        """When the loop is due to look again unwoken (our clock)."""
+        self._context: contextvars.Context | None = None
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.room = asyncio.Event()
@@ -137,6 +147,9 @@ class Sender:
     def start(self) -> None:
         """Start the loop (idempotent)."""
         if self._task is None:
+            # Sends started from a publisher's task run in the loop's
+            # context, not the publisher's.
+            self._context = contextvars.copy_context()
             self._task = asyncio.create_task(
                 self._run(), name="otel-kafka-events-sender"
             )
@@ -153,6 +166,32 @@ class Sender:
         if not self._woken:
             self._woken = True
             self._wakeup.set()
+
+    def send_now(self, deadline: float) -> bool:
+        """Start now the sends the loop would start at its next turn.
+
+        For an event whose publisher is about to wait for it: its batch
+        leaves before the publisher yields, a turn of the event loop sooner.
+        ``deadline`` is the event's; the loop looks again by then.
+
+        Returns
+        -------
+        bool
+            False if nothing may be sent now (the loop is not running, or the
+            transport is not connected): wake the loop instead.
+        """
+        context = self._context
+        if self._stopping or context is None or not self._connection.ready:
+            return False
+        try:
+            context.copy().run(self._start_sends, self._clock())
+        except BaseException as exc:
+            # A defect, as in the loop's turn: the publisher's event is
+            # accepted, so it must not see it; the loop takes over.
+            self._listeners.guard.failed("sender", exc)
+            return False
+        self._mind(deadline)
+        return True
 
     async def drained(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the ledger to empty."""
@@ -185,6 +224,8 @@ class Sender:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._task = None
+        self._context = None
+        self._disarm()
         if self._sends:
             self.abandoned = True
         for send in self._sends.values():
@@ -218,11 +259,33 @@ class Sender:
                 # unsettled.
                 self._listeners.guard.failed("sender", exc)
                 delay = backoff.next()
-            try:
-                async with asyncio.timeout(delay):
-                    await self._wakeup.wait()
-            except TimeoutError:
-                pass
+            if delay is not None:
+                self._mind(self._clock() + delay)
+            await self._wakeup.wait()
+
+    def _mind(self, at: float) -> None:
+        """Have the loop look again by ``at`` (our clock), unless it already
+        will: one timer serves every deadline, so that a send need not wake
+        the loop to tell it its deadline."""
+        if at >= self._alarm_at:
+            return
+        if self._alarm is not None:
+            self._alarm.cancel()
+        self._alarm_at = at
+        self._alarm = asyncio.get_running_loop().call_later(
+            max(at - self._clock(), 0.0), self._ring
+        )
+
+    def _ring(self) -> None:
+        self._alarm = None
+        self._alarm_at = math.inf
+        self.wake()
+
+    def _disarm(self) -> None:
+        if self._alarm is not None:
+            self._alarm.cancel()
+            self._alarm = None
+        self._alarm_at = math.inf
 
     def _turn(self) -> float | None:
         """One look at the ledger; seconds until the next look is due."""
@@ -232,13 +295,18 @@ class Sender:
         self.settle(ledger.expire(now, self._timeout_error))
         ready = self._connection.ready
         if ready:
-            transport = self._connection.transport
-            for partition in ledger.sendable():
-                if self._retry_at.get(partition, 0.0) <= now:
-                    self._start_send(transport, partition, now)
+            self._start_sends(now)
         if ledger.buffered == 0:
             self._idle.set()
         return self._next_wakeup(now, ready)
+
+    def _start_sends(self, now: float) -> None:
+        """Start a send for each partition that has events queued, nothing
+        out and no backoff running."""
+        transport = self._connection.transport
+        for partition in self._ledger.sendable():
+            if self._retry_at.get(partition, 0.0) <= now:
+                self._start_send(transport, partition, now)
 
     def _next_wakeup(self, now: float, connected: bool) -> float | None:
         """Seconds until the loop has something to do without being woken."""
@@ -276,9 +344,32 @@ class Sender:
         send = _Send(batch, transport, min(event.deadline for event in batch.events))
         send.tokens = self._listeners.batch_started(partition, batch.events)
         self._sends[partition] = send
-        send.handover = asyncio.create_task(self._hand_over(send, records))
+        sending = transport.send(
+            records,
+            self._topic,
+            partition,
+            lambda offset, error: self._finish(send, offset, error),
+        )
+        handing: Awaitable[None] = sending
+        if getattr(type(transport), "sends_eagerly", False) is True:
+            try:
+                rest = start_eagerly(sending)
+            except BaseException as exc:
+                self._finish(send, None, _handover_error(exc))
+                return
+            if rest is None:
+                self._handed_over(send)
+                return
+            handing = rest
+        send.handover = asyncio.create_task(self._hand_over(send, handing))
 
-    async def _hand_over(self, send: _Send, records: RecordBatch) -> None:
+    def _handed_over(self, send: _Send) -> None:
+        send.handover = None
+        send.handed_over = True
+        # Its deadlines are the loop's to keep from now on.
+        self._mind(send.first_deadline)
+
+    async def _hand_over(self, send: _Send, handing: Awaitable[None]) -> None:
         """Give a batch to the transport, within its earliest deadline.
 
         aiokafka retries a batch on its own and queues the partition's next
@@ -289,12 +380,7 @@ class Sender:
         """
         try:
             async with asyncio.timeout_at(send.first_deadline):
-                await send.transport.send(
-                    records,
-                    self._topic,
-                    send.batch.partition,
-                    lambda offset, error: self._finish(send, offset, error),
-                )
+                await handing
         except TimeoutError as exc:
             error: BaseException = QueuedTooLongError(
                 "the producer did not take the batch in time"
@@ -307,10 +393,7 @@ class Sender:
         except BaseException as exc:
             error = exc
         else:
-            send.handover = None
-            send.handed_over = True
-            # Its deadlines may be the loop's next wake-up.
-            self.wake()
+            self._handed_over(send)
             return
         send.handover = None
         self._finish(send, None, error)
@@ -395,6 +478,8 @@ class Sender:
             self._start_send(self._connection.transport, partition, now)
         if ledger.buffered == 0:
             self._idle.set()
+            if error is None:
+                return  # nothing for the loop to do
         self.wake()
 
     def _classify(self, transport: Transport, error: BaseException) -> SendFailure:
@@ -426,6 +511,15 @@ class Sender:
             f"waited for {waiting} longer than the delivery timeout of"
             f" {self._delivery_timeout} s"
         )
+
+
+def _handover_error(error: BaseException) -> BaseException:
+    """What a transport raised while taking a batch, as the send's error."""
+    if isinstance(error, asyncio.CancelledError):
+        # Raised by the transport, not a cancellation of ours: nothing here
+        # was awaiting.
+        return QueuedTooLongError("send cancelled")
+    return error
 
 
 def _filler(

@@ -91,6 +91,13 @@ class Transport(Protocol):
     and again after `stop` (a reconnection, or a restart after
     `SendFailure.RESTART`); between `stop` and the next successful `start`
     nothing is sent.
+
+    A transport class may set ``sends_eagerly = True`` to say that its
+    `send` uses nothing bound to the current task across a wait (no
+    ``asyncio.timeout``, no ``asyncio.current_task``): `send` then runs up
+    to its first wait in the task that starts the batch, often a
+    publisher's, which saves a turn of the event loop per batch. Without
+    it, `send` runs in a task of its own.
     """
 
     @property

@@ -153,6 +153,9 @@ class MemoryTransport:
     ...     transport=transport, registry=MemorySchemaRegistry())
     """
 
+    sends_eagerly = True
+    """`send` never waits (see `Transport`)."""
+
     def __init__(
         self,
         *,
@@ -202,15 +205,19 @@ class MemoryTransport:
         self._failures.append((SendOutcome(outcome), written))
 
     def release(self) -> None:
-        """Write and acknowledge every held send, and stop holding new ones.
+        """Write every held send, and stop holding new ones; each is
+        acknowledged from the event loop, as a send is.
 
         A sender that gave a batch up ignores its late answer.
         """
         self.stalled = False
         self.stalled_partitions.clear()
         held, self._held = self._held, []
+        loop = asyncio.get_running_loop()
         for item in held:
-            item.done(self._write(item.batch, item.topic, item.partition), None)
+            loop.call_soon(
+                item.done, self._write(item.batch, item.topic, item.partition), None
+            )
 
     @property
     def held(self) -> int:

@@ -217,18 +217,23 @@ async def test_the_stop_gives_up_only_on_a_known_layout(
 
 
 async def _queued(
-    producer: AIOKafkaProducer, reports: list[BaseException | None]
+    producer: AIOKafkaProducer,
+    reports: list[BaseException | None],
+    offsets: list[int | None] | None = None,
 ) -> Any:
-    """Queue a batch as ``send_batch`` does once it has metadata, report its
-    end through `AiokafkaTransport`'s callback, and return aiokafka's batch."""
+    """Queue a batch as ``send_batch`` does once it has metadata, watch it as
+    `AiokafkaTransport.send` does, and return aiokafka's batch."""
     builder = producer.create_batch()
     builder.append(key=None, value=b"event", timestamp=None)
     partition = TopicPartition("events", 0)
     future = await producer._message_accumulator.add_batch(builder, partition, 1.0)
-    was_sent = _aiokafka._sent_probe(producer, "events", 0)
-    future.add_done_callback(
-        _aiokafka._report_to(lambda offset, error: reports.append(error), was_sent)
-    )
+
+    def done(offset: int | None, error: BaseException | None) -> None:
+        reports.append(error)
+        if offsets is not None:
+            offsets.append(offset)
+
+    _aiokafka.watch_batch(producer, "events", 0, builder, future, done)
     return producer._message_accumulator._batches[partition][-1]
 
 
@@ -282,7 +287,49 @@ def test_a_failed_batch_counts_as_sent_where_aiokafka_is_laid_out_otherwise() ->
     class Elsewhere:
         pass
 
-    assert _aiokafka._sent_probe(Elsewhere(), "events", 0)() is True
+    assert _aiokafka._queued_batch(Elsewhere(), "events", 0, object()) is None
+    assert _aiokafka._sent_probe(None)() is True
+
+
+async def test_the_batch_itself_is_watched_with_the_installed_aiokafka(
+    producer: AIOKafkaProducer,
+) -> None:
+    # If this fails, every acknowledgement takes a turn of the event loop
+    # more (the shield's) without any other sign.
+    reports: list[BaseException | None] = []
+    offsets: list[int | None] = []
+    batch = await _queued(producer, reports, offsets)
+    assert _aiokafka._queued_batch(producer, "events", 0, batch._builder) is batch
+    batch.done(41)
+    await asyncio.sleep(0)  # one turn: the batch's own callbacks
+    assert (reports, offsets) == ([None], [41])
+
+
+@pytest.mark.parametrize("fails", [False, True])
+async def test_the_shield_tells_the_same_where_the_batch_is_not_found(
+    producer: AIOKafkaProducer, monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    outcomes: list[tuple[list[type], list[int | None]]] = []
+    for layout_known in (True, False):
+        if not layout_known:
+            monkeypatch.setattr(_aiokafka, "_queued_batch", lambda *args: None)
+        reports: list[BaseException | None] = []
+        offsets: list[int | None] = []
+        batch = await _queued(producer, reports, offsets)
+        batch.drain_ready()
+        if fails:
+            batch.failure(NotLeaderForPartitionError())
+        else:
+            batch.done(7)
+        await _settle()
+        producer._message_accumulator._batches.clear()
+        outcomes.append(([type(r) for r in reports], offsets))
+    fast, plain = outcomes
+    assert fast == plain
+    # Known layout: sent once, so a maybe-written failure; unknown layout:
+    # counted as sent, the same.
+    expected: list[type] = [_aiokafka.MaybeSentError] if fails else [type(None)]
+    assert fast[0] == expected
 
 
 @pytest.mark.parametrize(

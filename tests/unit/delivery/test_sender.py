@@ -8,6 +8,7 @@ queued or already sent, and a retried batch keeps its order.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from typing import Any
 
@@ -17,8 +18,9 @@ from otel_kafka_events import BufferOptions, DeliveryFailure
 from otel_kafka_events._delivery._ledger import PendingEvent
 from otel_kafka_events._delivery._listeners import DeliveryListener
 from otel_kafka_events._delivery._session import DeliverySession
+from otel_kafka_events._delivery._transport import RecordBatch, SendDone
 from otel_kafka_events._encoding._registry import SchemaRegistrar
-from otel_kafka_events.errors import NotAcknowledgedError
+from otel_kafka_events.errors import EventDeliveryTimeoutError, NotAcknowledgedError
 from otel_kafka_events.testing import (
     MemorySchemaRegistry,
     MemoryTransport,
@@ -215,4 +217,184 @@ async def test_batch_listeners_hear_how_each_send_ended() -> None:
     assert (count, offset) == (3, None)
     assert isinstance(error, SendError)
     assert (count2, offset2, error2) == (3, 0, None)
+    await session.close(1.0)
+
+
+# --- Handing batches over ---------------------------------------------------------
+
+
+async def test_an_awaited_event_is_handed_over_before_its_publisher_yields() -> None:
+    transport = MemoryTransport()
+    failures: list[DeliveryFailure] = []
+    session = await started_session(transport, failures, partitions=2)
+    session.ledger.register("waited", 0)
+    session.ledger.register("later", 1)
+    waiter = asyncio.get_running_loop().create_future()
+    # As the intake does for an event its publisher waits for.
+    waited = event("waited", 0, 5, waiter)
+    assert session.ledger.accept(waited)
+    assert session.sender.send_now(waited.deadline)
+    assert transport.sends == 1  # before any turn of the event loop
+    # Events nobody waits for wait for the sender's turn, and go with
+    # whatever else arrives by then.
+    assert session.ledger.accept(event("later", 0, 5))
+    session.sender.wake()
+    assert session.ledger.accept(event("later", 1, 5))
+    session.sender.wake()
+    assert transport.sends == 1
+    await asyncio.wait_for(waiter, 1.0)
+    await asyncio.sleep(0.05)
+    assert transport.sends == 2
+    assert values(transport, 1) == [b"later:0", b"later:1"]
+    assert failures == []
+    await session.close(1.0)
+
+
+def send_awaited(session: DeliverySession, timeout: float) -> asyncio.Future[Any]:
+    """Queue event ``t-0`` of partition 0 and send it at once, as the intake
+    does for an event its publisher waits for; its waiter."""
+    session.ledger.register("t", 0)
+    waiter = asyncio.get_running_loop().create_future()
+    sent = event("t", 0, timeout, waiter)
+    assert session.ledger.accept(sent)
+    assert session.sender.send_now(sent.deadline)
+    return waiter
+
+
+class _TaskBound(MemoryTransport):
+    """A transport whose `send` holds a timeout across a wait: safe only in
+    a task of its own, so it does not send eagerly."""
+
+    sends_eagerly = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: list[asyncio.Task[Any] | None] = []
+
+    async def send(
+        self, batch: RecordBatch, topic: str, partition: int, done: SendDone
+    ) -> None:
+        self.tasks.append(asyncio.current_task())
+        async with asyncio.timeout(1.0):
+            await asyncio.sleep(0)
+        await super().send(batch, topic, partition, done)
+
+
+async def test_a_transport_that_does_not_send_eagerly_sends_from_a_task() -> None:
+    transport = _TaskBound()
+    failures: list[DeliveryFailure] = []
+    session = await started_session(transport, failures)
+    waiter = send_awaited(session, 5)
+    assert transport.tasks == []
+    await asyncio.wait_for(waiter, 1.0)
+    (task,) = transport.tasks
+    assert task is not None
+    assert task is not asyncio.current_task()
+    assert values(transport, 0) == [b"t:0"]
+    await session.close(1.0)
+
+
+class _Slow(MemoryTransport):
+    """Takes ``delay`` seconds to take a batch (a full producer queue)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.cancelled = 0
+
+    async def send(
+        self, batch: RecordBatch, topic: str, partition: int, done: SendDone
+    ) -> None:
+        try:
+            await asyncio.sleep(self.delay)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        await super().send(batch, topic, partition, done)
+
+
+async def test_an_eager_send_that_has_to_wait_goes_on_in_a_task() -> None:
+    transport = _Slow(0.05)
+    failures: list[DeliveryFailure] = []
+    session = await started_session(transport, failures)
+    waiter = send_awaited(session, 5)
+    await asyncio.wait_for(waiter, 1.0)
+    assert values(transport, 0) == [b"t:0"]
+    assert failures == []
+    await session.close(1.0)
+
+
+async def test_an_eager_send_that_waits_past_the_deadline_is_given_up() -> None:
+    transport = _Slow(5.0)
+    failures: list[DeliveryFailure] = []
+    session = await started_session(transport, failures)
+    started = time.monotonic()
+    waiter = send_awaited(session, 0.1)
+    await asyncio.wait({waiter}, timeout=1.0)
+    assert isinstance(waiter.exception(), EventDeliveryTimeoutError)
+    assert time.monotonic() - started < 0.5
+    assert transport.cancelled == 1  # the wait inside the transport ended
+    assert [f.event_id for f in failures] == ["t-0"]
+    assert isinstance(failures[0].error, TimeoutError)
+    assert transport.records == []
+    await session.close(1.0)
+
+
+_CALLER = contextvars.ContextVar("caller", default="none")
+
+
+class _Noting(MemoryTransport):
+    """Notes the context its `send` and its answers run in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    async def send(
+        self, batch: RecordBatch, topic: str, partition: int, done: SendDone
+    ) -> None:
+        self.seen.append(_CALLER.get())
+
+        def noted(offset: int | None, error: BaseException | None) -> None:
+            self.seen.append(_CALLER.get())
+            done(offset, error)
+
+        await super().send(batch, topic, partition, noted)
+
+
+async def test_a_send_started_by_a_publisher_runs_outside_its_context() -> None:
+    transport = _Noting()
+    failures: list[DeliveryFailure] = []
+    session = await started_session(transport, failures)
+    _CALLER.set("publisher")
+    waiter = send_awaited(session, 5)
+    await asyncio.wait_for(waiter, 1.0)
+    assert transport.seen == ["none", "none"]
+    await session.close(1.0)
+
+
+async def test_a_defect_while_sending_at_once_is_left_to_the_loop() -> None:
+    transport = MemoryTransport()
+    failures: list[DeliveryFailure] = []
+    session = await started_session(transport, failures)
+    session.ledger.register("t", 0)
+    take = session.ledger.take
+    calls = [0]
+
+    def flaky_take(*args: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("a defect")
+        return take(*args)
+
+    session.ledger.take = flaky_take  # type: ignore[method-assign,assignment]
+    waiter = asyncio.get_running_loop().create_future()
+    sent = event("t", 0, 5, waiter)
+    assert session.ledger.accept(sent)
+    # The publisher is not told: its event is accepted. The loop sends it.
+    assert session.sender.send_now(sent.deadline) is False
+    assert session.guard.failures == 1
+    session.sender.wake()
+    await asyncio.wait_for(waiter, 1.0)
+    assert values(transport, 0) == [b"t:0"]
     await session.close(1.0)
