@@ -257,7 +257,8 @@ def watch_batch(
         shielded.add_done_callback(report)
         return
     queued.future.add_done_callback(report)
-    shielded.cancel()
+    if shielded is not queued.future:
+        shielded.cancel()
 
 
 def _report_to(

@@ -27,7 +27,7 @@ import contextlib
 import contextvars
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +52,8 @@ class _Send:
     """The earliest deadline of its events: the bound of the handover."""
     handover: asyncio.Task[None] | None = None
     """Running until the transport owns the batch."""
+    handing: Coroutine[Any, Any, None] | None = None
+    """What the handover task awaits: closed if the task never ran it."""
     handed_over: bool = False
     tokens: tuple[Any, ...] | None = None
     """What the batch listeners returned (a batch producer span)."""
@@ -223,6 +225,10 @@ class Sender:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for send in self._sends.values():
+            if send.handing is not None:
+                # A handover task cancelled before it ran never awaited it.
+                send.handing.close()
         self._task = None
         self._context = None
         self._disarm()
@@ -261,7 +267,12 @@ class Sender:
                 delay = backoff.next()
             if delay is not None:
                 self._mind(self._clock() + delay)
-            await self._wakeup.wait()
+            if self._wakeup.is_set():
+                # Woken during its own turn (a send that failed at once):
+                # others run before the next turn.
+                await asyncio.sleep(0)
+            else:
+                await self._wakeup.wait()
 
     def _mind(self, at: float) -> None:
         """Have the loop look again by ``at`` (our clock), unless it already
@@ -273,8 +284,13 @@ class Sender:
             self._alarm.cancel()
         self._alarm_at = at
         self._alarm = asyncio.get_running_loop().call_later(
-            max(at - self._clock(), 0.0), self._ring
+            max(at - self._clock(), 0.0), self._ring, context=self._context
         )
+
+    def _back_off(self, partition: int, now: float) -> None:
+        """No send to ``partition`` before a backoff; the loop looks then."""
+        at = self._retry_at[partition] = now + self._backoff.next()
+        self._mind(at)
 
     def _ring(self) -> None:
         self._alarm = None
@@ -303,8 +319,11 @@ class Sender:
     def _start_sends(self, now: float) -> None:
         """Start a send for each partition that has events queued, nothing
         out and no backoff running."""
-        transport = self._connection.transport
+        connection = self._connection
+        transport = connection.transport
         for partition in self._ledger.sendable():
+            if not connection.ready:
+                break  # a send failed at once and restarts the transport
             if self._retry_at.get(partition, 0.0) <= now:
                 self._start_send(transport, partition, now)
 
@@ -328,14 +347,14 @@ class Sender:
             fits, failures = _filler(records)
         except BaseException as exc:
             self._listeners.guard.failed("transport", exc)
-            self._retry_at[partition] = now + self._backoff.next()
+            self._back_off(partition, now)
             return
         batch = self._ledger.take(partition, now, fits)
         if failures:
             # The batch could not be built: it is not sent, and its events
             # go back to their queue (or fail, past their deadline).
             self._listeners.guard.failed("transport", failures[0])
-            self._retry_at[partition] = now + self._backoff.next()
+            self._back_off(partition, now)
             if batch is not None:
                 self.settle(self._ledger.retry(batch, now, failures[0]))
             return
@@ -344,32 +363,33 @@ class Sender:
         send = _Send(batch, transport, min(event.deadline for event in batch.events))
         send.tokens = self._listeners.batch_started(partition, batch.events)
         self._sends[partition] = send
-        sending = transport.send(
-            records,
-            self._topic,
-            partition,
-            lambda offset, error: self._finish(send, offset, error),
-        )
-        handing: Awaitable[None] = sending
-        if getattr(type(transport), "sends_eagerly", False) is True:
-            try:
-                rest = start_eagerly(sending)
-            except BaseException as exc:
-                self._finish(send, None, _handover_error(exc))
-                return
-            if rest is None:
-                self._handed_over(send)
-                return
-            handing = rest
+        try:
+            sending = transport.send(
+                records,
+                self._topic,
+                partition,
+                lambda offset, error: self._finish(send, offset, error),
+            )
+            eager = getattr(type(transport), "sends_eagerly", False) is True
+            handing = start_eagerly(sending) if eager else sending
+        except BaseException as exc:
+            # Raised at the call, or before the transport's first wait.
+            self._finish(send, None, _handover_error(exc))
+            return
+        if handing is None:
+            self._handed_over(send)
+            return
+        send.handing = handing
         send.handover = asyncio.create_task(self._hand_over(send, handing))
 
     def _handed_over(self, send: _Send) -> None:
         send.handover = None
+        send.handing = None
         send.handed_over = True
         # Its deadlines are the loop's to keep from now on.
         self._mind(send.first_deadline)
 
-    async def _hand_over(self, send: _Send, handing: Awaitable[None]) -> None:
+    async def _hand_over(self, send: _Send, handing: Coroutine[Any, Any, None]) -> None:
         """Give a batch to the transport, within its earliest deadline.
 
         aiokafka retries a batch on its own and queues the partition's next
@@ -396,6 +416,7 @@ class Sender:
             self._handed_over(send)
             return
         send.handover = None
+        send.handing = None
         self._finish(send, None, error)
 
     def _expire_sends(self, now: float) -> None:
@@ -451,6 +472,7 @@ class Sender:
             self._retry_at.pop(partition, None)
             self.settle(ledger.delivered(batch, offset))
         elif isinstance(error, QueuedTooLongError):
+            self._back_off(partition, now)
             self.settle(ledger.retry(batch, now, error))
         else:
             kind = self._classify(send.transport, error)
@@ -463,7 +485,7 @@ class Sender:
                     )
                 )
             else:
-                self._retry_at[partition] = now + self._backoff.next()
+                self._back_off(partition, now)
                 self._listeners.retrying(batch.events, error)
                 self.settle(ledger.retry(batch, now, error))
                 if kind is SendFailure.RESTART:

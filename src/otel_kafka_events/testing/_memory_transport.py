@@ -213,11 +213,16 @@ class MemoryTransport:
         self.stalled = False
         self.stalled_partitions.clear()
         held, self._held = self._held, []
-        loop = asyncio.get_running_loop()
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None  # no event loop: nobody waits for a turn of it
         for item in held:
-            loop.call_soon(
-                item.done, self._write(item.batch, item.topic, item.partition), None
-            )
+            offset = self._write(item.batch, item.topic, item.partition)
+            if loop is None:
+                item.done(offset, None)
+            else:
+                loop.call_soon(item.done, offset, None)
 
     @property
     def held(self) -> int:

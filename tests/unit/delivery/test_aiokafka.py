@@ -12,6 +12,7 @@ producers are made but never started.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -303,6 +304,29 @@ async def test_the_batch_itself_is_watched_with_the_installed_aiokafka(
     batch.done(41)
     await asyncio.sleep(0)  # one turn: the batch's own callbacks
     assert (reports, offsets) == ([None], [41])
+
+
+async def test_a_failed_batch_leaves_no_error_unread(
+    producer: AIOKafkaProducer,
+) -> None:
+    # The shield send_batch returned is set aside (cancelled): left alone,
+    # it would hold the batch's error, and asyncio would complain of it.
+    loop = asyncio.get_running_loop()
+    complaints: list[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: complaints.append(context["message"]))
+    try:
+        reports: list[BaseException | None] = []
+        batch = await _queued(producer, reports)
+        batch.failure(MessageSizeTooLargeError())
+        await _settle()
+        del batch
+        gc.collect()
+        await _settle()
+    finally:
+        loop.set_exception_handler(previous)
+    assert isinstance(reports[0], MessageSizeTooLargeError)
+    assert complaints == []
 
 
 @pytest.mark.parametrize("fails", [False, True])

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import time
+import warnings
 from typing import Any
 
 import structlog
@@ -20,7 +22,11 @@ from otel_kafka_events._delivery._listeners import DeliveryListener
 from otel_kafka_events._delivery._session import DeliverySession
 from otel_kafka_events._delivery._transport import RecordBatch, SendDone
 from otel_kafka_events._encoding._registry import SchemaRegistrar
-from otel_kafka_events.errors import EventDeliveryTimeoutError, NotAcknowledgedError
+from otel_kafka_events.errors import (
+    EventDeliveryError,
+    EventDeliveryTimeoutError,
+    NotAcknowledgedError,
+)
 from otel_kafka_events.testing import (
     MemorySchemaRegistry,
     MemoryTransport,
@@ -398,3 +404,123 @@ async def test_a_defect_while_sending_at_once_is_left_to_the_loop() -> None:
     await asyncio.wait_for(waiter, 1.0)
     assert values(transport, 0) == [b"t:0"]
     await session.close(1.0)
+
+
+class _RaisingAtTheCall(MemoryTransport):
+    """A transport whose ``send`` (a plain function) raises when called, the
+    first ``failing`` times."""
+
+    def __init__(self, failing: int, error: BaseException) -> None:
+        super().__init__()
+        self.failing = failing
+        self.error = error
+        self.calls = 0
+
+    def send(
+        self, batch: RecordBatch, topic: str, partition: int, done: SendDone
+    ) -> Any:
+        self.calls += 1
+        if self.calls <= self.failing:
+            raise self.error
+        return super().send(batch, topic, partition, done)
+
+
+async def test_a_send_that_raises_at_the_call_is_retried() -> None:
+    transport = _RaisingAtTheCall(1, RuntimeError("at the call"))
+    failures: list[DeliveryFailure] = []
+    session = await started_session(transport, failures)
+    waiter = send_awaited(session, 5)
+    await asyncio.wait_for(waiter, 1.0)
+    assert transport.calls == 2
+    assert values(transport, 0) == [b"t:0"]
+    assert failures == []
+    await session.close(1.0)
+
+
+async def test_a_batch_that_cannot_be_built_is_retried_after_a_backoff() -> None:
+    transport = MemoryTransport()
+    failures: list[DeliveryFailure] = []
+    session = await started_session(transport, failures)
+    new_batch = transport.new_batch
+    calls = [0]
+
+    def failing_once() -> Any:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("no batch")
+        return new_batch()
+
+    transport.new_batch = failing_once  # type: ignore[method-assign]
+    await asyncio.sleep(0.05)
+    # The loop is idle: only the backoff's timer can bring the event back.
+    waiter = send_awaited(session, 5)
+    await asyncio.wait_for(waiter, 1.0)
+    assert calls[0] == 2
+    assert values(transport, 0) == [b"t:0"]
+    await session.close(1.0)
+
+
+async def test_a_send_cancelled_at_once_backs_off_and_lets_the_loop_run() -> None:
+    transport = _RaisingAtTheCall(10**9, asyncio.CancelledError())
+    failures: list[DeliveryFailure] = []
+    session = await started_session(transport, failures)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    ticking = asyncio.ensure_future(ticker())
+    waiter = send_awaited(session, 0.3)
+    await asyncio.wait({waiter}, timeout=1.0)
+    ticking.cancel()
+    assert isinstance(waiter.exception(), EventDeliveryTimeoutError)
+    # Backed off between tries (0.01 s, doubling to 0.05 s), and the event
+    # loop kept turning all along.
+    assert transport.calls < 40
+    assert ticks > 100
+    await session.close(1.0)
+
+
+async def test_the_alarm_serves_deadlines_after_it_rang() -> None:
+    transport = MemoryTransport()
+    transport.stalled = True
+    failures: list[DeliveryFailure] = []
+    session = await started_session(transport, failures)
+    session.ledger.register("t", 0)
+    for n in range(2):
+        # Each sent and never answered: given up at its own deadline, which
+        # only the alarm can tell the idle loop.
+        waiter = asyncio.get_running_loop().create_future()
+        sent = event("t", n, 0.1, waiter)
+        assert session.ledger.accept(sent)
+        assert session.sender.send_now(sent.deadline)
+        started = time.monotonic()
+        await asyncio.wait({waiter}, timeout=1.0)
+        assert waiter.done()
+        assert isinstance(waiter.exception(), EventDeliveryTimeoutError)
+        assert time.monotonic() - started < 0.3
+    assert [f.event_id for f in failures] == ["t-0", "t-1"]
+    transport.release()
+    await session.close(1.0)
+
+
+async def test_a_handover_stopped_before_it_ran_leaves_no_coroutine_behind() -> None:
+    transport = _TaskBound()
+    failures: list[DeliveryFailure] = []
+    session = await started_session(transport, failures)
+    waiter = send_awaited(session, 5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # Before the handover task's first step.
+        await session.sender.stop(RuntimeError("sent"), RuntimeError("queued"))
+        await session.close(1.0)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        del session
+        gc.collect()
+    assert transport.tasks == []
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+    assert isinstance(waiter.exception(), EventDeliveryError)
