@@ -6,8 +6,9 @@ it, `Sender.send_now`, before the publisher waits), and the end of each
 send starts the next one at once, from the transport's callback, without
 waiting for the loop's turn. A transport that allows it is handed its
 batch in the same step (`start_eagerly`) rather than by a task that would
-start a turn later. While the publisher keeps the event loop busy, every hop between an
-acknowledgement and the next request waits for it to yield, so fewer hops
+start a turn later. While the publisher keeps the event loop busy, every
+hop between an acknowledgement and the next request waits for it to
+yield, so fewer hops
 mean bigger batches and less backlog. The loop, woken by new events, a new
 connection or the next deadline, expires what is overdue (queued events,
 and the events of batches out past their own deadline) and starts sends
@@ -225,16 +226,15 @@ class Sender:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for send in self._sends.values():
-            if send.handing is not None:
-                # A handover task cancelled before it ran never awaited it.
-                send.handing.close()
         self._task = None
         self._context = None
         self._disarm()
         if self._sends:
             self.abandoned = True
         for send in self._sends.values():
+            if send.handing is not None:
+                # A handover task cancelled before it ran never awaited it.
+                send.handing.close()
             self._listeners.batch_ended(
                 send.tokens, send.batch.partition, None, in_flight_error
             )
@@ -409,7 +409,7 @@ class Sender:
         except asyncio.CancelledError as exc:
             if self._stopping or own_cancellation(exc):
                 raise
-            error = QueuedTooLongError("send cancelled")
+            error = _handover_error(exc)
         except BaseException as exc:
             error = exc
         else:
@@ -536,10 +536,10 @@ class Sender:
 
 
 def _handover_error(error: BaseException) -> BaseException:
-    """What a transport raised while taking a batch, as the send's error."""
+    """What a transport raised while taking a batch, as the send's error: a
+    cancellation that is not ours (the transport's own) means the batch was
+    not taken."""
     if isinstance(error, asyncio.CancelledError):
-        # Raised by the transport, not a cancellation of ours: nothing here
-        # was awaiting.
         return QueuedTooLongError("send cancelled")
     return error
 
