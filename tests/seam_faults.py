@@ -500,12 +500,59 @@ def patch_aiokafka(monkeypatch: pytest.MonkeyPatch, faults: SeamFaults) -> None:
             )
         return found
 
+    _patch_pipeline(monkeypatch, faults)
     monkeypatch.setattr(AIOKafkaProducer, "start", faulty_start)
     monkeypatch.setattr(AIOKafkaProducer, "stop", faulty_stop)
     monkeypatch.setattr(AIOKafkaProducer, "create_batch", faulty_create_batch)
     monkeypatch.setattr(AIOKafkaProducer, "send_batch", faulty_send_batch)
     monkeypatch.setattr(AIOKafkaAdminClient, "start", faulty_admin_start)
     monkeypatch.setattr(AIOKafkaAdminClient, "describe_topics", faulty_describe)
+
+
+def _patch_pipeline(monkeypatch: pytest.MonkeyPatch, faults: SeamFaults) -> None:
+    """The same faults for the client of our own produce pipeline: its
+    bootstrap and close (``start``, ``stop``), its produce requests
+    (``send_batch`` before one leaves, ``answer`` once it is answered) and
+    its record batches (``create_batch``)."""
+    from aiokafka.client import AIOKafkaClient
+
+    from otel_kafka_events._delivery import _aiokafka, _pipeline
+
+    records = _pipeline.Records  # type: ignore[attr-defined]
+
+    class FaultyClient(AIOKafkaClient):  # type: ignore[misc]
+        async def bootstrap(self) -> None:
+            await faults.call("aiokafka.start")
+            await super().bootstrap()
+
+        async def close(self) -> None:
+            closing = asyncio.ensure_future(super().close())
+            closing.add_done_callback(_read)
+            await faults.call("aiokafka.stop")
+            await closing
+
+        async def send(self, node_id: Any, request: Any, **kwargs: Any) -> Any:
+            if "ProduceRequest" not in type(request).__name__:
+                return await super().send(node_id, request, **kwargs)
+            await faults.call("aiokafka.send_batch")
+            answer = faults.fault("aiokafka.answer")
+            response = await super().send(node_id, request, **kwargs)
+            if answer in RAISES:
+                assert answer is not None
+                raise faults.error("aiokafka.answer", answer)
+            if answer is Fault.HANG:
+                await asyncio.get_running_loop().create_future()
+            if answer is Fault.GARBAGE:
+                return faults.garbage([object(), None, _Metadata("seven")])
+            return response
+
+    def faulty_records(*args: Any, **kwargs: Any) -> Any:
+        if faults.sync("aiokafka.create_batch"):
+            return None
+        return records(*args, **kwargs)
+
+    monkeypatch.setattr(_aiokafka, "AIOKafkaClient", FaultyClient)
+    monkeypatch.setattr(_pipeline, "Records", faulty_records)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from otel_kafka_events import (
     TelemetryOptions,
     UnsupportedAvroSchemaError,
 )
+from otel_kafka_events._delivery._pipeline import ProducePipeline
 from otel_kafka_events.errors import (
     EventDeliveryAbortedError,
     EventDroppedError,
@@ -309,7 +310,9 @@ async def test_a_publish_cancelled_at_its_yield_has_published_nothing(
 
 def producers_alive() -> int:
     gc.collect()
-    return sum(isinstance(o, AIOKafkaProducer) for o in gc.get_objects())
+    return sum(
+        isinstance(o, AIOKafkaProducer | ProducePipeline) for o in gc.get_objects()
+    )
 
 
 async def test_initialize_twice_starts_one_producer(
@@ -321,13 +324,14 @@ async def test_initialize_twice_starts_one_producer(
     await manager.initialize()
     assert producers_alive() == before + 1
     assert len(sender_tasks()) == 1
-    # aiokafka starts one sender routine per started producer.
-    routines = [
+    # Each started client (the producer's and the admin's) keeps its
+    # metadata fresh in a task of its own.
+    synchronizers = [
         t
         for t in asyncio.all_tasks()
-        if getattr(t.get_coro(), "__name__", "") == "_sender_routine"
+        if getattr(t.get_coro(), "__name__", "") == "_md_synchronizer"
     ]
-    assert len(routines) == 1
+    assert len(synchronizers) == 2
     await manager.aclose(timeout=2)
     assert sender_tasks() == []
 

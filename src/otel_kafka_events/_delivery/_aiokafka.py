@@ -16,6 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.client import AIOKafkaClient
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
@@ -35,17 +36,23 @@ from structlog.stdlib import BoundLogger
 from .._foreign import contained, describe
 from ..errors import BrokerUnavailableError, IdempotenceUnsupportedError
 from ._faststream import producer_of, start_broker, stop_broker
+from ._pipeline import ProducePipeline
+from ._produce_protocol import Records
+from ._sent import MaybeSentError, NotSentError, SequenceBrokenError
 from ._transport import RecordBatch, SendDone, SendFailure, TopicInfo
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_SIZE",
     "AiokafkaTransport",
+    "MaybeSentError",
+    "NotSentError",
     "classify",
     "describe_kafka_error",
     "describe_refusal",
     "direct_append_works",
     "is_connection_error",
     "knows_insides",
+    "pipeline_takes",
     "stop_producer",
 ]
 
@@ -71,7 +78,12 @@ _ADMIN_OPTIONS = (
 
 # After these the producer is unusable (aiokafka's sender stops, or the broker
 # forgot the producer id, e.g. after a crash) while the batch was not written.
-_PRODUCER_FATAL = (OutOfOrderSequenceNumber, ProducerFenced, UnknownProducerId)
+_PRODUCER_FATAL = (
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+    SequenceBrokenError,
+)
 
 # aiokafka raises these for a broker it cannot talk to; only some of them
 # carry ``retriable = True``.
@@ -115,27 +127,53 @@ _CONNECTION_OPTIONS = frozenset(
     }
 )
 
+# What the pipeline's client takes of the client options (the rest of
+# `pipeline_takes` is the producer's own).
+_PIPELINE_CLIENT_OPTIONS = frozenset(
+    {
+        "client_id",
+        "metadata_max_age_ms",
+        "retry_backoff_ms",
+        "connections_max_idle_ms",
+        "security_protocol",
+        "ssl_context",
+        "sasl_mechanism",
+        "sasl_plain_username",
+        "sasl_plain_password",
+        "sasl_kerberos_service_name",
+        "sasl_kerberos_domain_name",
+        "sasl_oauth_token_provider",
+    }
+)
+
+# The options `ProducePipeline` honours besides the client's.
+_PIPELINE_PRODUCER_OPTIONS = frozenset(
+    {
+        "acks",
+        "request_timeout_ms",
+        "max_batch_size",
+        "max_request_size",
+        "linger_ms",  # the sender batches on its own
+        "enable_idempotence",
+    }
+)
+
+_ACKS: dict[Any, int] = {"all": -1, -1: -1, 1: 1, "1": 1, "-1": -1}
+
+
+def pipeline_takes(options: Mapping[str, Any]) -> bool:
+    """Whether `ProducePipeline` honours every one of the client
+    ``options`` (else aiokafka's producer carries the events): no
+    compression, no transactions, ``acks`` of all or the leader."""
+    known = _PIPELINE_CLIENT_OPTIONS | _PIPELINE_PRODUCER_OPTIONS
+    return (
+        all(name in known for name in options) and options.get("acks", "all") in _ACKS
+    )
+
+
 # A produce request that got no answer in time: the broker may have written
 # it. Only the idempotent producer can send it again without a duplicate.
 _NO_ANSWER = frozenset({"RequestTimedOutError", "KafkaTimeoutError"})
-
-
-class _OwnKafkaError(KafkaError):  # type: ignore[misc]
-    """A `KafkaError` of ours, shown as its message alone (aiokafka's
-    ``__str__`` repeats the class name, which `describe` already gives)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-class NotSentError(_OwnKafkaError):
-    """Given up before aiokafka ever sent it: safe to send again."""
-
-    retriable = True
-
-
-class MaybeSentError(_OwnKafkaError):
-    """Given up after aiokafka had sent it: the broker may have it."""
 
 
 def is_connection_error(error: BaseException) -> bool:
@@ -490,6 +528,7 @@ class AiokafkaTransport:
         self._logger = logger
         self._delivery_timeout = delivery_timeout
         self._producer: AIOKafkaProducer | None = None
+        self._pipeline: ProducePipeline | None = None
         self._owns_producer = producer is None and broker is None
         # Clients whose start was left running when a start was cancelled,
         # and the tasks that close them once it ends (`_start_client`).
@@ -508,6 +547,8 @@ class AiokafkaTransport:
     @property
     def max_request_size(self) -> int:
         """The producer's ``max_request_size``."""
+        if self._pipeline is not None:
+            return self._pipeline.max_request_size
         producer = self._producer or self._given_producer
         if producer is not None:
             # aiokafka keeps the setting only in a private attribute; where it
@@ -522,6 +563,17 @@ class AiokafkaTransport:
         """Whether the producer is idempotent (a producer given to us is
         taken as not idempotent: the safe guess)."""
         return self._idempotence and self._owns_producer
+
+    @property
+    def uses_pipeline(self) -> bool:
+        """Whether events go through our own `ProducePipeline` (a producer
+        made here, with options it takes) rather than aiokafka's producer."""
+        return (
+            self._given_producer is None
+            and self._broker is None
+            and self._manages(True)
+            and pipeline_takes(self._options)
+        )
 
     @property
     def producer(self) -> AIOKafkaProducer | None:
@@ -665,11 +717,11 @@ class AiokafkaTransport:
             if self._manages(False):
                 await self._start_client(self._producer, owned=False)
             return
-        self._producer = self._new_producer()
         if not self._manages(True):
+            self._producer = self._new_producer()
             return
         try:
-            await self._start_client(self._producer, owned=True)
+            await self._start_client(self._new_own_producer(), owned=True)
         except BrokerResponseError as exc:
             # The broker answered (bootstrap worked), but refused to give
             # the producer an id: it does not support idempotence.
@@ -688,11 +740,43 @@ class AiokafkaTransport:
                     broker_answer=f"InitProducerId: {type(exc).__name__}",
                     bootstrap_servers=self.target,
                 )
-            self._producer = self._new_producer()
-            await self._start_client(self._producer, owned=True)
+            await self._start_client(self._new_own_producer(), owned=True)
+
+    def _new_own_producer(self) -> AIOKafkaProducer | ProducePipeline:
+        """A producer of ours: the pipeline where it takes every option
+        given (`pipeline_takes`), else aiokafka's producer."""
+        if self.uses_pipeline:
+            self._pipeline = self._new_pipeline()
+            return self._pipeline
+        self._producer = self._new_producer()
+        return self._producer
+
+    def _new_pipeline(self) -> ProducePipeline:
+        options = self._options
+        client = AIOKafkaClient(
+            bootstrap_servers=self._bootstrap_servers,
+            request_timeout_ms=int(
+                options.get("request_timeout_ms", self._request_timeout_ms())
+            ),
+            **{k: v for k, v in options.items() if k in _PIPELINE_CLIENT_OPTIONS},
+        )
+        return ProducePipeline(
+            client,
+            idempotent=self._idempotence,
+            acks=_ACKS[options.get("acks", "all")],
+            request_timeout_ms=int(
+                options.get("request_timeout_ms", self._request_timeout_ms())
+            ),
+            retry_backoff=int(options.get("retry_backoff_ms", 100)) / 1000,
+            max_batch_size=int(options.get("max_batch_size", _DEFAULT_MAX_BATCH_SIZE)),
+            max_request_size=int(
+                options.get("max_request_size", DEFAULT_MAX_REQUEST_SIZE)
+            ),
+        )
 
     async def _stop_owned_producer(self) -> None:
         producer, self._producer = self._producer, None
+        pipeline, self._pipeline = self._pipeline, None
         # One whose start is still running is closed when it ends.
         if (
             producer is not None
@@ -701,6 +785,9 @@ class AiokafkaTransport:
         ):
             with contextlib.suppress(Exception):
                 await contained(producer.stop())
+        if pipeline is not None and pipeline not in self._left_starting:
+            with contextlib.suppress(Exception):
+                await pipeline.close()
 
     async def _discard_clients(self) -> None:
         await self._stop_owned_producer()
@@ -719,11 +806,14 @@ class AiokafkaTransport:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         producer, self._producer = self._producer, None
+        pipeline, self._pipeline = self._pipeline, None
         admin = self._admin
         if self._owns_admin:
             self._admin = None
         if producer is not None and self._manages(self._owns_producer):
             await stop_producer(producer, timeout, abandoned=abandoned)
+        if pipeline is not None:
+            await pipeline.stop(timeout, abandoned=abandoned)
         if admin is not None and self._manages(self._owns_admin):
             with contextlib.suppress(TimeoutError, Exception):
                 async with asyncio.timeout(max(deadline - loop.time(), 0.05)):
@@ -747,6 +837,8 @@ class AiokafkaTransport:
 
     def new_batch(self) -> RecordBatch:
         """Start an empty batch (``max_batch_size`` of the producer)."""
+        if self._pipeline is not None:
+            return self._pipeline.new_batch()
         producer = self._started()
         builder = producer.create_batch()
         return _Batch(builder, direct=_direct_for(producer, builder))
@@ -755,6 +847,10 @@ class AiokafkaTransport:
         self, batch: Any, topic: str, partition: int, done: SendDone
     ) -> None:
         """Hand a batch to the producer; ``done`` hears its offset or error."""
+        pipeline = self._pipeline
+        if pipeline is not None and isinstance(batch, Records):
+            pipeline.send(batch, topic, partition, done)
+            return
         producer = self._started()
         builder = batch.finish()
         shielded = await producer.send_batch(builder, topic, partition=partition)
@@ -762,6 +858,9 @@ class AiokafkaTransport:
 
     async def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Send one record and wait for its acknowledgement."""
+        if self._pipeline is not None:
+            await self._pipeline.produce(topic, key, value)
+            return
         await self._started().send_and_wait(topic, value=value, key=key)
 
     def _started(self) -> AIOKafkaProducer:
@@ -772,7 +871,7 @@ class AiokafkaTransport:
     async def describe_topic(self, topic: str) -> TopicInfo:
         """The topic's partitions, or the broker's error code for it."""
         admin = self._admin
-        if admin is None or self._producer is None:
+        if admin is None or (self._producer is None and self._pipeline is None):
             raise BrokerUnavailableError(f"not connected to Kafka at {self.target}")
         try:
             described = await admin.describe_topics([topic])

@@ -1,0 +1,542 @@
+"""`ProducePipeline`: produce requests of our own, over aiokafka's client.
+
+aiokafka's producer keeps one request in flight per broker and sends a
+batch only from its own task, a turn or two of the event loop after it was
+queued. The pipeline sends each batch handed to it at once, in a request of
+its own, and keeps several of a partition's batches in flight, so that one
+round trip no longer bounds a partition's throughput.
+
+Rules
+-----
+1. A partition's batches are numbered (idempotent producer) and sent in the
+   order they are handed over; a batch is sent again only as the same
+   bytes, so the broker writes each at most once, and in order.
+2. After a failure worth retrying, nothing more of the partition is sent
+   until every request of the partition in flight has been answered; then
+   its unacknowledged batches go again, oldest first, after a backoff.
+3. Without idempotence a batch is never sent twice: its failure goes to its
+   caller, who retries it (definitely not written) or reports it (maybe
+   written). At most one batch per partition is then in flight
+   (`max_in_flight`), since a retried batch would land behind later ones.
+4. Every batch handed over ends exactly once, through its ``done``, called
+   from the event loop and never within `send`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.errors import (
+    KafkaError,
+    NodeNotReadyError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+    UnknownTopicOrPartitionError,
+    for_code,
+)
+
+from .._foreign import contained, describe
+from ._partitioner import murmur2
+from ._produce_protocol import (
+    PartitionAnswer,
+    Records,
+    init_producer_id_request,
+    partition_answers,
+    produce_request,
+    requests_supported,
+)
+from ._sent import MaybeSentError, NotSentError, SequenceBrokenError
+from ._transport import SendDone
+
+__all__ = ["MAX_IN_FLIGHT", "PipelineUnsupportedError", "ProducePipeline"]
+
+MAX_IN_FLIGHT = 5
+"""Kafka's bound on a partition's batches in flight for an idempotent
+producer that keeps their order."""
+
+# Broker answers that mean "not now": retried.
+_NOT_NOW = frozenset({13, 74, 76})  # network exception, leader epoch moved
+# Broker answers after which the batch may be written.
+_MAYBE_WRITTEN = frozenset({7, 13, 20})
+# The producer id is no longer good: a new one is needed.
+_PRODUCER_GONE = frozenset({47, 59, 90})
+
+_NO_ERROR = 0
+_DUPLICATE_SEQUENCE = 46
+_OUT_OF_ORDER = 45
+
+_SEQUENCE_WRAP = 2**31
+
+
+class PipelineUnsupportedError(Exception):
+    """The broker is too old for the pipeline's requests (before 0.11)."""
+
+
+class _Flight:
+    """One batch handed over, until it ends."""
+
+    __slots__ = ("count", "data", "done", "ended", "in_air", "lane", "maybe_written")
+
+    def __init__(
+        self, lane: _Lane, data: bytearray, count: int, done: SendDone
+    ) -> None:
+        self.lane = lane
+        self.data = data
+        self.count = count
+        self.done = done
+        self.in_air = False
+        """A request carrying it waits for its answer."""
+        self.maybe_written = False
+        """A request carrying it may have reached the broker."""
+        self.ended = False
+
+
+class _Lane:
+    """One partition's batches not yet acknowledged, in sequence order."""
+
+    __slots__ = (
+        "flights",
+        "in_air",
+        "next_sequence",
+        "partition",
+        "recovering",
+        "refused",
+        "topic",
+        "topic_partition",
+    )
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.topic_partition = TopicPartition(topic, partition)
+        self.flights: deque[_Flight] = deque()
+        self.in_air = 0
+        self.next_sequence = 0
+        self.recovering = False
+        """A batch failed: nothing is sent until the lane is quiet, then
+        the rest go again (rule 2)."""
+        self.refused = False
+        """A batch was refused: the broker waits for its sequence number
+        for good, so nothing more of the lane can be written."""
+
+
+class ProducePipeline:
+    """Sends record batches to partition leaders through an aiokafka
+    ``AIOKafkaClient`` (metadata, connections, requests), numbering them
+    for Kafka's idempotent producer.
+
+    Parameters
+    ----------
+    client
+        The client, not yet bootstrapped; the pipeline owns it.
+    idempotent
+        Ask for a producer id and number the batches.
+    acks
+        ``-1`` (all in-sync replicas) or ``1`` (the leader).
+    request_timeout_ms
+        How long a request waits for its answer (also the broker's own
+        wait for its replicas).
+    retry_backoff
+        Seconds between a failure and sending again.
+    max_batch_size
+        The most bytes of records in a batch.
+    max_request_size
+        The most bytes in a request.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        idempotent: bool,
+        acks: int,
+        request_timeout_ms: int,
+        retry_backoff: float,
+        max_batch_size: int,
+        max_request_size: int,
+    ) -> None:
+        self._client = client
+        self._idempotent = idempotent
+        self._acks = acks
+        self._request_timeout_ms = request_timeout_ms
+        self._retry_backoff = retry_backoff
+        self._max_batch_size = max_batch_size
+        self.max_request_size = max_request_size
+        self.max_in_flight = MAX_IN_FLIGHT if idempotent else 1
+        """A partition's batches in flight at once (rule 3)."""
+        self._producer_id = -1
+        self._epoch = -1
+        self._lanes: dict[tuple[str, int], _Lane] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._resuming: set[_Lane] = set()
+        self._stopped = False
+        self._quiet: asyncio.Event | None = None
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether batches are numbered for the idempotent producer."""
+        return self._idempotent
+
+    # Lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bootstrap the client and, for the idempotent producer, get an id.
+
+        Raises
+        ------
+        PipelineUnsupportedError
+            If the broker is too old for these requests.
+        aiokafka.errors.KafkaError
+            If the broker cannot be reached, or refuses a producer id (a
+            `BrokerResponseError`: idempotence is not supported).
+        """
+        await contained(self._client.bootstrap())
+        if not requests_supported(self._client):
+            raise PipelineUnsupportedError("the broker predates Kafka 0.11")
+        if self._idempotent:
+            await self._init_producer_id()
+
+    async def _init_producer_id(self) -> None:
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._request_timeout_ms / 1000
+        while True:
+            node = self._client.get_random_node()
+            if node is None:
+                raise NodeNotReadyError("no broker to ask for a producer id")
+            answer = await contained(
+                self._client.send(node, init_producer_id_request())
+            )
+            error = for_code(int(answer.error_code))
+            if int(answer.error_code) == _NO_ERROR:
+                self._producer_id = int(answer.producer_id)
+                self._epoch = int(answer.producer_epoch)
+                return
+            if not error.retriable or loop.time() >= give_up_at:
+                raise error()
+            await asyncio.sleep(self._retry_backoff)
+
+    async def close(self) -> None:
+        """Stop at once, giving up what is held (a start's own cleanup)."""
+        await self.stop(0.0, abandoned=True)
+
+    async def stop(self, timeout: float, *, abandoned: bool) -> None:
+        """Stop within about ``timeout`` seconds.
+
+        Unless ``abandoned``, batches held get until then to be
+        acknowledged; what is left is given up: a batch that may have
+        reached the broker ends with `MaybeSentError`, one that never left
+        with `NotSentError`. Then the client closes.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        self._stopped = True
+        if not abandoned and self._held():
+            self._quiet = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await self._quiet.wait()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for lane in self._lanes.values():
+            while lane.flights:
+                flight = lane.flights.popleft()
+                self._end(
+                    flight,
+                    None,
+                    MaybeSentError("given up after it was sent; the broker may have it")
+                    if flight.maybe_written
+                    else NotSentError("given up before it was sent"),
+                )
+        with contextlib.suppress(TimeoutError, Exception):
+            async with asyncio.timeout(max(deadline - loop.time(), 0.05)):
+                await contained(self._client.close())
+
+    def _held(self) -> bool:
+        return any(lane.flights for lane in self._lanes.values())
+
+    # Sending --------------------------------------------------------------------
+
+    def new_batch(self) -> Records:
+        """An empty batch."""
+        return Records(self._max_batch_size)
+
+    def send(
+        self, records: Records, topic: str, partition: int, done: SendDone
+    ) -> None:
+        """Take a batch: it is sent now (or when its partition's window
+        opens), and ``done`` hears how it ended."""
+        lane = self._lanes.get((topic, partition))
+        if lane is None:
+            lane = self._lanes[topic, partition] = _Lane(topic, partition)
+            self._client.add_topic(topic)
+        if self._idempotent:
+            sequence = lane.next_sequence
+            lane.next_sequence = (sequence + records.count) % _SEQUENCE_WRAP
+        else:
+            sequence = -1
+        flight = _Flight(
+            lane,
+            records.seal(self._producer_id, self._epoch, sequence),
+            records.count,
+            done,
+        )
+        if self._stopped or lane.refused:
+            error: KafkaError = (
+                NotSentError("the producer is stopping")
+                if self._stopped
+                else SequenceBrokenError(
+                    "an earlier batch of the partition was refused"
+                )
+            )
+            asyncio.get_running_loop().call_soon(done, None, error)
+            return
+        lane.flights.append(flight)
+        self._pump(lane)
+
+    async def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Write one record and wait for its acknowledgement."""
+        loop = asyncio.get_running_loop()
+        partitions = await self._partitions_of(topic)
+        partition = (
+            partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+            if key is not None
+            else random.choice(partitions)
+        )
+        records = Records(max(self._max_batch_size, len(value) + 1024))
+        records.append(key, bytearray(value), int(time.time() * 1000), [])
+        answer: asyncio.Future[int] = loop.create_future()
+
+        def done(offset: int | None, error: BaseException | None) -> None:
+            if answer.done():
+                return
+            if error is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result(offset or 0)
+
+        self.send(records, topic, partition, done)
+        await answer
+
+    async def _partitions_of(self, topic: str) -> list[int]:
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._request_timeout_ms / 1000
+        self._client.add_topic(topic)
+        while True:
+            known = self._client.cluster.partitions_for_topic(topic)
+            if known:
+                return sorted(known)
+            if loop.time() >= give_up_at:
+                raise UnknownTopicOrPartitionError(topic)
+            await contained(self._client.force_metadata_update())
+            if not self._client.cluster.partitions_for_topic(topic):
+                await asyncio.sleep(self._retry_backoff)
+
+    def _pump(self, lane: _Lane) -> None:
+        """Send the lane's waiting batches, oldest first, while its window
+        has room."""
+        if lane.recovering or self._stopped:
+            return
+        for flight in lane.flights:
+            if lane.in_air >= self.max_in_flight:
+                return
+            if flight.in_air:
+                continue
+            leader = self._client.cluster.leader_for_partition(lane.topic_partition)
+            if leader is None or leader < 0:
+                self._client.force_metadata_update()
+                self._recover(lane)
+                return
+            self._launch(lane, flight, leader)
+
+    def _launch(self, lane: _Lane, flight: _Flight, leader: int) -> None:
+        request = produce_request(
+            self._client,
+            acks=self._acks,
+            timeout_ms=self._request_timeout_ms,
+            topic=lane.topic,
+            partition=lane.partition,
+            data=flight.data,
+        )
+        flight.in_air = True
+        lane.in_air += 1
+        task = asyncio.get_running_loop().create_task(
+            self._request(lane, flight, leader, request)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _request(
+        self, lane: _Lane, flight: _Flight, leader: int, request: Any
+    ) -> None:
+        """Send one batch and act on the answer (in a task of its own: the
+        client's wait for the answer is bound to it)."""
+        written_before = flight.maybe_written
+        flight.maybe_written = True
+        try:
+            # The client bounds the wait by the request timeout; this bounds
+            # it too, should the client not.
+            async with asyncio.timeout(self._request_timeout_ms / 1000 + 1.0):
+                response = await contained(self._client.send(leader, request))
+        except NodeNotReadyError as exc:
+            flight.maybe_written = written_before
+            self._landed(lane, flight)
+            self._client.force_metadata_update()
+            self._failed(lane, flight, exc, maybe_written=False)
+        except Exception as exc:
+            # Anything else may have left with the batch in it.
+            self._landed(lane, flight)
+            self._failed(lane, flight, exc, maybe_written=True)
+        else:
+            self._landed(lane, flight)
+            self._answered(lane, flight, response)
+        self._settle_lane(lane)
+
+    def _landed(self, lane: _Lane, flight: _Flight) -> None:
+        flight.in_air = False
+        lane.in_air -= 1
+
+    def _answered(self, lane: _Lane, flight: _Flight, response: Any) -> None:
+        answer = _answer_for(lane, response)
+        if answer is None:
+            self._end(
+                flight,
+                None,
+                MaybeSentError("the broker's answer does not name the partition"),
+            )
+            return
+        code = answer.error_code
+        if code == _NO_ERROR:
+            self._end(flight, answer.base_offset, None)
+        elif code == _DUPLICATE_SEQUENCE:
+            self._end(
+                flight,
+                None,
+                MaybeSentError(
+                    "the broker already has the batch, but no longer knows its offset"
+                ),
+            )
+        elif (
+            code == _OUT_OF_ORDER and self._idempotent and lane.flights[0] is not flight
+        ):
+            # An earlier batch is still to be written: send this one after it.
+            self._failed(lane, flight, OutOfOrderSequenceNumber(), maybe_written=False)
+        elif code == _OUT_OF_ORDER and lane.refused:
+            self._end(
+                flight,
+                None,
+                SequenceBrokenError("an earlier batch of the partition was refused"),
+            )
+        elif code == _OUT_OF_ORDER:
+            # Nothing earlier is pending: the broker lost the producer's state.
+            self._end(flight, None, OutOfOrderSequenceNumber())
+        elif code in _PRODUCER_GONE:
+            self._end(
+                flight, None, UnknownProducerId() if code == 59 else ProducerFenced()
+            )
+        else:
+            error_class = for_code(code)
+            error = error_class()
+            if error_class.retriable or code in _NOT_NOW:
+                if getattr(error_class, "invalid_metadata", False) or code in _NOT_NOW:
+                    self._client.force_metadata_update()
+                self._failed(lane, flight, error, maybe_written=code in _MAYBE_WRITTEN)
+            else:
+                self._refused(lane, flight, error)
+
+    def _failed(
+        self, lane: _Lane, flight: _Flight, error: BaseException, *, maybe_written: bool
+    ) -> None:
+        """A send of ``flight`` failed in a way that sending again may mend."""
+        if self._idempotent:
+            lane.recovering = True
+            return
+        if maybe_written:
+            # Sent without a sequence number: sent again, it could be
+            # written twice, so its caller hears that it may be written.
+            written = MaybeSentError(
+                f"{describe(error)}, after the batch was sent: the broker may have it"
+            )
+            written.__cause__ = error
+            error = written
+        self._end(flight, None, error)
+
+    def _refused(self, lane: _Lane, flight: _Flight, error: BaseException) -> None:
+        """The broker will not write ``flight``: with sequence numbers, none
+        of the lane's later batches can be written either."""
+        self._end(flight, None, error)
+        if not self._idempotent:
+            return
+        lane.refused = True
+        for later in list(lane.flights):
+            if not later.in_air:
+                self._end(
+                    later,
+                    None,
+                    SequenceBrokenError(
+                        "an earlier batch of the partition was refused"
+                    ),
+                )
+
+    def _end(
+        self, flight: _Flight, offset: int | None, error: BaseException | None
+    ) -> None:
+        if flight.ended:
+            return
+        flight.ended = True
+        flights = flight.lane.flights
+        if flights and flights[0] is flight:
+            flights.popleft()
+        else:
+            with contextlib.suppress(ValueError):
+                flights.remove(flight)
+        flight.done(offset, error)
+
+    def _settle_lane(self, lane: _Lane) -> None:
+        """After an answer: open the window, or start the lane's recovery."""
+        if self._quiet is not None and not self._held():
+            self._quiet.set()
+        if lane.recovering:
+            if lane.in_air == 0:
+                self._recover(lane)
+        else:
+            self._pump(lane)
+
+    def _recover(self, lane: _Lane) -> None:
+        """Send the lane's batches again after a backoff and fresh metadata."""
+        lane.recovering = True
+        if lane.in_air or self._stopped or lane in self._resuming:
+            return
+        self._resuming.add(lane)
+        task = asyncio.get_running_loop().create_task(self._resume(lane))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _resume(self, lane: _Lane) -> None:
+        try:
+            await asyncio.sleep(self._retry_backoff)
+            with contextlib.suppress(TimeoutError, KafkaError, OSError):
+                async with asyncio.timeout(self._request_timeout_ms / 1000):
+                    await contained(self._client.force_metadata_update())
+        finally:
+            self._resuming.discard(lane)
+        lane.recovering = False
+        self._pump(lane)
+
+
+def _answer_for(lane: _Lane, response: Any) -> PartitionAnswer | None:
+    try:
+        for answer in partition_answers(response):
+            if answer.topic == lane.topic and answer.partition == lane.partition:
+                return answer
+    except Exception:
+        return None
+    return None

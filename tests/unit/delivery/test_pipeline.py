@@ -1,0 +1,411 @@
+"""`ProducePipeline` against a model broker that keeps Kafka's rules for an
+idempotent producer: a partition writes a batch only with the next
+sequence number, answers a repeat of one of its last five batches with that
+batch's offset, and refuses a gap as out of order.
+
+No network: the model stands in for aiokafka's client (its metadata, its
+``send``), so every ordering of answers, failures and retries is a unit
+test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiokafka.errors import (
+    KafkaConnectionError,
+    NodeNotReadyError,
+    OutOfOrderSequenceNumber,
+)
+from aiokafka.record.default_records import DefaultRecordBatch
+
+from otel_kafka_events._delivery._aiokafka import classify
+from otel_kafka_events._delivery._pipeline import ProducePipeline
+from otel_kafka_events._delivery._sent import (
+    MaybeSentError,
+    NotSentError,
+    SequenceBrokenError,
+)
+from otel_kafka_events._delivery._transport import SendFailure
+
+TOPIC = "events"
+
+NOT_LEADER = 6
+TOO_LARGE = 10
+
+
+@dataclass
+class Written:
+    sequence: int
+    offset: int
+    values: list[bytes]
+
+
+@dataclass
+class Partition:
+    log: list[bytes] = field(default_factory=list)
+    expected: int = 0
+    recent: deque[Written] = field(default_factory=lambda: deque(maxlen=5))
+
+
+class ModelBroker:
+    """Stands in for ``AIOKafkaClient``: one broker leading every partition.
+
+    ``script`` says what the next produce requests meet, one word each:
+    ``"ok"``; ``"not_leader"`` (refused, not written); ``"lost"`` (the
+    connection breaks before the broker reads it); ``"written_lost"`` (the
+    broker writes it, the answer is lost); ``"too_large"`` (refused for
+    good); ``"not_ready"`` (no connection). ``gate`` holds every answer
+    until set.
+    """
+
+    api_version = (2, 1)
+
+    def __init__(self, partitions: int = 2) -> None:
+        self.partitions = {p: Partition() for p in range(partitions)}
+        self.script: deque[str] = deque()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.in_air = 0
+        self.most_in_air = 0
+        self.requests: list[tuple[int, int]] = []
+        self.leader: int | None = 0
+        self.closed = False
+        self.metadata_updates = 0
+        self.cluster = SimpleNamespace(
+            leader_for_partition=lambda tp: self.leader,
+            partitions_for_topic=lambda topic: set(self.partitions),
+        )
+
+    async def bootstrap(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def get_random_node(self) -> int:
+        return 0
+
+    def add_topic(self, topic: str) -> asyncio.Future[bool]:
+        return self.force_metadata_update()
+
+    def force_metadata_update(self) -> asyncio.Future[bool]:
+        self.metadata_updates += 1
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(True)
+        return future
+
+    async def send(self, node: int, request: Any) -> Any:
+        if "InitProducerId" in type(request).__name__:
+            return SimpleNamespace(error_code=0, producer_id=77, producer_epoch=0)
+        ((topic, [(partition, data)]),) = _topics(request)
+        batch = DefaultRecordBatch(bytes(data))
+        self.requests.append((partition, batch.base_sequence))
+        action = self.script.popleft() if self.script else "ok"
+        if action == "not_ready":
+            raise NodeNotReadyError("no connection")
+        self.in_air += 1
+        self.most_in_air = max(self.most_in_air, self.in_air)
+        try:
+            await self.gate.wait()
+            await asyncio.sleep(0)
+        finally:
+            self.in_air -= 1
+        if action == "lost":
+            raise KafkaConnectionError("connection broken")
+        if action == "not_leader":
+            return _answer(topic, partition, NOT_LEADER, -1)
+        if action == "too_large":
+            return _answer(topic, partition, TOO_LARGE, -1)
+        code, offset = self._write(self.partitions[partition], batch)
+        if action == "written_lost":
+            raise KafkaConnectionError("connection broken after the write")
+        return _answer(topic, partition, code, offset)
+
+    def _write(self, partition: Partition, batch: Any) -> tuple[int, int]:
+        values = [bytes(record.value) for record in batch]
+        sequence = batch.base_sequence
+        if sequence < 0:  # not idempotent: always written
+            offset = len(partition.log)
+            partition.log.extend(values)
+            return 0, offset
+        for written in partition.recent:
+            if written.sequence == sequence:
+                return 0, written.offset
+        if sequence != partition.expected:
+            return 45, -1
+        offset = len(partition.log)
+        partition.log.extend(values)
+        partition.expected += len(values)
+        partition.recent.append(Written(sequence, offset, values))
+        return 0, offset
+
+
+def _topics(request: Any) -> Any:
+    topics = getattr(request, "_topics", None)
+    return topics if topics is not None else request.topics
+
+
+def _answer(topic: str, partition: int, code: int, offset: int) -> Any:
+    return SimpleNamespace(topics=[(topic, [(partition, code, offset, -1, -1)])])
+
+
+@dataclass
+class Outcome:
+    offset: int | None = None
+    error: BaseException | None = None
+    calls: int = 0
+
+
+class Harness:
+    def __init__(self, broker: ModelBroker, pipeline: ProducePipeline) -> None:
+        self.broker = broker
+        self.pipeline = pipeline
+        self.outcomes: list[Outcome] = []
+        self.in_send = False
+        self.answered = asyncio.Event()
+
+    def send(self, *values: bytes, partition: int = 0) -> Outcome:
+        records = self.pipeline.new_batch()
+        for value in values:
+            assert records.append(None, bytearray(value), 1_700_000_000_000, [])
+        outcome = Outcome()
+        self.outcomes.append(outcome)
+
+        def done(offset: int | None, error: BaseException | None) -> None:
+            assert not self.in_send, "done was called within send"
+            outcome.calls += 1
+            outcome.offset, outcome.error = offset, error
+            self.answered.set()
+
+        self.in_send = True
+        try:
+            self.pipeline.send(records, TOPIC, partition, done)
+        finally:
+            self.in_send = False
+        return outcome
+
+    async def settled(self) -> None:
+        async with asyncio.timeout(5):
+            while any(outcome.calls == 0 for outcome in self.outcomes):
+                self.answered.clear()
+                await self.answered.wait()
+        assert all(outcome.calls == 1 for outcome in self.outcomes)
+
+
+def make(
+    broker: ModelBroker, *, idempotent: bool = True, backoff: float = 0.005
+) -> Callable[[], Any]:
+    async def started() -> Harness:
+        pipeline = ProducePipeline(
+            broker,
+            idempotent=idempotent,
+            acks=-1,
+            request_timeout_ms=2000,
+            retry_backoff=backoff,
+            max_batch_size=16_384,
+            max_request_size=1_048_576,
+        )
+        await pipeline.start()
+        return Harness(broker, pipeline)
+
+    return started
+
+
+async def test_five_batches_of_a_partition_are_in_flight_at_once() -> None:
+    broker = ModelBroker()
+    harness = await make(broker)()
+    broker.gate.clear()
+    for n in range(7):
+        harness.send(b"event-%d" % n)
+    await asyncio.sleep(0.01)
+    assert broker.in_air == 5
+    broker.gate.set()
+    await harness.settled()
+    assert broker.most_in_air == 5
+    assert [o.offset for o in harness.outcomes] == list(range(7))
+    assert broker.partitions[0].log == [b"event-%d" % n for n in range(7)]
+
+
+async def test_without_idempotence_one_batch_is_in_flight() -> None:
+    broker = ModelBroker()
+    harness = await make(broker, idempotent=False)()
+    assert harness.pipeline.max_in_flight == 1
+    broker.gate.clear()
+    for n in range(3):
+        harness.send(b"event-%d" % n)
+    await asyncio.sleep(0.01)
+    assert broker.in_air == 1
+    broker.gate.set()
+    await harness.settled()
+    assert broker.partitions[0].log == [b"event-0", b"event-1", b"event-2"]
+
+
+async def test_partitions_have_windows_of_their_own() -> None:
+    broker = ModelBroker()
+    harness = await make(broker)()
+    broker.gate.clear()
+    for n in range(5):
+        harness.send(b"a%d" % n, partition=0)
+        harness.send(b"b%d" % n, partition=1)
+    await asyncio.sleep(0.01)
+    assert broker.in_air == 10
+    broker.gate.set()
+    await harness.settled()
+    assert broker.partitions[1].log == [b"b%d" % n for n in range(5)]
+
+
+async def test_a_failure_in_the_middle_of_a_pipeline_resends_in_order() -> None:
+    broker = ModelBroker()
+    harness = await make(broker, backoff=0.1)()
+    broker.gate.clear()
+    broker.script.extend(["ok", "not_leader", "ok", "ok", "ok"])
+    for n in range(5):
+        harness.send(b"event-%d" % n, b"more-%d" % n)
+    broker.gate.set()
+    await asyncio.sleep(0.05)
+    # Nothing goes again before the backoff, however many answers came.
+    assert len(broker.requests) == 5
+    assert harness.outcomes[0].offset == 0
+    assert [o.calls for o in harness.outcomes[1:]] == [0, 0, 0, 0]
+    await harness.settled()
+    log = broker.partitions[0].log
+    assert log == [v for n in range(5) for v in (b"event-%d" % n, b"more-%d" % n)]
+    assert [o.offset for o in harness.outcomes] == [0, 2, 4, 6, 8]
+    assert all(o.error is None for o in harness.outcomes)
+    # After the failure, batches 3 to 5 were refused as out of order, and
+    # went again only once the partition was quiet, oldest first.
+    resent = [sequence for _, sequence in broker.requests[5:]]
+    assert resent == [2, 4, 6, 8]
+
+
+async def test_an_answer_lost_after_the_write_is_sent_again_and_written_once() -> None:
+    broker = ModelBroker()
+    harness = await make(broker)()
+    broker.script.extend(["written_lost"])
+    first = harness.send(b"once")
+    second = harness.send(b"then")
+    await harness.settled()
+    assert broker.partitions[0].log == [b"once", b"then"]
+    assert (first.offset, second.offset) == (0, 1)
+
+
+async def test_without_idempotence_an_answer_lost_is_reported_and_not_resent() -> None:
+    broker = ModelBroker()
+    harness = await make(broker, idempotent=False)()
+    broker.script.extend(["written_lost", "lost"])
+    written = harness.send(b"written")
+    lost = harness.send(b"lost")
+    await harness.settled()
+    assert broker.partitions[0].log == [b"written"]
+    for outcome in (written, lost):
+        assert isinstance(outcome.error, MaybeSentError)
+        assert classify(outcome.error, idempotent=False) is SendFailure.UNKNOWN
+
+
+async def test_without_idempotence_a_batch_not_written_goes_back_to_its_caller() -> (
+    None
+):
+    broker = ModelBroker()
+    harness = await make(broker, idempotent=False)()
+    broker.script.extend(["not_leader"])
+    outcome = harness.send(b"event")
+    await harness.settled()
+    assert broker.partitions[0].log == []
+    assert outcome.error is not None
+    assert classify(outcome.error, idempotent=False) is SendFailure.RETRY
+
+
+async def test_a_refused_batch_stops_its_partition_until_a_new_producer() -> None:
+    broker = ModelBroker()
+    harness = await make(broker)()
+    broker.gate.clear()
+    broker.script.extend(["ok", "too_large", "ok"])
+    first, refused, after = (harness.send(b"%d" % n) for n in range(3))
+    broker.gate.set()
+    await harness.settled()
+    later = harness.send(b"later")
+    await harness.settled()
+    assert first.error is None
+    assert refused.error is not None
+    assert classify(refused.error, idempotent=True) is SendFailure.REJECT
+    for outcome in (after, later):
+        assert isinstance(outcome.error, SequenceBrokenError)
+        assert classify(outcome.error, idempotent=True) is SendFailure.RESTART
+    assert broker.partitions[0].log == [b"0"]
+
+
+async def test_a_gap_with_nothing_pending_needs_a_new_producer() -> None:
+    broker = ModelBroker()
+    harness = await make(broker)()
+    broker.partitions[0].expected = 100  # the broker lost the producer's state
+    outcome = harness.send(b"event")
+    await harness.settled()
+    assert isinstance(outcome.error, OutOfOrderSequenceNumber)
+    assert classify(outcome.error, idempotent=True) is SendFailure.RESTART
+
+
+async def test_a_partition_without_a_leader_waits_for_one() -> None:
+    broker = ModelBroker()
+    harness = await make(broker)()
+    broker.leader = None
+    outcome = harness.send(b"event")
+    await asyncio.sleep(0.02)
+    assert outcome.calls == 0
+    assert broker.metadata_updates > 1
+    broker.leader = 0
+    await harness.settled()
+    assert outcome.offset == 0
+
+
+async def test_a_broker_not_ready_means_not_written_and_is_retried() -> None:
+    broker = ModelBroker()
+    harness = await make(broker)()
+    broker.script.extend(["not_ready"])
+    outcome = harness.send(b"event")
+    await harness.settled()
+    assert outcome.offset == 0
+    assert broker.partitions[0].log == [b"event"]
+
+
+@pytest.mark.parametrize("abandoned", [True, False])
+async def test_stopping_gives_up_what_is_held_truthfully(abandoned: bool) -> None:
+    broker = ModelBroker()
+    harness = await make(broker)()
+    broker.gate.clear()
+    for n in range(7):
+        harness.send(b"event-%d" % n)
+    await asyncio.sleep(0.01)
+    await harness.pipeline.stop(0.05, abandoned=abandoned)
+    await harness.settled()
+    errors = [type(o.error) for o in harness.outcomes]
+    assert errors == [MaybeSentError] * 5 + [NotSentError] * 2
+    assert broker.closed
+    late = harness.send(b"late")
+    await harness.settled()
+    assert isinstance(late.error, NotSentError)
+
+
+async def test_stopping_waits_for_answers_within_its_time() -> None:
+    broker = ModelBroker()
+    harness = await make(broker)()
+    broker.gate.clear()
+    outcome = harness.send(b"event")
+    asyncio.get_running_loop().call_later(0.02, broker.gate.set)
+    await harness.pipeline.stop(2.0, abandoned=False)
+    assert outcome.offset == 0
+    assert broker.partitions[0].log == [b"event"]
+
+
+async def test_one_record_is_produced_and_awaited() -> None:
+    broker = ModelBroker()
+    harness = await make(broker)()
+    await harness.pipeline.produce(TOPIC, b"key", b"value")
+    written = [p.log for p in broker.partitions.values() if p.log]
+    assert written == [[b"value"]]
