@@ -104,6 +104,7 @@ class _Lane:
     __slots__ = (
         "flights",
         "in_air",
+        "key",
         "next_sequence",
         "partition",
         "recovering",
@@ -116,6 +117,7 @@ class _Lane:
         self.topic = topic
         self.partition = partition
         self.topic_partition = TopicPartition(topic, partition)
+        self.key = (topic, partition)
         self.flights: deque[_Flight] = deque()
         self.in_air = 0
         self.next_sequence = 0
@@ -176,6 +178,10 @@ class ProducePipeline:
         self._lanes: dict[tuple[str, int], _Lane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._resuming: set[_Lane] = set()
+        # Flights waiting for their leader's next request, and the leaders
+        # whose next request is about to be made.
+        self._waiting: dict[int, deque[_Flight]] = {}
+        self._requesting: set[int] = set()
         self._stopped = False
         self._quiet: asyncio.Event | None = None
 
@@ -358,54 +364,98 @@ class ProducePipeline:
             self._launch(lane, flight, leader)
 
     def _launch(self, lane: _Lane, flight: _Flight, leader: int) -> None:
-        request = produce_request(
-            self._client,
-            acks=self._acks,
-            timeout_ms=self._request_timeout_ms,
-            topic=lane.topic,
-            partition=lane.partition,
-            data=flight.data,
-        )
+        """Put ``flight`` in the leader's next request.
+
+        Batches handed over in one turn of the event loop share a request
+        (one batch per partition in each), as aiokafka's producer does: a
+        request costs the broker and this process far more than a batch in
+        it.
+        """
         flight.in_air = True
         lane.in_air += 1
-        task = asyncio.get_running_loop().create_task(
-            self._request(lane, flight, leader, request)
-        )
+        waiting = self._waiting.get(leader)
+        if waiting is None:
+            waiting = self._waiting[leader] = deque()
+        waiting.append(flight)
+        if leader not in self._requesting:
+            self._request_soon(leader)
+
+    def _request_soon(self, leader: int) -> None:
+        self._requesting.add(leader)
+        task = asyncio.get_running_loop().create_task(self._request(leader))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _request(
-        self, lane: _Lane, flight: _Flight, leader: int, request: Any
-    ) -> None:
-        """Send one batch and act on the answer (in a task of its own: the
-        client's wait for the answer is bound to it)."""
-        written_before = flight.maybe_written
-        flight.maybe_written = True
+    def _next_request(self, leader: int) -> list[_Flight]:
+        """The flights of the leader's next request: the oldest waiting of
+        each partition; the rest wait for a request after it."""
+        self._requesting.discard(leader)
+        waiting = self._waiting.pop(leader, None) or deque()
+        taken: list[_Flight] = []
+        lanes: set[_Lane] = set()
+        later: deque[_Flight] = deque()
+        for flight in waiting:
+            if flight.lane in lanes:
+                later.append(flight)
+            else:
+                lanes.add(flight.lane)
+                taken.append(flight)
+        if later:
+            self._waiting[leader] = later
+            self._request_soon(leader)
+        return taken
+
+    async def _request(self, leader: int) -> None:
+        """Send the leader's waiting batches in one request and act on the
+        answer (in a task of its own: the client's wait for the answer is
+        bound to it)."""
+        flights = self._next_request(leader)
+        if not flights:
+            return
+        topics: dict[str, list[tuple[int, bytearray]]] = {}
+        for flight in flights:
+            topics.setdefault(flight.lane.topic, []).append(
+                (flight.lane.partition, flight.data)
+            )
+        written_before = [flight.maybe_written for flight in flights]
+        for flight in flights:
+            flight.maybe_written = True
         try:
+            request = produce_request(
+                self._client,
+                acks=self._acks,
+                timeout_ms=self._request_timeout_ms,
+                topics=list(topics.items()),
+            )
             # The client bounds the wait by the request timeout; this bounds
             # it too, should the client not.
             async with asyncio.timeout(self._request_timeout_ms / 1000 + 1.0):
                 response = await contained(self._client.send(leader, request))
         except NodeNotReadyError as exc:
-            flight.maybe_written = written_before
-            self._landed(lane, flight)
             self._client.force_metadata_update()
-            self._failed(lane, flight, exc, maybe_written=False)
+            for flight, before in zip(flights, written_before, strict=True):
+                flight.maybe_written = before
+                self._landed(flight)
+                self._failed(flight, exc, maybe_written=False)
         except Exception as exc:
-            # Anything else may have left with the batch in it.
-            self._landed(lane, flight)
-            self._failed(lane, flight, exc, maybe_written=True)
+            # Anything else may have left with the batches in it.
+            for flight in flights:
+                self._landed(flight)
+                self._failed(flight, exc, maybe_written=True)
         else:
-            self._landed(lane, flight)
-            self._answered(lane, flight, response)
-        self._settle_lane(lane)
+            answers = _answers(response)
+            for flight in flights:
+                self._landed(flight)
+                self._answered(flight, answers.get(flight.lane.key))
+        for flight in flights:
+            self._settle_lane(flight.lane)
 
-    def _landed(self, lane: _Lane, flight: _Flight) -> None:
+    def _landed(self, flight: _Flight) -> None:
         flight.in_air = False
-        lane.in_air -= 1
+        flight.lane.in_air -= 1
 
-    def _answered(self, lane: _Lane, flight: _Flight, response: Any) -> None:
-        answer = _answer_for(lane, response)
+    def _answered(self, flight: _Flight, answer: PartitionAnswer | None) -> None:
+        lane = flight.lane
         if answer is None:
             self._end(
                 flight,
@@ -428,7 +478,7 @@ class ProducePipeline:
             code == _OUT_OF_ORDER and self._idempotent and lane.flights[0] is not flight
         ):
             # An earlier batch is still to be written: send this one after it.
-            self._failed(lane, flight, OutOfOrderSequenceNumber(), maybe_written=False)
+            self._failed(flight, OutOfOrderSequenceNumber(), maybe_written=False)
         elif code == _OUT_OF_ORDER and lane.refused:
             self._end(
                 flight,
@@ -448,16 +498,16 @@ class ProducePipeline:
             if error_class.retriable or code in _NOT_NOW:
                 if getattr(error_class, "invalid_metadata", False) or code in _NOT_NOW:
                     self._client.force_metadata_update()
-                self._failed(lane, flight, error, maybe_written=code in _MAYBE_WRITTEN)
+                self._failed(flight, error, maybe_written=code in _MAYBE_WRITTEN)
             else:
-                self._refused(lane, flight, error)
+                self._refused(flight, error)
 
     def _failed(
-        self, lane: _Lane, flight: _Flight, error: BaseException, *, maybe_written: bool
+        self, flight: _Flight, error: BaseException, *, maybe_written: bool
     ) -> None:
         """A send of ``flight`` failed in a way that sending again may mend."""
         if self._idempotent:
-            lane.recovering = True
+            flight.lane.recovering = True
             return
         if maybe_written:
             # Sent without a sequence number: sent again, it could be
@@ -469,9 +519,10 @@ class ProducePipeline:
             error = written
         self._end(flight, None, error)
 
-    def _refused(self, lane: _Lane, flight: _Flight, error: BaseException) -> None:
+    def _refused(self, flight: _Flight, error: BaseException) -> None:
         """The broker will not write ``flight``: with sequence numbers, none
         of the lane's later batches can be written either."""
+        lane = flight.lane
         self._end(flight, None, error)
         if not self._idempotent:
             return
@@ -532,11 +583,13 @@ class ProducePipeline:
         self._pump(lane)
 
 
-def _answer_for(lane: _Lane, response: Any) -> PartitionAnswer | None:
+def _answers(response: Any) -> dict[tuple[str, int], PartitionAnswer]:
+    """Each partition's answer in ``response``; none where it cannot be
+    read (each of its batches is then reported maybe written)."""
     try:
-        for answer in partition_answers(response):
-            if answer.topic == lane.topic and answer.partition == lane.partition:
-                return answer
+        return {
+            (answer.topic, answer.partition): answer
+            for answer in partition_answers(response)
+        }
     except Exception:
-        return None
-    return None
+        return {}

@@ -61,12 +61,10 @@ def produce_request(
     *,
     acks: int,
     timeout_ms: int,
-    topic: str,
-    partition: int,
-    data: bytearray,
+    topics: list[tuple[str, list[tuple[int, bytearray]]]],
 ) -> Any:
-    """A request writing one record batch to one partition."""
-    topics = [(topic, [(partition, data)])]
+    """A request writing record batches (one per partition) to ``topics``:
+    ``[(topic, [(partition, batch bytes), ...]), ...]``."""
     request = _produce.ProduceRequest
     if isinstance(request, list):
         version = _listed_produce_version(client.api_version)

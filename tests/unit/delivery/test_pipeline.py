@@ -74,7 +74,8 @@ class ModelBroker:
         self.gate.set()
         self.in_air = 0
         self.most_in_air = 0
-        self.requests: list[tuple[int, int]] = []
+        self.requests: list[list[tuple[int, int]]] = []
+        """Each request's ``(partition, first sequence number)`` pairs."""
         self.leader: int | None = 0
         self.closed = False
         self.metadata_updates = 0
@@ -104,29 +105,36 @@ class ModelBroker:
     async def send(self, node: int, request: Any) -> Any:
         if "InitProducerId" in type(request).__name__:
             return SimpleNamespace(error_code=0, producer_id=77, producer_epoch=0)
-        ((topic, [(partition, data)]),) = _topics(request)
-        batch = DefaultRecordBatch(bytes(data))
-        self.requests.append((partition, batch.base_sequence))
+        entries = [
+            (topic, partition, DefaultRecordBatch(bytes(data)))
+            for topic, partitions in _topics(request)
+            for partition, data in partitions
+        ]
+        self.requests.append([(p, batch.base_sequence) for _, p, batch in entries])
         action = self.script.popleft() if self.script else "ok"
         if action == "not_ready":
             raise NodeNotReadyError("no connection")
-        self.in_air += 1
+        self.in_air += len(entries)
         self.most_in_air = max(self.most_in_air, self.in_air)
         try:
             await self.gate.wait()
             await asyncio.sleep(0)
         finally:
-            self.in_air -= 1
+            self.in_air -= len(entries)
         if action == "lost":
             raise KafkaConnectionError("connection broken")
-        if action == "not_leader":
-            return _answer(topic, partition, NOT_LEADER, -1)
-        if action == "too_large":
-            return _answer(topic, partition, TOO_LARGE, -1)
-        code, offset = self._write(self.partitions[partition], batch)
+        answers: list[tuple[str, int, int, int]] = []
+        for topic, partition, batch in entries:
+            if action == "not_leader":
+                answers.append((topic, partition, NOT_LEADER, -1))
+            elif action == "too_large":
+                answers.append((topic, partition, TOO_LARGE, -1))
+            else:
+                code, offset = self._write(self.partitions[partition], batch)
+                answers.append((topic, partition, code, offset))
         if action == "written_lost":
             raise KafkaConnectionError("connection broken after the write")
-        return _answer(topic, partition, code, offset)
+        return _answer(answers)
 
     def _write(self, partition: Partition, batch: Any) -> tuple[int, int]:
         values = [bytes(record.value) for record in batch]
@@ -152,8 +160,11 @@ def _topics(request: Any) -> Any:
     return topics if topics is not None else request.topics
 
 
-def _answer(topic: str, partition: int, code: int, offset: int) -> Any:
-    return SimpleNamespace(topics=[(topic, [(partition, code, offset, -1, -1)])])
+def _answer(answers: list[tuple[str, int, int, int]]) -> Any:
+    topics: dict[str, list[tuple[int, int, int, int, int]]] = {}
+    for topic, partition, code, offset in answers:
+        topics.setdefault(topic, []).append((partition, code, offset, -1, -1))
+    return SimpleNamespace(topics=list(topics.items()))
 
 
 @dataclass
@@ -261,6 +272,23 @@ async def test_partitions_have_windows_of_their_own() -> None:
     assert broker.partitions[1].log == [b"b%d" % n for n in range(5)]
 
 
+async def test_batches_handed_over_in_one_turn_share_a_request() -> None:
+    broker = ModelBroker()
+    harness = await make(broker)()
+    broker.gate.clear()
+    for n in range(3):
+        harness.send(b"a%d" % n, partition=0)
+        harness.send(b"b%d" % n, partition=1)
+    await asyncio.sleep(0.01)
+    # One batch per partition in a request; a partition's next batch in the
+    # next request, all in flight at once.
+    assert broker.requests == [[(0, n), (1, n)] for n in range(3)]
+    assert broker.in_air == 6
+    broker.gate.set()
+    await harness.settled()
+    assert broker.partitions[0].log == [b"a0", b"a1", b"a2"]
+
+
 async def test_a_failure_in_the_middle_of_a_pipeline_resends_in_order() -> None:
     broker = ModelBroker()
     harness = await make(broker, backoff=0.1)()
@@ -281,7 +309,7 @@ async def test_a_failure_in_the_middle_of_a_pipeline_resends_in_order() -> None:
     assert all(o.error is None for o in harness.outcomes)
     # After the failure, batches 3 to 5 were refused as out of order, and
     # went again only once the partition was quiet, oldest first.
-    resent = [sequence for _, sequence in broker.requests[5:]]
+    resent = [sequence for request in broker.requests[5:] for _, sequence in request]
     assert resent == [2, 4, 6, 8]
 
 
