@@ -33,6 +33,7 @@ from aiokafka.errors import (
 from structlog.stdlib import BoundLogger
 
 from .._foreign import contained, describe
+from .._options import MAX_IN_FLIGHT
 from ..errors import BrokerUnavailableError, IdempotenceUnsupportedError
 from ._faststream import producer_of, start_broker, stop_broker
 from ._transport import RecordBatch, SendDone, SendFailure, TopicInfo
@@ -522,6 +523,14 @@ class AiokafkaTransport:
         """Whether the producer is idempotent (a producer given to us is
         taken as not idempotent: the safe guess)."""
         return self._idempotence and self._owns_producer
+
+    @property
+    def max_in_flight(self) -> int:
+        """Batches of one partition taken at once: `MAX_IN_FLIGHT` with the
+        idempotent producer, else 1 (aiokafka queues a partition's batches
+        and sends them one at a time, in order; without idempotence a batch
+        it gives up after sending could be followed by the next)."""
+        return MAX_IN_FLIGHT if self.idempotent else 1
 
     @property
     def producer(self) -> AIOKafkaProducer | None:
