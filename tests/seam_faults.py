@@ -338,6 +338,10 @@ class FaultyTransport:
     def idempotent(self) -> bool:
         return self.inner.idempotent
 
+    @property
+    def max_in_flight(self) -> int:
+        return getattr(self.inner, "max_in_flight", 1)
+
     async def start(self) -> None:
         await self._faults.call("transport.start")
         await self.inner.start()

@@ -311,8 +311,8 @@ class KafkaEventManager(EventManager):
         Any field of `DeliveryOptions`: ``delivery_timeout``,
         ``close_timeout``, ``retry_backoff``, ``backoff_interval`` (a
         `datetime.timedelta` too, as in Safir), ``raise_on_error``,
-        ``enable_idempotence``, ``buffer``. An unknown name raises
-        `EventManagerUsageError` naming it.
+        ``enable_idempotence``, ``max_in_flight``, ``buffer``. An unknown
+        name raises `EventManagerUsageError` naming it.
 
     Attributes
     ----------
@@ -460,6 +460,7 @@ class KafkaEventManager(EventManager):
             delivery_timeout=options.delivery_timeout,
             backoff=(options.retry_backoff, options.backoff_interval),
             raise_on_error=options.raise_on_error,
+            max_in_flight=options.max_in_flight,
             listeners=telemetry.listeners,
             on_delivery_error=self._on_delivery_error,
             logger=self.logger,

@@ -37,6 +37,7 @@ from pydantic_core.core_schema import ValidatorFunctionWrapHandler
 from ._secrets import hide_error_inputs, mask_url
 
 __all__ = [
+    "MAX_IN_FLIGHT",
     "BufferOptions",
     "DeliveryOptions",
     "LogExportOptions",
@@ -47,6 +48,11 @@ __all__ = [
     "normalize_safir_names",
     "seconds",
 ]
+
+
+MAX_IN_FLIGHT = 5
+"""Most batches in flight per partition: Kafka's idempotent producer keeps
+the order of at most five requests per partition."""
 
 
 def _env(name: str | None) -> dict[str, Any]:
@@ -211,6 +217,17 @@ class DeliveryOptions(_Options):
             " then warns once and goes on without it."
         ),
     )
+    max_in_flight: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_IN_FLIGHT,
+        description=(
+            "Most batches in flight per partition, 1 to 5; unset: as many as"
+            " the transport keeps in order (5 with Kafka's idempotent"
+            " producer, else 1: without it a retried batch could land after"
+            " later ones). Capped by the transport, with one warning."
+        ),
+    )
     buffer: BufferOptions = Field(
         default_factory=BufferOptions, description="The pending-event buffer."
     )
@@ -222,6 +239,19 @@ class DeliveryOptions(_Options):
                 f"retry_backoff (METRICS_RETRY_BACKOFF, {self.retry_backoff} s)"
                 " must not exceed backoff_interval (METRICS_BACKOFF_INTERVAL,"
                 f" {self.backoff_interval} s); lower the first or raise the second"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _in_flight_keeps_order(self) -> DeliveryOptions:
+        if self.enable_idempotence is False and (self.max_in_flight or 1) > 1:
+            raise ValueError(
+                f"max_in_flight (METRICS_MAX_IN_FLIGHT, {self.max_in_flight})"
+                " above 1 needs Kafka's idempotent producer, which"
+                " enable_idempotence=False (METRICS_ENABLE_IDEMPOTENCE) turns"
+                " off: without it a retried batch could be written after the"
+                " batches sent behind it; set max_in_flight to 1 or leave"
+                " enable_idempotence unset"
             )
         return self
 

@@ -523,6 +523,14 @@ def test_bad_log_export_settings_name_the_variable(
             " or raise the second",
         ),
         (
+            {"METRICS_MAX_IN_FLIGHT": "3", "METRICS_ENABLE_IDEMPOTENCE": "false"},
+            "max_in_flight (METRICS_MAX_IN_FLIGHT, 3) above 1 needs Kafka's"
+            " idempotent producer, which enable_idempotence=False"
+            " (METRICS_ENABLE_IDEMPOTENCE) turns off: without it a retried batch"
+            " could be written after the batches sent behind it; set"
+            " max_in_flight to 1 or leave enable_idempotence unset",
+        ),
+        (
             {"METRICS_LOG_EXPORT_KAFKA": "true"},
             "log_export (METRICS_LOG_EXPORT_*) needs logs=True: it exports the"
             " events' log records; set METRICS_OTEL_LOGS=true, or unset every"

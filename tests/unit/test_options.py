@@ -107,3 +107,23 @@ def test_an_invalid_value_names_the_option() -> None:
         manager(close_timeout=-1)
     with pytest.raises(EventManagerUsageError, match="retry_backoff"):
         manager(retry_backoff=10, backoff_interval=1)
+
+
+def test_max_in_flight_is_bounded_by_name() -> None:
+    assert manager().options.max_in_flight is None
+    assert manager(max_in_flight=3).options.max_in_flight == 3
+    for bad in (0, 6):
+        with pytest.raises(EventManagerUsageError, match="max_in_flight"):
+            manager(max_in_flight=bad)
+    env = options_from_environment(DeliveryOptions, {"METRICS_MAX_IN_FLIGHT": "2"})
+    assert env.max_in_flight == 2
+
+
+def test_max_in_flight_without_idempotence_names_both_settings() -> None:
+    with pytest.raises(
+        EventManagerUsageError, match=r"max_in_flight.*enable_idempotence=False"
+    ):
+        manager(max_in_flight=2, enable_idempotence=False)
+    # One at a time needs no idempotence; unset idempotence may be granted.
+    assert manager(max_in_flight=1, enable_idempotence=False).options.max_in_flight
+    assert manager(max_in_flight=5).options.max_in_flight == 5

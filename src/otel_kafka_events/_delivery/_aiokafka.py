@@ -34,6 +34,7 @@ from aiokafka.errors import (
 from structlog.stdlib import BoundLogger
 
 from .._foreign import contained, describe
+from .._options import MAX_IN_FLIGHT
 from ..errors import BrokerUnavailableError, IdempotenceUnsupportedError
 from ._faststream import producer_of, start_broker, stop_broker
 from ._pipeline import ProducePipeline
@@ -574,6 +575,15 @@ class AiokafkaTransport:
             and self._manages(True)
             and pipeline_takes(self._options)
         )
+
+    @property
+    def max_in_flight(self) -> int:
+        """Batches of one partition taken at once: `MAX_IN_FLIGHT` with the
+        idempotent producer, else 1. The pipeline keeps that many in flight
+        and resends them in order; aiokafka's producer queues them and sends
+        one at a time, in order. Without idempotence a batch given up after
+        it was sent could be followed by the next one written."""
+        return MAX_IN_FLIGHT if self.idempotent else 1
 
     @property
     def producer(self) -> AIOKafkaProducer | None:

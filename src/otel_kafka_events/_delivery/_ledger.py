@@ -12,11 +12,23 @@ Invariants
 2. An event fails by time only once its own deadline has passed, whatever
    other partitions or event types are doing, whether it is queued or sent;
    an expired event is never handed out in a batch again.
-3. Each partition has at most one batch out at a time, and its queue keeps
-   every event type's events in publish order, also when a batch comes
-   back for a retry or a newly registered type's backlog joins it. Events
-   with one key (of one type) all go to one partition, so they keep their
-   publish order too.
+3. Each partition has at most `Ledger.max_in_flight` batches out at a
+   time, kept in the order they were taken, and its queue keeps every event
+   type's events in publish order, also when a batch comes back for a retry
+   or a newly registered type's backlog joins it. A batch that comes back
+   for a retry while other batches of its partition are out is held (its
+   events still count, and fail at their own deadlines), and nothing more
+   is taken from that partition, until every batch out has ended: those
+   taken before it may still fail and come back, and those taken after it
+   will (see below), and all their events must go back ahead of younger
+   ones. Then the held events go back ahead of the queue, in the order
+   they were taken. So a partition's events reach the topic in publish
+   order, given a transport that writes a partition's batches in the order
+   they were taken and, once it fails one without writing it, writes none
+   taken after it before that failure was reported here (Kafka's
+   idempotent producer fails the requests behind a gap in its sequence).
+   Events with one key (of one type) all go to one partition, so they keep
+   their publish order too.
 4. ``buffered`` never exceeds the buffer's event bound, nor
    ``buffered_bytes`` its byte bound.
 
@@ -161,6 +173,7 @@ class PendingEvent(NamedTuple):
 
 
 _DEADLINE = operator.attrgetter("deadline")
+_TAKEN = operator.attrgetter("taken")
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,11 +217,15 @@ class Batch:
         Its events, in record order.
     first_open
         The index of its first event not settled yet.
+    taken
+        When it was taken, as a count of the ledger's batches: a batch of
+        its partition taken before it has a lower one.
     """
 
     partition: int
     events: list[PendingEvent]
     first_open: int = 0
+    taken: int = 0
 
     def open_events(self) -> list[PendingEvent]:
         """The events not settled yet."""
@@ -293,6 +310,8 @@ class Ledger:
     ----------
     buffer
         The bounds on events held at once.
+    max_in_flight
+        Batches of one partition out at once (`max_in_flight`).
 
     Notes
     -----
@@ -303,7 +322,7 @@ class Ledger:
     publish order.
     """
 
-    def __init__(self, buffer: BufferOptions) -> None:
+    def __init__(self, buffer: BufferOptions, max_in_flight: int = 1) -> None:
         self.buffer = buffer
         self._max_events = buffer.max_events
         self._max_bytes = buffer.max_bytes
@@ -311,7 +330,17 @@ class Ledger:
         self._routes: dict[str, Route] = {}
         self._spreading: list[Route] = []
         self._queues: dict[int, deque[PendingEvent]] = {}
-        self._out: dict[int, Batch] = {}
+        self._out: dict[int, list[Batch]] = {}
+        """Each partition's batches out, in take order (no entry: none)."""
+        self._held: dict[int, list[Batch]] = {}
+        """Each partition's retried batches waiting for batches taken before
+        them to end, in take order (no entry: none)."""
+        self._blocked: set[int] = set()
+        """Partitions nothing may be taken from now: as many batches out as
+        allowed, or events held."""
+        self._depth = 1
+        self._taken = 0
+        self.max_in_flight = max_in_flight
         self._published = 0
         self._delivered = 0
         self._failed = 0
@@ -337,6 +366,24 @@ class Ledger:
     def buffered(self) -> int:
         """Events accepted and not yet settled, in queues or in flight."""
         return self._buffered
+
+    @property
+    def max_in_flight(self) -> int:
+        """How many batches of one partition may be out at once.
+
+        The sender sets it each time its transport starts (what the
+        transport allows may change); lowering it takes nothing back: the
+        batches out end as they would, and no more are taken meanwhile.
+        """
+        return self._depth
+
+    @max_in_flight.setter
+    def max_in_flight(self, depth: int) -> None:
+        if type(depth) is not int or depth < 1:
+            raise ValueError(f"max_in_flight must be an int >= 1, not {depth!r}")
+        self._depth = depth
+        for partition in {*self._out, *self._held, *self._blocked}:
+            self._recheck(partition)
 
     # Intake -----------------------------------------------------------------
 
@@ -427,20 +474,23 @@ class Ledger:
     # Sending ----------------------------------------------------------------
 
     def sendable(self) -> list[int]:
-        """Partitions with queued events and no batch out."""
+        """Partitions with queued events that a batch may be taken from now
+        (fewer than `max_in_flight` batches out, no events held)."""
+        blocked = self._blocked
         return [
             partition
             for partition, queue in self._queues.items()
-            if queue and partition not in self._out
+            if queue and partition not in blocked
         ]
 
     def can_send(self, partition: int) -> bool:
-        """Whether ``partition`` has queued events and no batch out."""
-        return bool(self._queues.get(partition)) and partition not in self._out
+        """Whether ``partition`` has queued events and a batch may be taken
+        from it now."""
+        return bool(self._queues.get(partition)) and partition not in self._blocked
 
     def is_out(self, batch: Batch) -> bool:
         """Whether ``batch`` is still out (not yet settled as a whole)."""
-        return self._out.get(batch.partition) is batch
+        return batch in self._out.get(batch.partition, ())
 
     def take(
         self, partition: int, now: float, fits: Callable[[PendingEvent], bool]
@@ -455,9 +505,10 @@ class Ledger:
         Returns
         -------
         Batch or None
-            None if the partition has a batch out, or nothing live to send.
+            None if no batch may be taken from the partition now (see
+            `can_send`), or it has nothing live to send.
         """
-        if partition in self._out:
+        if partition in self._blocked:
             return None
         queue = self._queues.get(partition)
         if not queue:
@@ -470,16 +521,26 @@ class Ledger:
             taken.append(queue.popleft())
         if not taken:
             return None
-        batch = Batch(partition, taken)
-        self._out[partition] = batch
+        self._taken += 1
+        batch = Batch(partition, taken, 0, self._taken)
+        out = self._out.get(partition)
+        if out is None:
+            self._out[partition] = [batch]
+            if self._depth == 1:
+                self._blocked.add(partition)
+        else:
+            out.append(batch)
+            if len(out) >= self._depth:
+                self._blocked.add(partition)
         for route in self._spreading:
             route.batch_taken(partition)
         return batch
 
     def delivered(self, batch: Batch, base_offset: int) -> list[Settlement]:
         """Settle a batch Kafka acknowledged: its events not settled yet,
-        in runs of consecutive offsets."""
-        self._release(batch)
+        in runs of consecutive offsets. Batches of a partition may be
+        acknowledged in any order."""
+        self._end(batch)
         events = batch.open_events()
         if not events:
             return []
@@ -500,17 +561,15 @@ class Ledger:
 
         Its open events go back in their order, ahead of anything queued
         since (which is younger); those whose deadline has passed fail
-        instead.
+        instead. While other batches of its partition are out, they are
+        held instead, and the partition sends nothing, until every batch out
+        has ended: then they go back with the events of the others that came
+        back meanwhile, in take order (invariant 3).
         """
-        self._release(batch)
         open_events = batch.open_events()
         live = [e for e in open_events if e.deadline > now]
         expired = [e for e in open_events if e.deadline <= now]
-        if live:
-            queue = self._queues[batch.partition]
-            self._queues[batch.partition] = deque(
-                heapq.merge(live, queue, key=_DEADLINE)
-            )
+        self._end(batch, live)
         if not expired:
             return []
         return [self._settle_failed(expired, Settled.TIMED_OUT_KAFKA, error)]
@@ -519,7 +578,7 @@ class Ledger:
         self, batch: Batch, outcome: Settled, error: BaseException
     ) -> list[Settlement]:
         """Settle the open events of a batch that will not be sent again."""
-        self._release(batch)
+        self._end(batch)
         events = batch.open_events()
         if not events:
             return []
@@ -546,6 +605,8 @@ class Ledger:
                 settlements.append(
                     self._settle_failed(expired, outcome, error(outcome))
                 )
+        if self._held:
+            settlements.extend(self._expire_held(now, error))
         return settlements
 
     def expire_batch(
@@ -566,31 +627,42 @@ class Ledger:
             return []
         batch.first_open = end
         if batch.done:
-            self._release(batch)
+            self._end(batch)
         return [self._settle_failed(events[start:end], Settled.NOT_ACKNOWLEDGED, error)]
 
     def next_deadline(self) -> float | None:
-        """The earliest deadline among queued and sent events (None if none)."""
+        """The earliest deadline among queued, held and sent events (None if
+        none)."""
         heads = [queue[0].deadline for queue, _ in self._queues_with_outcome() if queue]
-        for batch in self._out.values():
-            if not batch.done:
-                heads.append(batch.events[batch.first_open].deadline)
+        for batches in (*self._out.values(), *self._held.values()):
+            for batch in batches:
+                if not batch.done:
+                    heads.append(batch.events[batch.first_open].deadline)
         return min(heads, default=None)
 
     def close(
         self, in_flight_error: BaseException, queued_error: BaseException
     ) -> list[Settlement]:
         """Settle everything left as `Settled.CLOSED`: the batches out with
-        ``in_flight_error`` (the broker may have them), then the queues with
-        ``queued_error``."""
+        ``in_flight_error`` (the broker may have them), then the held events
+        and the queues with ``queued_error``."""
         settlements = []
-        for batch in self._out.values():
-            events = batch.open_events()
+        for batches in self._out.values():
+            for batch in batches:
+                events = batch.open_events()
+                if events:
+                    settlements.append(
+                        self._settle_failed(events, Settled.CLOSED, in_flight_error)
+                    )
+        self._out.clear()
+        for batches in self._held.values():
+            events = [e for batch in batches for e in batch.open_events()]
             if events:
                 settlements.append(
-                    self._settle_failed(events, Settled.CLOSED, in_flight_error)
+                    self._settle_failed(events, Settled.CLOSED, queued_error)
                 )
-        self._out.clear()
+        self._held.clear()
+        self._blocked.clear()
         for queue, _ in self._queues_with_outcome():
             if queue:
                 settlements.append(
@@ -607,10 +679,78 @@ class Ledger:
         for queue in self._queues.values():
             yield queue, Settled.TIMED_OUT_KAFKA
 
-    def _release(self, batch: Batch) -> None:
-        if self._out.get(batch.partition) is not batch:
-            raise ValueError(f"batch of partition {batch.partition} is not out")
-        del self._out[batch.partition]
+    def _end(self, batch: Batch, back: list[PendingEvent] | None = None) -> None:
+        """``batch`` is no longer out; ``back``: its events to send again.
+
+        Those are held while other batches of the partition are out; once
+        none is, whatever is held goes back to the queue.
+        """
+        partition = batch.partition
+        out = self._out.get(partition)
+        if out is not None and out[0] is batch and len(out) == 1:
+            del self._out[partition]
+            if not back and not self._held:
+                # The usual case: it was the only one, and nothing waits.
+                self._blocked.discard(partition)
+                return
+        elif out is not None and batch in out:
+            out.remove(batch)
+            if not out:
+                del self._out[partition]
+        else:
+            raise ValueError(f"batch of partition {partition} is not out")
+        if back:
+            held = self._held.setdefault(partition, [])
+            held.append(Batch(partition, back, 0, batch.taken))
+            held.sort(key=_TAKEN)
+        if partition not in self._out:
+            waiting = self._held.pop(partition, None)
+            if waiting:
+                self._put_back(partition, waiting)
+        self._recheck(partition)
+
+    def _put_back(self, partition: int, held: list[Batch]) -> None:
+        """Requeue events of ``partition`` that failed retriably, ahead of
+        the queue, in take order."""
+        # Each batch is in deadline order, and so is the queue: the merge
+        # keeps it so, and puts an earlier-taken batch's events first on a
+        # tie, so that each type's events stay in publish order.
+        runs = [batch.open_events() for batch in held]
+        queue = self._queues[partition]
+        self._queues[partition] = deque(heapq.merge(*runs, queue, key=_DEADLINE))
+
+    def _expire_held(
+        self, now: float, error: Callable[[Settled], BaseException]
+    ) -> list[Settlement]:
+        """Fail the held events whose deadline has passed (never sent again:
+        timed out waiting for Kafka, as queued ones)."""
+        settlements = []
+        for partition, held in list(self._held.items()):
+            expired: list[PendingEvent] = []
+            for batch in held:
+                events, end = batch.events, batch.first_open
+                while end < len(events) and events[end].deadline <= now:
+                    expired.append(events[end])
+                    end += 1
+                batch.first_open = end
+            if not expired:
+                continue
+            left = [batch for batch in held if not batch.done]
+            if left:
+                self._held[partition] = left
+            else:
+                del self._held[partition]
+                self._recheck(partition)
+            outcome = Settled.TIMED_OUT_KAFKA
+            settlements.append(self._settle_failed(expired, outcome, error(outcome)))
+        return settlements
+
+    def _recheck(self, partition: int) -> None:
+        """Whether a batch may be taken from ``partition``, as it is now."""
+        if partition in self._held or len(self._out.get(partition, ())) >= self._depth:
+            self._blocked.add(partition)
+        else:
+            self._blocked.discard(partition)
 
     def _settle_failed(
         self, events: list[PendingEvent], outcome: Settled, error: BaseException

@@ -43,6 +43,7 @@ from aiokafka.errors import (
 )
 
 from .._foreign import contained, describe
+from .._options import MAX_IN_FLIGHT
 from ._partitioner import murmur2
 from ._produce_protocol import (
     PartitionAnswer,
@@ -55,11 +56,8 @@ from ._produce_protocol import (
 from ._sent import MaybeSentError, NotSentError, SequenceBrokenError
 from ._transport import SendDone
 
-__all__ = ["MAX_IN_FLIGHT", "PipelineUnsupportedError", "ProducePipeline"]
+__all__ = ["PipelineUnsupportedError", "ProducePipeline"]
 
-MAX_IN_FLIGHT = 5
-"""Kafka's bound on a partition's batches in flight for an idempotent
-producer that keeps their order."""
 
 # Broker answers that mean "not now": retried.
 _NOT_NOW = frozenset({13, 74, 76})  # network exception, leader epoch moved

@@ -1,19 +1,23 @@
-"""Moving events from the ledger to the transport, one batch per partition.
+"""Moving events from the ledger to the transport, up to `max_in_flight`
+batches per partition at a time.
 
-A send starts when events are queued for a partition that has nothing out:
-the loop below starts the first (or, for an event whose publisher waits for
-it, `Sender.send_now`, before the publisher waits), and the end of each
-send starts the next one at once, from the transport's callback, without
-waiting for the loop's turn. A transport that allows it is handed its
-batch in the same step (`start_eagerly`) rather than by a task that would
-start a turn later. While the publisher keeps the event loop busy, every
-hop between an acknowledgement and the next request waits for it to
-yield, so fewer hops
+A send starts when events are queued for a partition that has room for
+another batch out (`Ledger.can_send`): the loop below starts the first
+(or, for an event whose publisher waits for it, `Sender.send_now`, before
+the publisher waits), and the end of each send starts the next ones at
+once, from the transport's callback, without waiting for the loop's turn.
+A transport that allows it is handed its batch in the same step
+(`start_eagerly`) rather than by a task that would start a turn later.
+While the publisher keeps the event loop busy, every hop between an
+acknowledgement and the next request waits for it to yield, so fewer hops
 mean bigger batches and less backlog. The loop, woken by new events, a new
 connection or the next deadline, expires what is overdue (queued events,
 and the events of batches out past their own deadline) and starts sends
 after a backoff. Every decision about an event is the ledger's; this
-module only times and carries them out.
+module only times and carries them out. How many batches of a partition
+may be out at once is the smaller of the ``max_in_flight`` setting and
+what the transport keeps in order (`Transport.max_in_flight`), read each
+time it starts.
 
 The loop never dies of an error: what the transport raises (anything, a
 ``BaseException`` included) or answers that makes no sense becomes a send
@@ -32,7 +36,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from structlog.stdlib import BoundLogger
+
 from .._foreign import describe, own_cancellation
+from .._options import MAX_IN_FLIGHT
 from ..errors import NotAcknowledgedError
 from ._backoff import Backoff
 from ._connection import Connection
@@ -84,7 +91,8 @@ def not_acknowledged(error: BaseException) -> NotAcknowledgedError:
 
 
 class Sender:
-    """Sends what the ledger holds, one batch per partition at a time.
+    """Sends what the ledger holds, up to `max_in_flight` batches per
+    partition at a time.
 
     Parameters
     ----------
@@ -104,6 +112,12 @@ class Sender:
     delivery_timeout
         Seconds an event may take; only for error messages (each event
         carries its own deadline).
+    max_in_flight
+        Most batches of one partition out at once; None: as many as the
+        transport takes (`Transport.max_in_flight`), up to `MAX_IN_FLIGHT`.
+        The transport's answer caps it either way.
+    logger
+        For the warning that the transport caps ``max_in_flight``.
     clock
         Monotonic time in seconds; asyncio's timeouts use the same clock.
     """
@@ -118,6 +132,8 @@ class Sender:
         connection: Connection,
         backoff: tuple[float, float],
         delivery_timeout: float,
+        max_in_flight: int | None = None,
+        logger: BoundLogger | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ledger = ledger
@@ -128,7 +144,12 @@ class Sender:
         self._backoff = Backoff(*backoff)
         self._delivery_timeout = delivery_timeout
         self._clock = clock
-        self._sends: dict[int, _Send] = {}
+        self._sends: dict[_Send, None] = {}
+        """The sends running, in the order they started."""
+        self._max_in_flight = max_in_flight
+        self._logger = logger
+        self._capped: int | None = None
+        """The depth the last warning about a cap was for."""
         self._stopping = False
         self._retry_at: dict[int, float] = {}
         self._wakeup = asyncio.Event()
@@ -155,6 +176,57 @@ class Sender:
             self._context = contextvars.copy_context()
             self._task = asyncio.create_task(
                 self._run(), name="otel-kafka-events-sender"
+            )
+
+    def connected(self) -> None:
+        """The transport has (re)started: set how many batches of a
+        partition may be out (what it takes may have changed), and look at
+        the ledger again."""
+        asked = self._max_in_flight
+        allowed = self._transport_depth(self._connection.transport)
+        depth = min(asked or MAX_IN_FLIGHT, allowed)
+        self._ledger.max_in_flight = depth
+        if asked is not None and depth < asked and self._capped != depth:
+            self._capped = depth
+            self._warn_capped(asked, depth)
+        self.wake()
+
+    def _transport_depth(self, transport: Transport) -> int:
+        """`Transport.max_in_flight`, read behind the guard: 1 for a
+        transport without it (it keeps order only one batch at a time), or
+        whose answer is no int of at least 1 (a defect, reported)."""
+        try:
+            depth = getattr(transport, "max_in_flight", 1)
+        except BaseException as exc:
+            self._listeners.guard.failed("transport", exc)
+            return 1
+        if type(depth) is not int or depth < 1:
+            self._listeners.guard.failed(
+                "transport",
+                TypeError(
+                    f"the transport's max_in_flight is {depth!r}, not an int"
+                    " of at least 1; sending one batch per partition at a time"
+                ),
+            )
+            return 1
+        return depth
+
+    def _warn_capped(self, asked: int, depth: int) -> None:
+        if self._logger is None:
+            return
+        if self._connection.transport.idempotent:
+            reason = f"the transport takes {depth} at a time in order"
+        else:
+            reason = (
+                "without Kafka's idempotent producer a retried batch could be"
+                " written after the batches sent behind it, so order allows one"
+            )
+        with contextlib.suppress(Exception):
+            self._logger.warning(
+                f"max_in_flight={asked} lowered to {depth} batch(es) in flight"
+                f" per partition: {reason}",
+                max_in_flight=asked,
+                in_flight=depth,
             )
 
     @property
@@ -217,7 +289,7 @@ class Sender:
         queued events with ``queued_error``."""
         self._stopping = True
         tasks: list[asyncio.Task[Any]] = [
-            s.handover for s in self._sends.values() if s.handover is not None
+            s.handover for s in self._sends if s.handover is not None
         ]
         if self._task is not None:
             tasks.append(self._task)
@@ -231,7 +303,7 @@ class Sender:
         self._disarm()
         if self._sends:
             self.abandoned = True
-        for send in self._sends.values():
+        for send in self._sends:
             if send.handing is not None:
                 # A handover task cancelled before it ran never awaited it.
                 send.handing.close()
@@ -317,38 +389,55 @@ class Sender:
         return self._next_wakeup(now, ready)
 
     def _start_sends(self, now: float) -> None:
-        """Start a send for each partition that has events queued, nothing
-        out and no backoff running."""
+        """Start sends for each partition that has events queued, room for
+        another batch out and no backoff running."""
         connection = self._connection
         transport = connection.transport
         for partition in self._ledger.sendable():
             if not connection.ready:
                 break  # a send failed at once and restarts the transport
             if self._retry_at.get(partition, 0.0) <= now:
-                self._start_send(transport, partition, now)
+                self._fill(transport, partition, now)
+
+    def _fill(self, transport: Transport, partition: int, now: float) -> None:
+        """Start sends to ``partition`` while the ledger lets a batch be
+        taken from it (one, with one batch in flight per partition)."""
+        ledger = self._ledger
+        while (
+            self._start_send(transport, partition, now)
+            and ledger.can_send(partition)
+            and self._connection.ready
+            and self._retry_at.get(partition, 0.0) <= now
+        ):
+            pass
 
     def _next_wakeup(self, now: float, connected: bool) -> float | None:
         """Seconds until the loop has something to do without being woken."""
         deadline = self._ledger.next_deadline()
         times = [] if deadline is None else [deadline]
         if connected:
+            # A partition that cannot send then anyway is looked at when
+            # what blocks it ends (`_finish`), not at its backoff.
+            can_send = self._ledger.can_send
             times.extend(
                 at
                 for partition, at in self._retry_at.items()
-                if partition not in self._sends and at > now
+                if at > now and can_send(partition)
             )
         if not times:
             return None
         return max(min(times) - now, 0.0)
 
-    def _start_send(self, transport: Transport, partition: int, now: float) -> None:
+    def _start_send(self, transport: Transport, partition: int, now: float) -> bool:
+        """Take a batch of ``partition`` and hand it to the transport;
+        whether one was taken (its send may have ended already)."""
         try:
             records = transport.new_batch()
             fits, failures = _filler(records)
         except BaseException as exc:
             self._listeners.guard.failed("transport", exc)
             self._back_off(partition, now)
-            return
+            return False
         batch = self._ledger.take(partition, now, fits)
         if failures:
             # The batch could not be built: it is not sent, and its events
@@ -357,12 +446,12 @@ class Sender:
             self._back_off(partition, now)
             if batch is not None:
                 self.settle(self._ledger.retry(batch, now, failures[0]))
-            return
+            return False
         if batch is None:
-            return
+            return False
         send = _Send(batch, transport, min(event.deadline for event in batch.events))
         send.tokens = self._listeners.batch_started(partition, batch.events)
-        self._sends[partition] = send
+        self._sends[send] = None
         try:
             sending = transport.send(
                 records,
@@ -375,12 +464,13 @@ class Sender:
         except BaseException as exc:
             # Raised at the call, or before the transport's first wait.
             self._finish(send, None, _handover_error(exc))
-            return
+            return True
         if handing is None:
             self._handed_over(send)
-            return
+            return True
         send.handing = handing
         send.handover = asyncio.create_task(self._hand_over(send, handing))
+        return True
 
     def _handed_over(self, send: _Send) -> None:
         send.handover = None
@@ -424,7 +514,7 @@ class Sender:
         broker may have written them, so they are not acknowledged (and
         never resent)."""
         ledger = self._ledger
-        for partition, send in list(self._sends.items()):
+        for send in list(self._sends):
             if not send.handed_over:
                 continue
             settlements = ledger.expire_batch(
@@ -439,19 +529,19 @@ class Sender:
                 continue
             self.abandoned = True
             if not ledger.is_out(send.batch):
-                del self._sends[partition]
+                del self._sends[send]
                 self._listeners.batch_ended(
-                    send.tokens, partition, None, settlements[0].error
+                    send.tokens, send.batch.partition, None, settlements[0].error
                 )
             self.settle(settlements)
 
     def _finish(
         self, send: _Send, offset: int | None, error: BaseException | None
     ) -> None:
-        """Settle a send that ended, then start the partition's next one."""
-        partition = send.batch.partition
-        if self._sends.get(partition) is not send:
+        """Settle a send that ended, then start the partition's next ones."""
+        if send not in self._sends:
             return  # already settled: given up, or the sender stopped
+        partition = send.batch.partition
         if error is None and (type(offset) is not int or offset < 0):
             error = GarbledAnswerError(
                 f"the transport acknowledged the batch with offset {offset!r}"
@@ -461,7 +551,7 @@ class Sender:
             error = GarbledAnswerError(
                 f"the transport answered the send with {error!r}"
             )
-        del self._sends[partition]
+        del self._sends[send]
         self._listeners.batch_ended(send.tokens, partition, offset, error)
         now = self._clock()
         batch = send.batch
@@ -497,7 +587,7 @@ class Sender:
             and ledger.can_send(partition)
         ):
             # The next batch goes out now, not at the loop's next turn.
-            self._start_send(self._connection.transport, partition, now)
+            self._fill(self._connection.transport, partition, now)
         if ledger.buffered == 0:
             self._idle.set()
             if error is None:

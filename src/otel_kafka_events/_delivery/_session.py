@@ -97,6 +97,9 @@ class DeliverySession:
         The buffer's bounds and overflow policy.
     delivery_timeout
         Seconds an event may take to be acknowledged.
+    max_in_flight
+        Most batches in flight per partition (None: what the transport
+        takes); see `Sender`.
     backoff
         First and longest delay between retries.
     raise_on_error
@@ -120,6 +123,7 @@ class DeliverySession:
         delivery_timeout: float,
         backoff: tuple[float, float],
         raise_on_error: bool,
+        max_in_flight: int | None = None,
         listeners: Sequence[DeliveryListener],
         on_delivery_error: FailureCallback | None,
         logger: BoundLogger,
@@ -143,6 +147,8 @@ class DeliverySession:
             connection=self.connection,
             backoff=backoff,
             delivery_timeout=delivery_timeout,
+            max_in_flight=max_in_flight,
+            logger=logger,
         )
         self.registrations = Registrations(
             topic=topic,
@@ -172,7 +178,7 @@ class DeliverySession:
 
     def _ready(self) -> None:
         self.intake.refresh_limit()
-        self.sender.wake()
+        self.sender.connected()
         self.registrations.connected()
 
     @property

@@ -116,6 +116,23 @@ class Transport(Protocol):
         duplicate (Kafka's idempotent producer)."""
         ...
 
+    @property
+    def max_in_flight(self) -> int:
+        """How many batches of one partition the transport takes at once and
+        keeps in order.
+
+        It writes them in the order `send` was called, so a batch is never
+        written after a later batch of its partition; and once it fails a
+        batch without writing it (a failure other than
+        `SendFailure.REJECT` or `SendFailure.UNKNOWN`), it writes none of
+        the batches of that partition sent after it before that failure was
+        reported (they fail too), as Kafka's idempotent producer does. Read
+        after each `start`: the answer may change (an idempotent producer
+        the broker refused). A transport without this attribute takes one
+        at a time.
+        """
+        ...
+
     async def start(self) -> None:
         """Connect.
 

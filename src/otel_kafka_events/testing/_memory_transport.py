@@ -144,6 +144,15 @@ class MemoryTransport:
     idempotent
         Whether it behaves as Kafka's idempotent producer (a send that got
         no answer can be retried without a duplicate).
+    max_in_flight
+        How many batches of one partition it takes at once
+        (`Transport.max_in_flight`). It writes each partition's batches in
+        the order they were sent; once a send of a partition fails without
+        being written (`fail_next`, any outcome but ``REJECTED``, and
+        ``NO_ANSWER`` without ``written``), the sends of that partition that
+        follow fail too, as retriable, until that failure has been
+        reported, as Kafka's idempotent producer fails the requests behind
+        a gap in its sequence.
 
     Examples
     --------
@@ -164,12 +173,20 @@ class MemoryTransport:
         max_request_size: int = 1_048_576,
         batch_size: int = 512 * 1024,
         idempotent: bool = True,
+        max_in_flight: int = 1,
     ) -> None:
+        if type(max_in_flight) is not int or max_in_flight < 1:
+            raise ValueError(
+                f"max_in_flight must be an int of at least 1, not {max_in_flight!r}"
+            )
         self._partitions = partitions
         self._auto_create = auto_create_topics
         self._max_request_size = max_request_size
         self._batch_size = batch_size
         self._idempotent = idempotent
+        self._max_in_flight = max_in_flight
+        self._gaps: set[tuple[str, int]] = set()
+        """Partitions whose failed send is not reported yet."""
         self._topics: dict[str, list[list[MemoryRecord]]] = {}
         self._failures: deque[tuple[SendOutcome, bool]] = deque()
         self._held: list[_Held] = []
@@ -252,6 +269,11 @@ class MemoryTransport:
         return self._idempotent
 
     @property
+    def max_in_flight(self) -> int:
+        """How many batches of one partition it takes at once."""
+        return self._max_in_flight
+
+    @property
     def started(self) -> bool:
         """Whether it is started."""
         return self._started
@@ -286,10 +308,17 @@ class MemoryTransport:
             raise BrokerUnavailableError("not connected to Kafka at memory")
         self.sends += 1
         loop = asyncio.get_running_loop()
-        if self._failures:
+        where = (topic, partition)
+        if where in self._gaps:
+            # Behind a failed send: not written either.
+            loop.call_soon(done, None, SendError(SendOutcome.RETRIABLE))
+        elif self._failures:
             outcome, written = self._failures.popleft()
             if written:
                 self._write(batch, topic, partition)
+            elif outcome is not SendOutcome.REJECTED:
+                self._gaps.add(where)
+                done = self._closing_gap(where, done)
             loop.call_soon(done, None, SendError(outcome))
         elif self.stalled or partition in self.stalled_partitions:
             self._held.append(_Held(batch, topic, partition, done))
@@ -329,6 +358,15 @@ class MemoryTransport:
                 SendFailure.RETRY if self._idempotent else SendFailure.UNKNOWN
             ),
         }[error.outcome]
+
+    def _closing_gap(self, where: tuple[str, int], done: SendDone) -> SendDone:
+        """``done``, which first lets the partition's sends through again."""
+
+        def reported(offset: int | None, error: BaseException | None) -> None:
+            self._gaps.discard(where)
+            done(offset, error)
+
+        return reported
 
     def _write(self, batch: _Batch, topic: str, partition: int) -> int:
         if topic not in self._topics:

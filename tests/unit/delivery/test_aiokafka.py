@@ -372,3 +372,11 @@ def test_the_first_bootstrap_server_is_probed_for_a_refusal(
     servers: Any, address: tuple[str, int] | None
 ) -> None:
     assert _aiokafka._first_address(servers) == address
+
+
+def test_the_idempotent_producer_takes_five_batches_per_partition() -> None:
+    assert AiokafkaTransport(bootstrap_servers="kafka:9092").max_in_flight == 5
+    plain = AiokafkaTransport(bootstrap_servers="kafka:9092", enable_idempotence=False)
+    assert plain.max_in_flight == 1
+    # A producer given to us is taken as not idempotent: one at a time.
+    assert AiokafkaTransport(producer=_StandInProducer()).max_in_flight == 1

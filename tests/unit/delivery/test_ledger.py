@@ -1,23 +1,34 @@
 """The delivery ledger's invariants, checked after every step of random runs.
 
 A hypothesis state machine publishes events of several types to several
-partitions, lets registrations succeed late or fail, hands out batches,
-finishes their sends (acknowledged, retriable failure, refusal, no answer by
-the deadline, with or without the broker having written them), moves the
-clock and closes. One type's events are keyed (over every partition, by
-their key), another's are spread over every partition (sticky per batch).
-The "topic" is a log of records per partition. After every step it checks
-the invariants stated in ``_ledger.py``.
+partitions, lets registrations succeed late or fail, hands out batches (up
+to 1 to 5 per partition at once, drawn per run, and changed as a restarted
+transport may), finishes their sends in any order (acknowledged,
+retriable failure, refusal, no answer, no answer by the deadline, with or
+without the broker having written them), moves the clock and closes. One
+type's events are keyed (over every partition, by their key), another's
+are spread over every partition (sticky per batch).
+
+The "broker" writes a partition's batches in the order they were taken: a
+batch is written only once every batch taken before it was written or will
+never be; a batch that fails retriably is not written, and neither is any
+batch taken after it before that failure was reported (Kafka's idempotent
+producer fails the requests behind a gap in its sequence; that is what
+`Transport.max_in_flight` asks of a transport). Acknowledgements of written
+batches come in any order. The "topic" is a log of records per partition.
+After every step it checks the invariants stated in ``_ledger.py``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    initialize,
     invariant,
     precondition,
     rule,
@@ -25,6 +36,7 @@ from hypothesis.stateful import (
 
 from otel_kafka_events import BufferOptions
 from otel_kafka_events._delivery._ledger import (
+    Batch,
     Ledger,
     PendingEvent,
     Route,
@@ -87,6 +99,18 @@ def make_event(
     )
 
 
+@dataclass(eq=False)
+class Sent:
+    """A batch handed to the "transport", as the broker sees it."""
+
+    batch: Batch
+    records: list[bytes]
+    written_at: int | None = None
+    """The offset of its first record, once written."""
+    dead: bool = False
+    """Never to be written."""
+
+
 class LedgerMachine(RuleBasedStateMachine):
     """Drives a `Ledger` the way the sender and the manager do."""
 
@@ -102,20 +126,31 @@ class LedgerMachine(RuleBasedStateMachine):
         self.outcomes: dict[str, Settled] = {}
         self.handed_out: set[str] = set()
         self.maybe_written: set[str] = set()
-        self.batches: dict[int, Any] = {}
+        self.out: dict[int, list[Sent]] = {p: [] for p in ALL}
+        """The batches the ledger has out, per partition, in take order."""
+        self.pipeline: dict[int, list[Sent]] = {p: [] for p in ALL}
+        """What the broker may still write, per partition, in take order
+        (batches the ledger gave up included)."""
+        self.depth = 1
         self.keys: dict[str, bytes] = {}
         self.closed = False
 
+    @initialize(depth=st.integers(1, 5))
+    def pipelined(self, depth: int) -> None:
+        self.depth = self.ledger.max_in_flight = depth
+
     # Bookkeeping of what the ledger reports ---------------------------------
 
-    def record(self, settlements: list[Settlement]) -> None:
+    def record(self, settlements: list[Settlement], answered: bool = False) -> None:
+        """Check and note outcomes; ``answered``: the transport's answer
+        settled them, not the clock."""
         for settlement in settlements:
             for event in settlement.events:
                 assert event.event_id not in self.outcomes, (
                     f"{event.event_id} settled twice"
                 )
                 self.outcomes[event.event_id] = settlement.outcome
-                if settlement.outcome in (
+                if not answered and settlement.outcome in (
                     Settled.TIMED_OUT_KAFKA,
                     Settled.TIMED_OUT_REGISTRY,
                     Settled.NOT_ACKNOWLEDGED,
@@ -129,6 +164,34 @@ class LedgerMachine(RuleBasedStateMachine):
                     assert event.event_id not in self.maybe_written
             if settlement.outcome is Settled.DELIVERED:
                 assert settlement.base_offset is not None
+
+    def ended(self, sent: Sent) -> None:
+        """The ledger no longer has ``sent`` out."""
+        self.out[sent.batch.partition].remove(sent)
+        assert not self.ledger.is_out(sent.batch)
+
+    def not_written(self, sent: Sent) -> None:
+        """The broker will never write ``sent``."""
+        sent.dead = True
+        if sent in self.pipeline[sent.batch.partition]:
+            self.pipeline[sent.batch.partition].remove(sent)
+
+    def draw_out(self, data: st.DataObject, written: bool | None = None) -> Sent:
+        """One batch out (written or not, when asked), any partition."""
+        candidates = [
+            sent
+            for batches in self.out.values()
+            for sent in batches
+            if written is None or (sent.written_at is not None) == written
+        ]
+        return data.draw(st.sampled_from(candidates))
+
+    def has_out(self, written: bool | None = None) -> bool:
+        return any(
+            written is None or (sent.written_at is not None) == written
+            for batches in self.out.values()
+            for sent in batches
+        )
 
     # Rules ------------------------------------------------------------------
 
@@ -186,12 +249,15 @@ class LedgerMachine(RuleBasedStateMachine):
             records.append(bytes(event.value))
             return True
 
+        could = self.ledger.can_send(partition)
         batch = self.ledger.take(partition, self.now, fits)
-        if partition in self.batches:
-            assert batch is None, "two batches out for one partition"
+        if len(self.out[partition]) >= self.depth:
+            assert not could
+            assert batch is None, "more batches out for a partition than allowed"
             return
         if batch is None:
             return
+        assert could
         deadlines = [event.deadline for event in batch.events]
         assert deadlines == sorted(deadlines), "a batch out of deadline order"
         for event in batch.events:
@@ -205,49 +271,120 @@ class LedgerMachine(RuleBasedStateMachine):
                 assert partition == PARTITION_OF[event.event_name]
             self.handed_out.add(event.event_id)
         assert [bytes(e.value) for e in batch.events] == records
-        self.batches[partition] = (batch, records)
+        sent = Sent(batch, records)
+        self.out[partition].append(sent)
+        self.pipeline[partition].append(sent)
+        assert self.ledger.is_out(batch)
 
-    @precondition(lambda self: bool(self.batches))
+    @precondition(lambda self: not self.closed)
+    @rule(partition=st.integers(0, PARTITIONS - 1), capacity=st.integers(1, 2))
+    def send_a_pipeline(self, partition: int, capacity: int) -> None:
+        """As the sender does: batches while the partition may send."""
+        for _ in range(6):
+            self.send(partition, capacity)
+
+    @precondition(lambda self: not self.closed)
+    @rule(depth=st.integers(1, 5))
+    def transport_restarted(self, depth: int) -> None:
+        """What the transport takes at once may change when it restarts;
+        the batches out end as they would."""
+        self.depth = self.ledger.max_in_flight = depth
+
+    @precondition(lambda self: any(self.pipeline.values()))
+    @rule(data=st.data(), drop=st.booleans())
+    def broker_writes(self, data: st.DataObject, drop: bool) -> None:
+        """The broker writes the next batch of a partition, in take order;
+        one the ledger gave up it may drop instead (never written, and the
+        batches behind it neither)."""
+        partition = data.draw(
+            st.sampled_from([p for p, sent in self.pipeline.items() if sent])
+        )
+        sent = self.pipeline[partition][0]
+        if drop and not self.ledger.is_out(sent.batch):
+            self.gap(sent)
+            return
+        sent.written_at = self.transport.write(sent.records, partition)
+        self.pipeline[partition].pop(0)
+
+    def gap(self, sent: Sent) -> None:
+        """``sent`` is not written, and nor is any batch taken after it
+        and before this failure is reported: a gap in the sequence. The
+        failures of those are no gaps of their own: a batch taken after
+        this failure is reported may be written before they are (a weaker
+        transport than Kafka's idempotent producer, to keep the ledger
+        honest)."""
+        partition = sent.batch.partition
+        behind = [
+            other
+            for other in self.pipeline[partition]
+            if other.batch.taken > sent.batch.taken
+        ]
+        self.not_written(sent)
+        for other in behind:
+            self.not_written(other)
+
+    @precondition(lambda self: self.has_out(written=True))
     @rule(data=st.data())
     def acknowledged(self, data: st.DataObject) -> None:
-        partition = data.draw(st.sampled_from(sorted(self.batches)))
-        batch, records = self.batches.pop(partition)
-        offset = self.transport.write(records, partition)
-        self.record(self.ledger.delivered(batch, offset))
+        """Any written batch's answer, in any order."""
+        sent = self.draw_out(data, written=True)
+        assert sent.written_at is not None
+        self.record(self.ledger.delivered(sent.batch, sent.written_at))
+        self.ended(sent)
 
-    @precondition(lambda self: bool(self.batches))
+    @precondition(lambda self: self.has_out(written=False))
     @rule(data=st.data())
     def retriable_failure(self, data: st.DataObject) -> None:
-        partition = data.draw(st.sampled_from(sorted(self.batches)))
-        batch, _ = self.batches.pop(partition)
-        self.record(self.ledger.retry(batch, self.now, ConnectionError("lost")))
+        """Not written: sent again, possibly in the middle of a pipeline."""
+        sent = self.draw_out(data, written=False)
+        if not sent.dead:
+            # A failure of its own, not the report of one behind a gap.
+            self.gap(sent)
+        self.record(self.ledger.retry(sent.batch, self.now, ConnectionError("lost")))
+        self.ended(sent)
 
-    @precondition(lambda self: bool(self.batches))
+    @precondition(lambda self: self.has_out(written=False))
     @rule(data=st.data())
     def refused(self, data: st.DataObject) -> None:
-        partition = data.draw(st.sampled_from(sorted(self.batches)))
-        batch, _ = self.batches.pop(partition)
-        self.record(self.ledger.fail(batch, Settled.REJECTED, ValueError("refused")))
+        sent = self.draw_out(data, written=False)
+        self.not_written(sent)
+        self.record(
+            self.ledger.fail(sent.batch, Settled.REJECTED, ValueError("refused"))
+        )
+        self.ended(sent)
 
-    @precondition(lambda self: bool(self.batches))
+    @precondition(lambda self: self.has_out())
     @rule(data=st.data(), written=st.booleans())
-    def sent_events_reach_their_deadline(
-        self, data: st.DataObject, written: bool
-    ) -> None:
+    def no_answer(self, data: st.DataObject, written: bool) -> None:
+        """No answer: not acknowledged, never sent again; the broker wrote
+        it, or may write it yet, or never will."""
+        sent = self.draw_out(data)
+        if sent.written_at is None and not written and not sent.dead:
+            self.gap(sent)
+        settlements = self.ledger.fail(
+            sent.batch, Settled.NOT_ACKNOWLEDGED, TimeoutError("no answer")
+        )
+        self.ended(sent)
+        self.record(settlements, answered=True)
+        for settlement in settlements:
+            self.maybe_written.update(e.event_id for e in settlement.events)
+
+    @precondition(lambda self: self.has_out())
+    @rule(data=st.data())
+    def sent_events_reach_their_deadline(self, data: st.DataObject) -> None:
         """The sender gives each sent event up at its own deadline; the
-        broker may have written the batch all the same."""
-        partition = data.draw(st.sampled_from(sorted(self.batches)))
-        batch, records = self.batches[partition]
-        settlements = self.ledger.expire_batch(batch, self.now, TimeoutError("no ack"))
+        broker may write the batch all the same."""
+        sent = self.draw_out(data)
+        settlements = self.ledger.expire_batch(
+            sent.batch, self.now, TimeoutError("no ack")
+        )
         self.record(settlements)
         for settlement in settlements:
             assert settlement.outcome is Settled.NOT_ACKNOWLEDGED
             self.maybe_written.update(e.event_id for e in settlement.events)
-        if not self.ledger.is_out(batch):
+        if not self.ledger.is_out(sent.batch):
             # Every event was given up: the batch is gone from the ledger.
-            del self.batches[partition]
-            if written:
-                self.transport.write(records, partition)
+            self.ended(sent)
 
     @precondition(lambda self: not self.closed)
     @rule(seconds=st.floats(0, 3))
@@ -258,13 +395,16 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule()
     def expire(self) -> None:
         # As the sender does: the events of sent batches first, then queues.
-        for partition, (batch, _) in list(self.batches.items()):
-            settlements = self.ledger.expire_batch(batch, self.now, TimeoutError())
-            self.record(settlements)
-            for settlement in settlements:
-                self.maybe_written.update(e.event_id for e in settlement.events)
-            if not self.ledger.is_out(batch):
-                del self.batches[partition]
+        for batches in self.out.values():
+            for sent in list(batches):
+                settlements = self.ledger.expire_batch(
+                    sent.batch, self.now, TimeoutError()
+                )
+                self.record(settlements)
+                for settlement in settlements:
+                    self.maybe_written.update(e.event_id for e in settlement.events)
+                if not self.ledger.is_out(sent.batch):
+                    self.ended(sent)
         before = self.ledger.next_deadline()
         self.record(self.ledger.expire(self.now, lambda o: TimeoutError(o.value)))
         after = self.ledger.next_deadline()
@@ -273,12 +413,20 @@ class LedgerMachine(RuleBasedStateMachine):
             assert after == before
 
     @precondition(lambda self: not self.closed)
-    @rule()
-    def close(self) -> None:
+    @rule(now=st.integers(0, 9))
+    def close(self, now: int) -> None:
+        if now:
+            return  # rarely: a closed ledger ends the interesting part
         self.record(
             self.ledger.close(TimeoutError("in flight"), TimeoutError("queued"))
         )
-        self.batches.clear()
+        for batches in self.out.values():
+            for sent in batches:
+                # The broker may have them, but nothing is written any more.
+                self.maybe_written.update(e.event_id for e in sent.batch.events)
+            batches.clear()
+        for sent_list in self.pipeline.values():
+            sent_list.clear()
         self.closed = True
         assert self.ledger.buffered == 0
 
@@ -303,6 +451,14 @@ class LedgerMachine(RuleBasedStateMachine):
         assert stats.buffered == len(self.accepted) - len(self.outcomes)
 
     @invariant()
+    def the_ledger_has_out_what_was_handed_out(self) -> None:
+        for batches in self.out.values():
+            for sent in batches:
+                assert self.ledger.is_out(sent.batch)
+        if self.closed:
+            assert self.ledger.next_deadline() is None
+
+    @invariant()
     def within_bounds(self) -> None:
         stats = self.ledger.stats
         assert stats.buffered <= MAX_EVENTS
@@ -321,7 +477,10 @@ class LedgerMachine(RuleBasedStateMachine):
             count = written.get(event_id, 0)
             if outcome is Settled.DELIVERED:
                 assert count == 1, f"delivered {event_id} written {count} times"
-            elif outcome is Settled.NOT_ACKNOWLEDGED:
+            elif outcome is Settled.NOT_ACKNOWLEDGED or (
+                outcome is Settled.CLOSED and event_id in self.maybe_written
+            ):
+                # Sent with no answer, or out at the close: maybe written.
                 assert count <= 1
             else:
                 assert count == 0, f"{event_id} reported {outcome} but written"
@@ -419,3 +578,112 @@ def test_a_route_forgets_keys_when_its_memory_is_full() -> None:
     keys = [f"key-{n}".encode() for n in range(7)]
     for key in keys * 2:
         assert route.partition(key) == partition_for_key(key, ALL)
+
+
+# -- Several batches out per partition, step by step -----------------------------
+
+
+def pipelined_ledger(depth: int, events: int) -> Ledger:
+    ledger = Ledger(BufferOptions(), max_in_flight=depth)
+    ledger.register("alpha", 0)
+    for n in range(1, events + 1):
+        ledger.accept(make_event("alpha", n, 0.0, 10))
+    return ledger
+
+
+def one_each(ledger: Ledger) -> Batch:
+    """A batch of one event of partition 0."""
+    records: list[PendingEvent] = []
+
+    def fits(event: PendingEvent) -> bool:
+        records.append(event)
+        return len(records) == 1
+
+    batch = ledger.take(0, 0.0, fits)
+    assert batch is not None
+    return batch
+
+
+def ids(batch: Batch | None) -> list[str]:
+    assert batch is not None
+    return [event.event_id for event in batch.events]
+
+
+def test_batches_out_up_to_the_depth_and_acknowledged_in_any_order() -> None:
+    ledger = pipelined_ledger(3, 4)
+    batches = [one_each(ledger) for _ in range(3)]
+    assert ledger.sendable() == []
+    assert not ledger.can_send(0)
+    assert ledger.take(0, 0.0, lambda event: True) is None
+    # The last one answers first.
+    [settlement] = ledger.delivered(batches[2], 7)
+    assert (settlement.base_offset, ids(batches[2])) == (7, ["alpha-3"])
+    assert ledger.is_out(batches[0])
+    assert not ledger.is_out(batches[2])
+    assert ledger.can_send(0)
+    assert ids(ledger.take(0, 0.0, lambda event: True)) == ["alpha-4"]
+
+
+def test_a_batch_retried_behind_an_earlier_one_waits_for_it() -> None:
+    ledger = pipelined_ledger(3, 3)
+    first, middle = one_each(ledger), one_each(ledger)
+    assert ledger.retry(middle, 0.0, ConnectionError()) == []
+    # Held, not requeued: the partition sends nothing meanwhile.
+    assert ledger.stats.buffered == 3
+    assert not ledger.can_send(0)
+    assert ledger.sendable() == []
+    assert ledger.next_deadline() == TIMEOUT
+    ledger.delivered(first, 0)
+    assert ids(ledger.take(0, 0.0, lambda event: True)) == ["alpha-2", "alpha-3"]
+
+
+def test_a_failure_in_the_middle_waits_for_the_batches_behind_it() -> None:
+    # The transport writes none of the batches taken after one it failed
+    # without writing: their events must go back ahead of younger ones, so
+    # the partition waits for them too.
+    ledger = pipelined_ledger(3, 2)
+    middle, behind = one_each(ledger), one_each(ledger)
+    ledger.accept(make_event("alpha", 3, 0.0, 10))
+    ledger.retry(middle, 0.0, ConnectionError())
+    assert not ledger.can_send(0)
+    assert ledger.take(0, 0.0, lambda event: True) is None
+    ledger.retry(behind, 0.0, ConnectionError())
+    assert ids(ledger.take(0, 0.0, lambda event: True)) == [
+        "alpha-1",
+        "alpha-2",
+        "alpha-3",
+    ]
+
+
+def test_held_events_fail_at_their_own_deadline_and_close_as_queued() -> None:
+    ledger = pipelined_ledger(2, 2)
+    first, second = one_each(ledger), one_each(ledger)
+    ledger.retry(second, 0.0, ConnectionError())
+    [expired] = ledger.expire(TIMEOUT, lambda outcome: TimeoutError(outcome.value))
+    assert expired.outcome is Settled.TIMED_OUT_KAFKA
+    assert [e.event_id for e in expired.events] == ["alpha-2"]
+    assert ledger.next_deadline() == TIMEOUT  # the first, still out
+    ledger.accept(make_event("alpha", 3, TIMEOUT, 10))
+    # Nothing held any more: the partition may send again.
+    assert ledger.can_send(0)
+    ledger.retry(first, TIMEOUT - 1, ConnectionError())
+    in_flight, queued = TimeoutError("in flight"), TimeoutError("queued")
+    closed = ledger.close(in_flight, queued)
+    assert [(s.error, [e.event_id for e in s.events]) for s in closed] == [
+        (queued, ["alpha-1", "alpha-3"])
+    ]
+    assert ledger.stats.buffered == 0
+
+
+def test_a_lower_depth_takes_nothing_back() -> None:
+    ledger = pipelined_ledger(3, 4)
+    first, second = one_each(ledger), one_each(ledger)
+    ledger.max_in_flight = 1
+    assert not ledger.can_send(0)
+    ledger.delivered(first, 0)
+    assert not ledger.can_send(0)
+    ledger.delivered(second, 1)
+    assert ledger.can_send(0)
+    for depth in (0, 6.0, True):
+        with pytest.raises(ValueError, match="max_in_flight"):
+            ledger.max_in_flight = depth  # type: ignore[assignment]

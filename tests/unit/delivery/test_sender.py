@@ -15,6 +15,7 @@ import warnings
 from typing import Any
 
 import structlog
+from structlog.testing import capture_logs
 
 from otel_kafka_events import BufferOptions, DeliveryFailure
 from otel_kafka_events._delivery._ledger import PendingEvent
@@ -50,6 +51,8 @@ async def started_session(
     *,
     partitions: int = 1,
     listeners: tuple[DeliveryListener, ...] = (),
+    max_in_flight: int | None = None,
+    logger: Any = None,
 ) -> DeliverySession:
     transport.create_topic(TOPIC, partitions)
     session = DeliverySession(
@@ -62,7 +65,8 @@ async def started_session(
         raise_on_error=False,
         listeners=listeners,
         on_delivery_error=failures.append,
-        logger=structlog.get_logger(),
+        logger=logger or structlog.get_logger(),
+        max_in_flight=max_in_flight,
     )
     await session.start()
     return session
@@ -524,3 +528,115 @@ async def test_a_handover_stopped_before_it_ran_leaves_no_coroutine_behind() -> 
     assert transport.tasks == []
     assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
     assert isinstance(waiter.exception(), EventDeliveryError)
+
+
+# -- Several batches in flight per partition ---------------------------------------
+
+
+async def test_three_batches_go_out_at_once_for_one_partition() -> None:
+    transport = MemoryTransport(max_in_flight=3, batch_size=1)  # a record each
+    transport.stalled = True
+    failures: list[DeliveryFailure] = []
+    session = await started_session(transport, failures)
+    session.ledger.register("t", 0)
+    for n in range(4):
+        session.ledger.accept(event("t", n, 5))
+    session.sender.wake()
+    await asyncio.sleep(0.05)
+    assert transport.held == 3  # the fourth waits for room
+    transport.release()
+    await asyncio.sleep(0.05)
+    assert values(transport, 0) == [f"t:{n}".encode() for n in range(4)]
+    assert failures == []
+    await session.close(1.0)
+
+
+async def test_a_failure_in_the_middle_of_a_pipeline_resends_in_order() -> None:
+    transport = MemoryTransport(max_in_flight=3, batch_size=1)
+    transport.stalled = True
+    failures: list[DeliveryFailure] = []
+    session = await started_session(transport, failures)
+    ledger, sender = session.ledger, session.sender
+    ledger.register("t", 0)
+    ledger.accept(event("t", 0, 5))
+    sender.wake()
+    await asyncio.sleep(0.02)
+    assert transport.held == 1
+    # The next send fails unwritten; the one behind it fails with it.
+    transport.fail_next(SendOutcome.RETRIABLE)
+    for n in (1, 2):
+        ledger.accept(event("t", n, 5))
+    sender.wake()
+    await asyncio.sleep(0.1)  # well past the backoff
+    # Their events wait for the first batch: nothing more was sent.
+    assert transport.sends == 3
+    assert ledger.stats.buffered == 3
+    ledger.accept(event("t", 3, 5))
+    sender.wake()
+    await asyncio.sleep(0.05)
+    assert transport.sends == 3
+    transport.release()
+    await asyncio.sleep(0.1)
+    assert values(transport, 0) == [f"t:{n}".encode() for n in range(4)]
+    assert failures == []
+    assert ledger.stats.delivered == 4
+    await session.close(1.0)
+
+
+async def test_max_in_flight_caps_what_the_transport_takes() -> None:
+    transport = MemoryTransport(max_in_flight=5, batch_size=1)
+    transport.stalled = True
+    failures: list[DeliveryFailure] = []
+    session = await started_session(transport, failures, max_in_flight=2)
+    session.ledger.register("t", 0)
+    for n in range(4):
+        session.ledger.accept(event("t", n, 5))
+    session.sender.wake()
+    await asyncio.sleep(0.05)
+    assert transport.held == 2
+    assert session.ledger.max_in_flight == 2
+    transport.release()
+    await asyncio.sleep(0.1)
+    assert values(transport, 0) == [f"t:{n}".encode() for n in range(4)]
+    await session.close(1.0)
+
+
+async def test_more_in_flight_than_order_allows_is_lowered_with_one_warning() -> None:
+    transport = MemoryTransport(idempotent=False, batch_size=1)
+    transport.stalled = True
+    failures: list[DeliveryFailure] = []
+    with capture_logs() as logs:
+        session = await started_session(transport, failures, max_in_flight=3)
+        session.ledger.register("t", 0)
+        for n in range(3):
+            session.ledger.accept(event("t", n, 5))
+        session.sender.wake()
+        await asyncio.sleep(0.05)
+        assert transport.held == 1
+        session.sender.connected()  # as after a restart: no second warning
+    warnings = [log for log in logs if log["log_level"] == "warning"]
+    assert len(warnings) == 1
+    assert "max_in_flight=3 lowered to 1" in warnings[0]["event"]
+    assert "idempotent producer" in warnings[0]["event"]
+    transport.release()
+    await session.close(1.0)
+
+
+async def test_a_transport_without_max_in_flight_takes_one_at_a_time() -> None:
+    class Plain(MemoryTransport):
+        max_in_flight = "many"  # type: ignore[assignment]
+
+    transport = Plain(batch_size=1)
+    transport.stalled = True
+    failures: list[DeliveryFailure] = []
+    session = await started_session(transport, failures, max_in_flight=3)
+    session.ledger.register("t", 0)
+    for n in range(3):
+        session.ledger.accept(event("t", n, 5))
+    session.sender.wake()
+    await asyncio.sleep(0.05)
+    assert transport.held == 1
+    # A defect of the transport, counted like the others.
+    assert session.guard.failures == 1
+    transport.release()
+    await session.close(1.0)
