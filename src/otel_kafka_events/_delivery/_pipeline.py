@@ -14,10 +14,12 @@ Rules
 2. After a failure worth retrying, nothing more of the partition is sent
    until every request of the partition in flight has been answered; then
    its unacknowledged batches go again, oldest first, after a backoff.
-3. Without idempotence a batch is never sent twice: its failure goes to its
-   caller, who retries it (definitely not written) or reports it (maybe
-   written). At most one batch per partition is then in flight
-   (`max_in_flight`), since a retried batch would land behind later ones.
+3. Without idempotence the pipeline never sends a batch twice: its failure
+   goes to its caller, who retries it (not written, or its connection was
+   lost: delivery is then at least once) or reports it (the broker's answer
+   says it may be written). At most one batch per partition is then in
+   flight (`max_in_flight`), since a retried batch would land behind later
+   ones.
 4. Every batch handed over ends exactly once, through its ``done``, called
    from the event loop and never within `send`.
 """
@@ -33,6 +35,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.errors import (
+    KafkaConnectionError,
     KafkaError,
     NodeNotReadyError,
     OutOfOrderSequenceNumber,
@@ -436,10 +439,14 @@ class ProducePipeline:
                 self._landed(flight)
                 self._failed(flight, exc, maybe_written=False)
         except Exception as exc:
-            # Anything else may have left with the batches in it.
+            # Anything else may have left with the batches in it; without
+            # idempotence a lost connection is still the caller's to retry
+            # (delivery is then at least once, as with aiokafka's producer),
+            # while anything else is reported as maybe written.
+            lost = isinstance(exc, KafkaConnectionError)
             for flight in flights:
                 self._landed(flight)
-                self._failed(flight, exc, maybe_written=True)
+                self._failed(flight, exc, maybe_written=not lost)
         else:
             answers = _answers(response)
             for flight in flights:
