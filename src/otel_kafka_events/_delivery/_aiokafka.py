@@ -578,12 +578,16 @@ class AiokafkaTransport:
 
     @property
     def max_in_flight(self) -> int:
-        """Batches of one partition taken at once: `MAX_IN_FLIGHT` with the
-        idempotent producer, else 1. The pipeline keeps that many in flight
-        and resends them in order; aiokafka's producer queues them and sends
-        one at a time, in order. Without idempotence a batch given up after
-        it was sent could be followed by the next one written."""
-        return MAX_IN_FLIGHT if self.idempotent else 1
+        """Batches of one partition taken at once: `MAX_IN_FLIGHT` through
+        the pipeline with the idempotent producer, else 1.
+
+        Without idempotence a batch retried after a failure would land
+        behind the ones sent after it. aiokafka's producer takes one batch
+        at a time too: a hand-over to it that waits (its queue for the
+        partition is full) may time out, and the next batch could then be
+        written ahead of the one given up.
+        """
+        return MAX_IN_FLIGHT if self.idempotent and self.uses_pipeline else 1
 
     @property
     def producer(self) -> AIOKafkaProducer | None:

@@ -380,3 +380,10 @@ def test_the_idempotent_producer_takes_five_batches_per_partition() -> None:
     assert plain.max_in_flight == 1
     # A producer given to us is taken as not idempotent: one at a time.
     assert AiokafkaTransport(producer=_StandInProducer()).max_in_flight == 1
+    # aiokafka's producer (an option only it takes) gets one at a time too: a
+    # batch whose hand-over to it timed out could be overtaken by the next.
+    compressed = AiokafkaTransport(
+        bootstrap_servers="kafka:9092", client_options={"compression_type": "gzip"}
+    )
+    assert not compressed.uses_pipeline
+    assert compressed.max_in_flight == 1
