@@ -23,7 +23,12 @@ from ._backoff import Backoff
 from ._ratelimit import RateLimitedLog
 from ._transport import Transport
 
-__all__ = ["Connection"]
+__all__ = ["RESTART_GRACE", "Connection"]
+
+RESTART_GRACE = 2.0
+"""Seconds a transport being restarted gives its requests in flight to be
+answered: an answer says what happened to a batch, where giving it up can
+only say that it may have been written."""
 
 
 class Connection:
@@ -138,8 +143,10 @@ class Connection:
 
     async def _restart(self) -> None:
         try:
-            # Its batches were given up by the sender: fail them at once.
-            await self._stop(0.0, abandoned=True)
+            # Requests in flight get a moment for their answers (behind a
+            # batch the broker refused, they say "not written"); the rest
+            # fails at once, each saying whether it was ever sent.
+            await self._stop(RESTART_GRACE, abandoned=False)
         finally:
             self._restarting = False
         await self._reconnect()

@@ -236,15 +236,15 @@ class ProducePipeline:
     async def stop(self, timeout: float, *, abandoned: bool) -> None:
         """Stop within about ``timeout`` seconds.
 
-        Unless ``abandoned``, batches held get until then to be
-        acknowledged; what is left is given up: a batch that may have
-        reached the broker ends with `MaybeSentError`, one that never left
-        with `NotSentError`. Then the client closes.
+        No batch is taken or resent from then on. Unless ``abandoned``, the
+        requests already made get until then to be answered; then what is left is given up: a
+        batch that may have reached the broker ends with `MaybeSentError`,
+        one that never left with `NotSentError`. Then the client closes.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         self._stopped = True
-        if not abandoned and self._held():
+        if not abandoned and self._in_air():
             self._quiet = asyncio.Event()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(deadline):
@@ -267,8 +267,8 @@ class ProducePipeline:
             async with asyncio.timeout(max(deadline - loop.time(), 0.05)):
                 await contained(self._client.close())
 
-    def _held(self) -> bool:
-        return any(lane.flights for lane in self._lanes.values())
+    def _in_air(self) -> bool:
+        return any(lane.in_air for lane in self._lanes.values())
 
     # Sending --------------------------------------------------------------------
 
@@ -491,8 +491,9 @@ class ProducePipeline:
                 SequenceBrokenError("an earlier batch of the partition was refused"),
             )
         elif code == _OUT_OF_ORDER:
-            # Nothing earlier is pending: the broker lost the producer's state.
-            self._end(flight, None, OutOfOrderSequenceNumber())
+            # Nothing earlier is pending: the broker lost the producer's
+            # state, and writes nothing more of the partition under this id.
+            self._refused(flight, OutOfOrderSequenceNumber())
         elif code in _PRODUCER_GONE:
             self._end(
                 flight, None, UnknownProducerId() if code == 59 else ProducerFenced()
@@ -526,7 +527,8 @@ class ProducePipeline:
 
     def _refused(self, flight: _Flight, error: BaseException) -> None:
         """The broker will not write ``flight``: with sequence numbers, none
-        of the lane's later batches can be written either."""
+        of the lane's later batches can be written either. Those in flight
+        end when their (out of order) answers come."""
         lane = flight.lane
         self._end(flight, None, error)
         if not self._idempotent:
@@ -558,7 +560,7 @@ class ProducePipeline:
 
     def _settle_lane(self, lane: _Lane) -> None:
         """After an answer: open the window, or start the lane's recovery."""
-        if self._quiet is not None and not self._held():
+        if self._quiet is not None and not self._in_air():
             self._quiet.set()
         if lane.recovering:
             if lane.in_air == 0:

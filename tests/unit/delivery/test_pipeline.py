@@ -383,10 +383,38 @@ async def test_a_gap_with_nothing_pending_needs_a_new_producer() -> None:
     broker = ModelBroker()
     harness = await make(broker)()
     broker.partitions[0].expected = 100  # the broker lost the producer's state
-    outcome = harness.send(b"event")
+    broker.gate.clear()
+    first, second, third = (harness.send(b"%d" % n) for n in range(3))
+    await asyncio.sleep(0.01)
+    broker.gate.set()
     await harness.settled()
-    assert isinstance(outcome.error, OutOfOrderSequenceNumber)
-    assert classify(outcome.error, idempotent=True) is SendFailure.RESTART
+    assert isinstance(first.error, OutOfOrderSequenceNumber)
+    # The batches behind it were answered out of order too: not written.
+    for outcome in (second, third):
+        assert isinstance(outcome.error, SequenceBrokenError)
+    later = harness.send(b"later")
+    await harness.settled()
+    assert isinstance(later.error, SequenceBrokenError)
+    assert len(broker.requests) == 3
+    for outcome in (first, second, third, later):
+        assert outcome.error is not None
+        assert classify(outcome.error, idempotent=True) is SendFailure.RESTART
+    assert broker.partitions[0].log == []
+
+
+async def test_a_graceful_stop_waits_for_answers_not_for_resends() -> None:
+    broker = ModelBroker()
+    harness = await make(broker, backoff=10.0)()
+    broker.gate.clear()
+    broker.script.extend(["not_leader", "ok"])
+    failed, behind = harness.send(b"failed"), harness.send(b"behind")
+    await asyncio.sleep(0.01)
+    broker.gate.set()
+    async with asyncio.timeout(1.0):  # not the stop's 5 s, nor the backoff
+        await harness.pipeline.stop(5.0, abandoned=False)
+    assert isinstance(failed.error, MaybeSentError)
+    assert isinstance(behind.error, MaybeSentError)
+    assert broker.partitions[0].log == []
 
 
 async def test_a_partition_without_a_leader_waits_for_one() -> None:
