@@ -621,8 +621,12 @@ async def latency(target: Target, settings: Settings, value: bytes) -> Result:
         best = min(stats, key=lambda s: s["p50"])
         return best["p50"], best["p99"], stats
 
-    our_p50, our_p99, our_stats = summary(our_runs)
-    raw_p50, raw_p99, raw_stats = summary(raw_runs)
+    our_p50, _, our_stats = summary(our_runs)
+    raw_p50, _, raw_stats = summary(raw_runs)
+    # The tail of one run is a few dozen calls: p99 is taken over every
+    # call of every run, each side's, which the alternation keeps fair.
+    our_p99 = percentile([t for run in our_runs for t in run], 0.99)
+    raw_p99 = percentile([t for run in raw_runs for t in run], 0.99)
     return Result(
         id="5",
         title="publish(wait=True) latency vs send_and_wait",
@@ -633,8 +637,8 @@ async def latency(target: Target, settings: Settings, value: bytes) -> Result:
         baseline_value=raw_p50,
         ratio=raw_p50 / our_p50,
         detail=(
-            f"p99 {our_p99 * 1e6:,.0f} us; raw p50 {raw_p50 * 1e6:,.0f}"
-            f" / p99 {raw_p99 * 1e6:,.0f} us"
+            f"p99 {our_p99 * 1e6:,.0f} us (ratio {raw_p99 / our_p99:.2f}, all"
+            f" runs); raw p50 {raw_p50 * 1e6:,.0f} / p99 {raw_p99 * 1e6:,.0f} us"
         ),
         runs=our_stats,
         extra={
@@ -642,6 +646,7 @@ async def latency(target: Target, settings: Settings, value: bytes) -> Result:
             "p99_s": our_p99,
             "raw_p50_s": raw_p50,
             "raw_p99_s": raw_p99,
+            "p99_ratio": raw_p99 / our_p99,
             "raw_runs": raw_stats,
         },
     )

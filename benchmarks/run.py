@@ -87,8 +87,9 @@ RATIO_TARGETS: dict[str, tuple[str, float]] = {
     "3": (">= 0.8 (aim 1.0)", 0.8),
     "4": (">= 0.35", 0.35),
     "4d": (">= 0.35 (aim 0.5)", 0.35),
-    # Awaited latency: raw p50 over ours (issue 23 asks p99 too, in detail).
-    "5": (">= 0.95 (p50)", 0.95),
+    # Awaited latency: raw over ours, at the median and at p99 (both must
+    # pass; the row's ratio is the median's, p99's is in its detail).
+    "5": (">= 0.95 (p50, p99)", 0.95),
     # The issue's encode target is for the encoding itself (7b); 7a, which
     # adds ids, clock, trace capture and the event model, is for information.
     "7b": (">= 0.77 (<= 1.3x)", 1 / 1.3),
@@ -467,7 +468,10 @@ def apply_ratios(results: list[Result]) -> None:
         if row.id in RATIO_TARGETS and row.ratio is not None:
             text, minimum = RATIO_TARGETS[row.id]
             row.target = text
-            row.target_met = row.ratio >= minimum
+            ratios = [row.ratio]
+            if row.id == "5":
+                ratios.append(float(row.extra["p99_ratio"]))
+            row.target_met = min(ratios) >= minimum
     one = by_id.get("2")
     for many_id in ("2x200", "2x200one"):
         many = by_id.get(many_id)

@@ -45,7 +45,7 @@ from aiokafka.errors import (
     for_code,
 )
 
-from .._foreign import contained, describe
+from .._foreign import ForeignError, contained, describe, own_cancellation
 from .._options import MAX_IN_FLIGHT
 from ._partitioner import murmur2
 from ._produce_protocol import (
@@ -237,9 +237,10 @@ class ProducePipeline:
         """Stop within about ``timeout`` seconds.
 
         No batch is taken or resent from then on. Unless ``abandoned``, the
-        requests already made get until then to be answered; then what is left is given up: a
-        batch that may have reached the broker ends with `MaybeSentError`,
-        one that never left with `NotSentError`. Then the client closes.
+        requests already made get until then to be answered; then what is
+        left is given up: a batch that may have reached the broker ends
+        with `MaybeSentError`, one that never left with `NotSentError`.
+        Then the client closes.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
@@ -431,7 +432,7 @@ class ProducePipeline:
             # The client bounds the wait by the request timeout; this bounds
             # it too, should the client not.
             async with asyncio.timeout(self._request_timeout_ms / 1000 + 1.0):
-                response = await contained(self._client.send(leader, request))
+                response = await self._client.send(leader, request)
         except NodeNotReadyError as exc:
             self._client.force_metadata_update()
             for flight, before in zip(flights, written_before, strict=True):
@@ -447,6 +448,16 @@ class ProducePipeline:
             for flight in flights:
                 self._landed(flight)
                 self._failed(flight, exc, maybe_written=not lost)
+        except BaseException as exc:
+            # The client's own KeyboardInterrupt, SystemExit or cancellation
+            # (as `contained` would, without a coroutine more per request).
+            if own_cancellation(exc):
+                raise
+            foreign = ForeignError(describe(exc))
+            foreign.__cause__ = exc
+            for flight in flights:
+                self._landed(flight)
+                self._failed(flight, foreign, maybe_written=True)
         else:
             answers = _answers(response)
             for flight in flights:
