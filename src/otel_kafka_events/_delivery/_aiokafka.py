@@ -824,10 +824,18 @@ class AiokafkaTransport:
         admin = self._admin
         if self._owns_admin:
             self._admin = None
-        if producer is not None and self._manages(self._owns_producer):
-            await stop_producer(producer, timeout, abandoned=abandoned)
-        if pipeline is not None:
-            await pipeline.stop(timeout, abandoned=abandoned)
+        try:
+            if producer is not None and self._manages(self._owns_producer):
+                await stop_producer(producer, timeout, abandoned=abandoned)
+            if pipeline is not None:
+                await pipeline.stop(timeout, abandoned=abandoned)
+        finally:
+            # Also when the stop is cancelled: nothing this transport made
+            # stays open.
+            await self._close_the_rest(admin, deadline)
+
+    async def _close_the_rest(self, admin: Any, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
         if admin is not None and self._manages(self._owns_admin):
             with contextlib.suppress(TimeoutError, Exception):
                 async with asyncio.timeout(max(deadline - loop.time(), 0.05)):

@@ -37,6 +37,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
+    MessageSizeTooLargeError,
     NodeNotReadyError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
@@ -104,6 +105,7 @@ class _Lane:
 
     __slots__ = (
         "flights",
+        "idempotent",
         "in_air",
         "key",
         "next_sequence",
@@ -112,9 +114,16 @@ class _Lane:
         "refused",
         "topic",
         "topic_partition",
+        "window",
     )
 
-    def __init__(self, topic: str, partition: int) -> None:
+    def __init__(
+        self, topic: str, partition: int, *, idempotent: bool, window: int
+    ) -> None:
+        self.idempotent = idempotent
+        """Its batches are numbered, and resent by the pipeline."""
+        self.window = window
+        """How many of its oldest unacknowledged batches may be sent."""
         self.topic = topic
         self.partition = partition
         self.topic_partition = TopicPartition(topic, partition)
@@ -177,6 +186,9 @@ class ProducePipeline:
         self._producer_id = -1
         self._epoch = -1
         self._lanes: dict[tuple[str, int], _Lane] = {}
+        # `produce`'s records, apart: unnumbered, so that one the broker
+        # refuses leaves the partition usable (nothing restarts this path).
+        self._record_lanes: dict[tuple[str, int], _Lane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._resuming: set[_Lane] = set()
         # Flights waiting for their leader's next request, and the leaders
@@ -245,16 +257,23 @@ class ProducePipeline:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         self._stopped = True
-        if not abandoned and self._in_air():
-            self._quiet = asyncio.Event()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(deadline):
-                    await self._quiet.wait()
+        try:
+            if not abandoned and self._in_air():
+                self._quiet = asyncio.Event()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        await self._quiet.wait()
+        finally:
+            # Cancelled or not, everything held ends and the client closes.
+            await self._give_up(deadline)
+
+    async def _give_up(self, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for lane in self._lanes.values():
+        for lane in self._every_lane():
             while lane.flights:
                 flight = lane.flights.popleft()
                 self._end(
@@ -268,8 +287,11 @@ class ProducePipeline:
             async with asyncio.timeout(max(deadline - loop.time(), 0.05)):
                 await contained(self._client.close())
 
+    def _every_lane(self) -> list[_Lane]:
+        return [*self._lanes.values(), *self._record_lanes.values()]
+
     def _in_air(self) -> bool:
-        return any(lane.in_air for lane in self._lanes.values())
+        return any(lane.in_air for lane in self._every_lane())
 
     # Sending --------------------------------------------------------------------
 
@@ -284,18 +306,26 @@ class ProducePipeline:
         opens), and ``done`` hears how it ended."""
         lane = self._lanes.get((topic, partition))
         if lane is None:
-            lane = self._lanes[topic, partition] = _Lane(topic, partition)
-            self._client.add_topic(topic)
-        if self._idempotent:
+            lane = self._lanes[topic, partition] = _Lane(
+                topic,
+                partition,
+                idempotent=self._idempotent,
+                window=self.max_in_flight,
+            )
+            self._watch_topic(topic)
+        self._take(lane, records, done)
+
+    def _take(self, lane: _Lane, records: Records, done: SendDone) -> None:
+        if lane.idempotent:
             sequence = lane.next_sequence
             lane.next_sequence = (sequence + records.count) % _SEQUENCE_WRAP
         else:
             sequence = -1
+        producer_id, epoch = (
+            (self._producer_id, self._epoch) if lane.idempotent else (-1, -1)
+        )
         flight = _Flight(
-            lane,
-            records.seal(self._producer_id, self._epoch, sequence),
-            records.count,
-            done,
+            lane, records.seal(producer_id, epoch, sequence), records.count, done
         )
         if self._stopped or lane.refused:
             error: KafkaError = (
@@ -319,48 +349,86 @@ class ProducePipeline:
             if key is not None
             else random.choice(partitions)
         )
-        records = Records(max(self._max_batch_size, len(value) + 1024))
-        records.append(key, bytearray(value), int(time.time() * 1000), [])
-        answer: asyncio.Future[int] = loop.create_future()
-
-        def done(offset: int | None, error: BaseException | None) -> None:
-            if answer.done():
+        lane = self._record_lanes.get((topic, partition))
+        if lane is None:
+            lane = self._record_lanes[topic, partition] = _Lane(
+                topic, partition, idempotent=False, window=1
+            )
+        give_up_at = loop.time() + self._request_timeout_ms / 1000
+        while True:
+            records = Records(max(self._max_batch_size, len(value) + 1024))
+            records.append(key, bytearray(value), int(time.time() * 1000), [])
+            if records.size > self.max_request_size:
+                raise MessageSizeTooLargeError(
+                    f"a record of {records.size} bytes, above max_request_size"
+                    f" ({self.max_request_size})"
+                )
+            answer: asyncio.Future[int] = loop.create_future()
+            self._take(lane, records, _settle_to(answer))
+            try:
+                await answer
                 return
-            if error is not None:
-                answer.set_exception(error)
-            else:
-                answer.set_result(offset or 0)
-
-        self.send(records, topic, partition, done)
-        await answer
+            except KafkaError as exc:
+                # Not written (its connection may have broken after it was
+                # sent: a record may then be written twice, at least once).
+                if not exc.retriable or loop.time() >= give_up_at:
+                    raise
+            await asyncio.sleep(self._retry_backoff)
 
     async def _partitions_of(self, topic: str) -> list[int]:
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self._request_timeout_ms / 1000
-        self._client.add_topic(topic)
+        self._watch_topic(topic)
         while True:
             known = self._client.cluster.partitions_for_topic(topic)
             if known:
                 return sorted(known)
             if loop.time() >= give_up_at:
                 raise UnknownTopicOrPartitionError(topic)
-            await contained(self._client.force_metadata_update())
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout_at(give_up_at):
+                    await contained(self._client.force_metadata_update())
             if not self._client.cluster.partitions_for_topic(topic):
                 await asyncio.sleep(self._retry_backoff)
+
+    # Metadata, behind guards -----------------------------------------------------
+
+    def _watch_topic(self, topic: str) -> None:
+        """Have the client keep ``topic``'s metadata (again, at each
+        recovery: a failed call leaves it to the next)."""
+        with contextlib.suppress(Exception):  # the next recovery asks again
+            _read_later(self._client.add_topic(topic))
+
+    def _refresh_metadata(self) -> None:
+        """Ask the client for fresh metadata, without waiting for it."""
+        with contextlib.suppress(Exception):  # the next recovery asks again
+            _read_later(self._client.force_metadata_update())
+
+    def _leader_of(self, lane: _Lane) -> int | None:
+        """The partition's leader, or None while unknown (or unreadable)."""
+        try:
+            leader = self._client.cluster.leader_for_partition(lane.topic_partition)
+        except Exception:
+            return None
+        return leader if isinstance(leader, int) and leader >= 0 else None
 
     def _pump(self, lane: _Lane) -> None:
         """Send the lane's waiting batches, oldest first, while its window
         has room."""
         if lane.recovering or self._stopped:
             return
-        for flight in lane.flights:
-            if lane.in_air >= self.max_in_flight:
+        # Only the lane's oldest unacknowledged batches go out: the broker
+        # remembers a producer's last five batches of a partition, so a
+        # batch resent after more than that went out could not be told
+        # from a new one.
+        for index, flight in enumerate(lane.flights):
+            if index >= lane.window:
                 return
-            if flight.in_air:
+            if flight.in_air or flight.ended:
                 continue
-            leader = self._client.cluster.leader_for_partition(lane.topic_partition)
-            if leader is None or leader < 0:
-                self._client.force_metadata_update()
+            leader = self._leader_of(lane)
+            if leader is None:
+                self._refresh_metadata()
                 self._recover(lane)
                 return
             self._launch(lane, flight, leader)
@@ -434,7 +502,7 @@ class ProducePipeline:
             async with asyncio.timeout(self._request_timeout_ms / 1000 + 1.0):
                 response = await self._client.send(leader, request)
         except NodeNotReadyError as exc:
-            self._client.force_metadata_update()
+            self._refresh_metadata()
             for flight, before in zip(flights, written_before, strict=True):
                 flight.maybe_written = before
                 self._landed(flight)
@@ -491,7 +559,7 @@ class ProducePipeline:
                 ),
             )
         elif (
-            code == _OUT_OF_ORDER and self._idempotent and lane.flights[0] is not flight
+            code == _OUT_OF_ORDER and lane.idempotent and lane.flights[0] is not flight
         ):
             # An earlier batch is still to be written: send this one after it.
             self._failed(flight, OutOfOrderSequenceNumber(), maybe_written=False)
@@ -514,7 +582,7 @@ class ProducePipeline:
             error = error_class()
             if error_class.retriable or code in _NOT_NOW:
                 if getattr(error_class, "invalid_metadata", False) or code in _NOT_NOW:
-                    self._client.force_metadata_update()
+                    self._refresh_metadata()
                 self._failed(flight, error, maybe_written=code in _MAYBE_WRITTEN)
             else:
                 self._refused(flight, error)
@@ -523,7 +591,7 @@ class ProducePipeline:
         self, flight: _Flight, error: BaseException, *, maybe_written: bool
     ) -> None:
         """A send of ``flight`` failed in a way that sending again may mend."""
-        if self._idempotent:
+        if flight.lane.idempotent:
             flight.lane.recovering = True
             return
         if maybe_written:
@@ -541,11 +609,15 @@ class ProducePipeline:
         of the lane's later batches can be written either. Those in flight
         end when their (out of order) answers come."""
         lane = flight.lane
+        flights = list(lane.flights)
+        behind = flights[flights.index(flight) + 1 :] if flight in flights else []
         self._end(flight, None, error)
-        if not self._idempotent:
+        if not lane.idempotent:
             return
         lane.refused = True
-        for later in list(lane.flights):
+        # Batches before it stay: they may be written, and are resent (the
+        # broker answers a repeat with its offset).
+        for later in behind:
             if not later.in_air:
                 self._end(
                     later,
@@ -561,12 +633,11 @@ class ProducePipeline:
         if flight.ended:
             return
         flight.ended = True
+        # A batch leaves its lane once every batch before it has ended: until
+        # then it still counts in the lane's window (`_pump`).
         flights = flight.lane.flights
-        if flights and flights[0] is flight:
+        while flights and flights[0].ended:
             flights.popleft()
-        else:
-            with contextlib.suppress(ValueError):
-                flights.remove(flight)
         flight.done(offset, error)
 
     def _settle_lane(self, lane: _Lane) -> None:
@@ -592,7 +663,8 @@ class ProducePipeline:
     async def _resume(self, lane: _Lane) -> None:
         try:
             await asyncio.sleep(self._retry_backoff)
-            with contextlib.suppress(TimeoutError, KafkaError, OSError):
+            self._watch_topic(lane.topic)
+            with contextlib.suppress(Exception):
                 async with asyncio.timeout(self._request_timeout_ms / 1000):
                     await contained(self._client.force_metadata_update())
         finally:
@@ -611,3 +683,26 @@ def _answers(response: Any) -> dict[tuple[str, int], PartitionAnswer]:
         }
     except Exception:
         return {}
+
+
+def _settle_to(answer: asyncio.Future[int]) -> SendDone:
+    """A ``done`` that settles ``answer`` (once)."""
+
+    def done(offset: int | None, error: BaseException | None) -> None:
+        if answer.done():
+            return
+        if error is not None:
+            answer.set_exception(error)
+        else:
+            answer.set_result(offset or 0)
+
+    return done
+
+
+def _read_later(result: Any) -> None:
+    """Read the outcome of a future the client returned and nobody awaits,
+    so that a failed one is not reported as never retrieved."""
+    if isinstance(result, asyncio.Future):
+        result.add_done_callback(
+            lambda future: future.cancelled() or future.exception()
+        )

@@ -130,6 +130,12 @@ class Records:
         """Records in the batch."""
         return self._count
 
+    @property
+    def size(self) -> int:
+        """Bytes of the batch so far."""
+        size: int = self._builder.size()
+        return size
+
     def append(
         self,
         key: bytes | None,

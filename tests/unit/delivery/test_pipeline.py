@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import (
     KafkaConnectionError,
+    MessageSizeTooLargeError,
     NodeNotReadyError,
     OutOfOrderSequenceNumber,
 )
@@ -475,3 +476,144 @@ async def test_one_record_is_produced_and_awaited() -> None:
     await harness.pipeline.produce(TOPIC, b"key", b"value")
     written = [p.log for p in broker.partitions.values() if p.log]
     assert written == [[b"value"]]
+
+
+class SlowAnswerBroker(ModelBroker):
+    """Adds ``"slow_written_lost"``: the batch is written at once, its answer
+    held until ``slow`` is set, then its connection breaks (a request to a
+    leader now cut off, while later ones go to the new leader)."""
+
+    def __init__(self, partitions: int = 2) -> None:
+        super().__init__(partitions)
+        self.slow = asyncio.Event()
+
+    async def send(self, node: int, request: Any) -> Any:
+        if self.script and self.script[0] == "slow_written_lost":
+            self.script.popleft()
+            entries = [
+                (partition, DefaultRecordBatch(bytes(data)))
+                for _, partitions in _topics(request)
+                for partition, data in partitions
+            ]
+            self.requests.append([(p, b.base_sequence) for p, b in entries])
+            for partition, batch in entries:
+                self._write(self.partitions[partition], batch)
+            await self.slow.wait()
+            raise KafkaConnectionError("connection to the old leader broken")
+        return await super().send(node, request)
+
+
+async def test_a_refusal_leaves_the_batches_before_it_to_be_resent() -> None:
+    broker = ModelBroker()
+    harness = await make(broker)()
+    broker.gate.clear()
+    # The first is written but answered "timed out"; the next is refused.
+    broker.script.extend(["timed_out", "too_large"])
+    first, refused = harness.send(b"first"), harness.send(b"refused")
+    await asyncio.sleep(0.01)
+    broker.gate.set()
+    await harness.settled()
+    assert refused.error is not None
+    assert classify(refused.error, idempotent=True) is SendFailure.REJECT
+    # Resent, the first is a repeat the broker acknowledges: written once.
+    assert first.error is None
+    assert first.offset == 0
+    assert broker.partitions[0].log == [b"first"]
+
+
+async def test_only_the_oldest_unacknowledged_batches_go_out() -> None:
+    broker = SlowAnswerBroker()
+    harness = await make(broker)()
+    broker.script.extend(["slow_written_lost"])
+    outcomes = [harness.send(b"e%d" % n) for n in range(7)]
+    await asyncio.sleep(0.05)
+    # While the first waits for its answer, four more go out, not six.
+    assert sorted(seq for request in broker.requests for _, seq in request) == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+    broker.slow.set()
+    await harness.settled()
+    assert all(outcome.error is None for outcome in outcomes)
+    assert [outcome.offset for outcome in outcomes] == list(range(7))
+    assert broker.partitions[0].log == [b"e%d" % n for n in range(7)]
+
+
+async def test_a_stop_cancelled_in_its_grace_still_ends_everything() -> None:
+    broker = ModelBroker()
+    harness = await make(broker)()
+    broker.gate.clear()
+    outcome = harness.send(b"event")
+    await asyncio.sleep(0.01)
+    stopping = asyncio.create_task(harness.pipeline.stop(5.0, abandoned=False))
+    await asyncio.sleep(0.01)
+    stopping.cancel()
+    await asyncio.gather(stopping, return_exceptions=True)
+    assert broker.closed
+    assert outcome.calls == 1
+    assert isinstance(outcome.error, MaybeSentError)
+
+
+async def test_a_metadata_update_that_fails_does_not_stall_the_partition() -> None:
+    class FailingMetadata(ModelBroker):
+        failing = False
+
+        def force_metadata_update(self) -> asyncio.Future[bool]:
+            if not self.failing:
+                return super().force_metadata_update()
+            raise RuntimeError("metadata broke")
+
+    broker = FailingMetadata()
+    harness = await make(broker)()
+    broker.script.extend(["not_leader"])
+    broker.failing = True
+    first = harness.send(b"first")
+    await asyncio.sleep(0.05)
+    broker.failing = False
+    second = harness.send(b"second")
+    await harness.settled()
+    assert (first.offset, second.offset) == (0, 1)
+
+
+async def test_a_leader_that_cannot_be_read_is_waited_for() -> None:
+    broker = ModelBroker()
+    harness = await make(broker)()
+    real = broker.cluster.leader_for_partition
+
+    def unreadable(tp: Any) -> int:
+        raise RuntimeError("metadata broke")
+
+    broker.cluster.leader_for_partition = unreadable
+    outcome = harness.send(b"event")  # does not raise: the batch is taken
+    await asyncio.sleep(0.02)
+    assert outcome.calls == 0
+    broker.cluster.leader_for_partition = real
+    await harness.settled()
+    assert outcome.offset == 0
+    assert broker.partitions[0].log == [b"event"]
+
+
+async def test_a_refused_record_of_produce_leaves_the_partition_usable() -> None:
+    broker = ModelBroker(partitions=1)
+    harness = await make(broker)()
+    broker.script.extend(["too_large"])
+    with pytest.raises(MessageSizeTooLargeError):
+        await harness.pipeline.produce(TOPIC, None, b"refused")
+    await harness.pipeline.produce(TOPIC, None, b"fine")
+    assert broker.partitions[0].log == [b"fine"]
+    # A record over max_request_size is refused before it is sent.
+    with pytest.raises(MessageSizeTooLargeError, match="max_request_size"):
+        await harness.pipeline.produce(TOPIC, None, b"x" * 2_000_000)
+    assert len(broker.requests) == 2
+
+
+async def test_a_record_of_produce_not_written_is_sent_again() -> None:
+    broker = ModelBroker(partitions=1)
+    harness = await make(broker)()
+    broker.script.extend(["not_leader", "not_ready"])
+    await harness.pipeline.produce(TOPIC, b"k", b"record")
+    assert broker.partitions[0].log == [b"record"]
+    assert len(broker.requests) == 3
