@@ -1,0 +1,95 @@
+"""Several batches of a partition in flight, on each broker of the suite.
+
+A batch span (``producer_spans="batch"``) starts when its batch is handed
+to the producer and ends with its answer, so batch spans of one partition
+that overlap in time are batches in flight together. Where the broker has
+Kafka's idempotent producer (Apache Kafka, noida-db), they do; where it has
+not (Tansu), a ``max_in_flight`` above one is lowered to one with a warning
+and no two batches of the partition are ever in flight together
+(``enable_idempotence=False`` with it is a configuration error). Either
+way, every event is on the topic once, in publish order.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+    InMemorySpanExporter,
+)
+from structlog.testing import capture_logs
+
+from otel_kafka_events import EventPayload, TelemetryOptions
+from otel_kafka_events._encoding._codec import EventDecoder
+from otel_kafka_events_devstack import LocalKafkaStack
+
+from ..broker_support import capabilities
+from ..conftest import ManagerFactory
+from .test_reliability_delivery import read_all
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 3000
+
+
+class Step(EventPayload):
+    """One numbered event."""
+
+    n: int
+
+
+def overlapping(spans: list[ReadableSpan]) -> int:
+    """How many spans start before the one started before them ended."""
+    ordered = sorted(spans, key=lambda span: span.start_time or 0)
+    return sum(
+        1
+        for earlier, later in itertools.pairwise(ordered)
+        if (later.start_time or 0) < (earlier.end_time or 0)
+    )
+
+
+async def test_a_partition_has_batches_in_flight_together_where_order_allows(
+    make_kafka_manager: ManagerFactory, local_kafka_stack: LocalKafkaStack
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    idempotent = capabilities().idempotent_producer
+    with capture_logs() as logs:
+        manager = await make_kafka_manager(
+            max_in_flight=5,
+            # Unset: the idempotent producer where the broker has it, else
+            # the fallback (asking for both would be a configuration error).
+            enable_idempotence=None,
+            # Small batches: a burst of events makes many of them.
+            kafka_options={"max_batch_size": 2048},
+            telemetry=TelemetryOptions(
+                producer_spans="batch", tracer_provider=provider
+            ),
+        )
+        publisher = await manager.create_publisher("step", Step)
+        for n in range(EVENTS):
+            await publisher.publish(Step(n=n))
+        assert await manager.aclose(timeout=60) == 0
+    assert manager.stats.delivered == EVENTS
+    spans = [
+        span
+        for span in exporter.get_finished_spans()
+        if span.name == f"send {manager.topic}"
+    ]
+    assert len(spans) > 20, "the events did not make many batches"
+    lowered = [entry for entry in logs if "max_in_flight=5 lowered" in entry["event"]]
+    if idempotent:
+        assert overlapping(spans) > 0
+        assert lowered == []
+    else:
+        assert overlapping(spans) == 0
+        assert len(lowered) == 1
+        assert "idempotent producer" in lowered[0]["event"]
+    decoder = EventDecoder(local_kafka_stack.registry_url)
+    records = await read_all(local_kafka_stack.bootstrap_servers, manager.topic)
+    numbers = [(await decoder.decode(record.value))["n"] for record in records]
+    assert numbers == list(range(EVENTS))
