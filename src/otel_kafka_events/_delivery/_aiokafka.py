@@ -128,24 +128,14 @@ _CONNECTION_OPTIONS = frozenset(
     }
 )
 
-# What the pipeline's client takes of the client options (the rest of
-# `pipeline_takes` is the producer's own).
-_PIPELINE_CLIENT_OPTIONS = frozenset(
-    {
-        "client_id",
-        "metadata_max_age_ms",
-        "retry_backoff_ms",
-        "connections_max_idle_ms",
-        "security_protocol",
-        "ssl_context",
-        "sasl_mechanism",
-        "sasl_plain_username",
-        "sasl_plain_password",
-        "sasl_kerberos_service_name",
-        "sasl_kerberos_domain_name",
-        "sasl_oauth_token_provider",
-    }
-)
+# What the pipeline's client takes of the client options: a connection's,
+# and how it keeps metadata and connections (the rest of `pipeline_takes`
+# is the producer's own).
+_PIPELINE_CLIENT_OPTIONS = _CONNECTION_OPTIONS | {
+    "metadata_max_age_ms",
+    "retry_backoff_ms",
+    "connections_max_idle_ms",
+}
 
 # The options `ProducePipeline` honours besides the client's.
 _PIPELINE_PRODUCER_OPTIONS = frozenset(
