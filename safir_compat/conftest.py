@@ -102,9 +102,9 @@ INTENTIONAL_DIFFERENCES: dict[str, str] = {
         " FailedEventPublisher whose publish logs an error"
     ),
     "test_managed_storage": (
-        f"{_ROW} 'Kafka client': without kafka_broker the manager owns an"
-        " aiokafka producer, so it has no FastStream broker (manager._broker)"
-        " to ping"
+        f"{_ROW} 'Kafka client': without kafka_broker the manager sends"
+        " through its own aiokafka client, so it has no FastStream broker"
+        " (manager._broker) to ping"
     ),
 }
 
