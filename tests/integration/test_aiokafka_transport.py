@@ -11,11 +11,9 @@ never resent). Batches of other partitions are never called rejected.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,6 +22,7 @@ from otel_kafka_events._delivery._transport import SendFailure
 from otel_kafka_events_devstack import LocalKafkaStack
 from otel_kafka_events_devstack._broker_base import SubprocessBroker
 
+from ..pausing import pause
 from .test_reliability_delivery import new_broker, read_all
 
 TOPIC = "abandoned"
@@ -48,28 +47,6 @@ GIVEN_UP = {
     ("pipeline", False): ("UNKNOWN", "RETRY", "UNKNOWN"),
     ("pipeline", True): ("UNKNOWN", "UNKNOWN", "UNKNOWN"),
 }
-
-
-def thread_states(pid: int) -> list[str]:
-    """The scheduler state of each thread of ``pid`` (``T``: stopped)."""
-    states = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            # The state follows the command's closing parenthesis.
-            stat = task.joinpath("stat").read_text()
-            states.append(stat.rsplit(")", 1)[1].split()[0])
-    return states
-
-
-async def stopped(pid: int) -> None:
-    """Wait until every thread of ``pid`` has stopped: a multi-threaded
-    broker (noida-db) may answer one more request while SIGSTOP reaches its
-    threads."""
-    for _ in range(5000):
-        if all(state in "tT" for state in thread_states(pid) or ["R"]):
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError(f"process {pid} did not stop: {thread_states(pid)}")
 
 
 @pytest.mark.integration
@@ -113,9 +90,8 @@ async def test_a_given_up_producer_says_which_batches_it_sent(
     assert isinstance(broker, SubprocessBroker)
     assert broker.process is not None
     pid = broker.process.pid
-    os.kill(pid, signal.SIGSTOP)
+    await pause(pid)
     try:
-        await stopped(pid)
         await send("sent", 0)
         await asyncio.sleep(0.3)  # on the wire, unanswered
         await send("queued", 0)  # behind it

@@ -41,6 +41,7 @@ from otel_kafka_events_devstack._broker_base import SubprocessBroker
 from ..broker_support import capabilities
 from ..conftest import ManagerFactory
 from ..ingress import BAD_GATEWAY, SERVICE_UNAVAILABLE, Ingress
+from ..pausing import pause
 from .test_reliability_delivery import (
     Managers,
     connected_manager,
@@ -196,7 +197,7 @@ async def test_broker_paused_longer_than_the_request_timeout_is_waited_for(
     publisher = await manager.create_publisher("ping", Ping)
     await publisher.publish(Ping(n=0), wait=True)
     pid = broker_pid(own_stack)
-    os.kill(pid, signal.SIGSTOP)
+    await pause(pid)
     try:
         waiting = asyncio.ensure_future(publisher.publish(Ping(n=1), wait=True))
         await asyncio.sleep(43)  # past aiokafka's default request timeout
@@ -220,7 +221,7 @@ async def test_aclose_keeps_its_deadline_with_the_broker_paused(
     publisher = await manager.create_publisher("ping", Ping)
     await publisher.publish(Ping(n=0), wait=True)
     pid = broker_pid(own_stack)
-    os.kill(pid, signal.SIGSTOP)
+    await pause(pid)
     try:
         waiting = [
             asyncio.ensure_future(publisher.publish(Ping(n=n), wait=True))
@@ -325,7 +326,7 @@ async def test_sigterm_delivers_or_truthfully_reports_within_the_grace_period(
         async with asyncio.timeout(60):
             assert b"publishing" in await process.stdout.readline()
         if broker == "paused":
-            os.kill(pid, signal.SIGSTOP)
+            await pause(pid)
             await asyncio.sleep(0.2)
         process.send_signal(signal.SIGTERM)
         started = time.monotonic()
