@@ -757,20 +757,19 @@ class AiokafkaTransport:
 
     def _new_pipeline(self) -> ProducePipeline:
         options = self._options
+        request_timeout_ms = int(
+            options.get("request_timeout_ms", self._request_timeout_ms())
+        )
         client = AIOKafkaClient(
             bootstrap_servers=self._bootstrap_servers,
-            request_timeout_ms=int(
-                options.get("request_timeout_ms", self._request_timeout_ms())
-            ),
+            request_timeout_ms=request_timeout_ms,
             **{k: v for k, v in options.items() if k in _PIPELINE_CLIENT_OPTIONS},
         )
         return ProducePipeline(
             client,
             idempotent=self._idempotence,
             acks=_ACKS[options.get("acks", "all")],
-            request_timeout_ms=int(
-                options.get("request_timeout_ms", self._request_timeout_ms())
-            ),
+            request_timeout_ms=request_timeout_ms,
             retry_backoff=int(options.get("retry_backoff_ms", 100)) / 1000,
             max_batch_size=int(options.get("max_batch_size", _DEFAULT_MAX_BATCH_SIZE)),
             max_request_size=int(

@@ -84,14 +84,11 @@ class PipelineUnsupportedError(Exception):
 class _Flight:
     """One batch handed over, until it ends."""
 
-    __slots__ = ("count", "data", "done", "ended", "in_air", "lane", "maybe_written")
+    __slots__ = ("data", "done", "ended", "in_air", "lane", "maybe_written")
 
-    def __init__(
-        self, lane: _Lane, data: bytearray, count: int, done: SendDone
-    ) -> None:
+    def __init__(self, lane: _Lane, data: bytearray, done: SendDone) -> None:
         self.lane = lane
         self.data = data
-        self.count = count
         self.done = done
         self.in_air = False
         """A request carrying it waits for its answer."""
@@ -324,9 +321,7 @@ class ProducePipeline:
         producer_id, epoch = (
             (self._producer_id, self._epoch) if lane.idempotent else (-1, -1)
         )
-        flight = _Flight(
-            lane, records.seal(producer_id, epoch, sequence), records.count, done
-        )
+        flight = _Flight(lane, records.seal(producer_id, epoch, sequence), done)
         if self._stopped or lane.refused:
             error: KafkaError = (
                 NotSentError("the producer is stopping")
