@@ -25,7 +25,8 @@ from typing import Any, TypeVar, cast
 from opentelemetry._logs import SeverityNumber
 from structlog.stdlib import BoundLogger
 
-from ._delivery._aiokafka import AiokafkaTransport, describe_kafka_error
+from ._delivery._aiokafka import AiokafkaTransport
+from ._delivery._kafka_errors import describe_kafka_error
 from ._delivery._ledger import DeliveryStats, PendingEvent
 from ._delivery._ratelimit import RateLimitedLog
 from ._delivery._registration import RETRIABLE_REGISTRATION_ERRORS

@@ -21,15 +21,19 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import MessageSizeTooLargeError, NotLeaderForPartitionError
 
-from otel_kafka_events._delivery import _aiokafka
+from otel_kafka_events._delivery import _aiokafka, _aiokafka_producer
 from otel_kafka_events._delivery._aiokafka import (
     DEFAULT_MAX_REQUEST_SIZE,
     AiokafkaTransport,
-    _Batch,
+)
+from otel_kafka_events._delivery._aiokafka_producer import (
+    AiokafkaBatch,
     direct_append_works,
     knows_insides,
     stop_producer,
 )
+from otel_kafka_events._delivery._kafka_errors import classify
+from otel_kafka_events._delivery._sent import MaybeSentError
 from otel_kafka_events._delivery._transport import SendFailure
 
 RECORDS = [
@@ -54,12 +58,12 @@ async def producer() -> AsyncIterator[AIOKafkaProducer]:
     await made.stop()
 
 
-def built(batch: _Batch) -> bytes:
+def built(batch: AiokafkaBatch) -> bytes:
     data: bytes = batch.finish()._build()
     return data
 
 
-def fill(batch: _Batch) -> _Batch:
+def fill(batch: AiokafkaBatch) -> AiokafkaBatch:
     for key, value, timestamp_ms, headers in RECORDS:
         assert batch.append(key, value, timestamp_ms, headers)
     return batch
@@ -76,15 +80,15 @@ async def test_records_go_straight_to_the_record_builder(
     )
     await transport.start()
     batch = transport.new_batch()
-    assert isinstance(batch, _Batch)
+    assert isinstance(batch, AiokafkaBatch)
     assert batch.direct
 
 
 async def test_the_plain_path_builds_the_same_batch(
     producer: AIOKafkaProducer,
 ) -> None:
-    direct = fill(_Batch(producer.create_batch()))
-    plain = fill(_Batch(producer.create_batch(), direct=False))
+    direct = fill(AiokafkaBatch(producer.create_batch()))
+    plain = fill(AiokafkaBatch(producer.create_batch(), direct=False))
     assert direct.direct
     assert not plain.direct
 
@@ -108,7 +112,7 @@ class _StandInBuilder:
 
 def test_a_builder_laid_out_otherwise_gets_the_plain_path() -> None:
     builder = _StandInBuilder()
-    batch = _Batch(builder)
+    batch = AiokafkaBatch(builder)
 
     assert not batch.direct
     assert batch.append(b"k", bytearray(b"v"), 5, [("h", b"1")])
@@ -208,7 +212,7 @@ async def test_the_stop_gives_up_only_on_a_known_layout(
     async def give_up(stopped: object, until: float) -> None:
         given_up.append(stopped)
 
-    monkeypatch.setattr(_aiokafka, "_give_up_sends", give_up)
+    monkeypatch.setattr(_aiokafka_producer, "_give_up_sends", give_up)
     await stop_producer(producer, 0.5, abandoned=True)
     assert given_up == [producer]
 
@@ -234,7 +238,7 @@ async def _queued(
         if offsets is not None:
             offsets.append(offset)
 
-    _aiokafka.watch_batch(producer, "events", 0, builder, future, done)
+    _aiokafka_producer.watch_batch(producer, "events", 0, builder, future, done)
     return producer._message_accumulator._batches[partition][-1]
 
 
@@ -251,7 +255,7 @@ async def test_a_batch_given_up_before_it_was_sent_is_sent_again(
     batch.failure(NotLeaderForPartitionError())
     await _settle()
     assert isinstance(reports[0], NotLeaderForPartitionError)
-    assert _aiokafka.classify(reports[0], idempotent=True) is SendFailure.RETRY
+    assert classify(reports[0], idempotent=True) is SendFailure.RETRY
 
 
 async def test_a_batch_given_up_after_it_was_sent_may_be_written(
@@ -266,10 +270,10 @@ async def test_a_batch_given_up_after_it_was_sent_may_be_written(
     batch.failure(NotLeaderForPartitionError())
     await _settle()
     error = reports[0]
-    assert isinstance(error, _aiokafka.MaybeSentError)
+    assert isinstance(error, MaybeSentError)
     assert isinstance(error.__cause__, NotLeaderForPartitionError)
     assert "NotLeaderForPartitionError" in str(error)
-    assert _aiokafka.classify(error, idempotent=True) is SendFailure.UNKNOWN
+    assert classify(error, idempotent=True) is SendFailure.UNKNOWN
 
 
 async def test_a_refusal_after_sending_stays_a_refusal(
@@ -281,15 +285,15 @@ async def test_a_refusal_after_sending_stays_a_refusal(
     batch.failure(MessageSizeTooLargeError())
     await _settle()
     assert isinstance(reports[0], MessageSizeTooLargeError)
-    assert _aiokafka.classify(reports[0], idempotent=True) is SendFailure.REJECT
+    assert classify(reports[0], idempotent=True) is SendFailure.REJECT
 
 
 def test_a_failed_batch_counts_as_sent_where_aiokafka_is_laid_out_otherwise() -> None:
     class Elsewhere:
         pass
 
-    assert _aiokafka._queued_batch(Elsewhere(), "events", 0, object()) is None
-    assert _aiokafka._sent_probe(None)() is True
+    assert _aiokafka_producer._queued_batch(Elsewhere(), "events", 0, object()) is None
+    assert _aiokafka_producer._sent_probe(None)() is True
 
 
 async def test_the_batch_itself_is_watched_with_the_installed_aiokafka(
@@ -300,7 +304,9 @@ async def test_the_batch_itself_is_watched_with_the_installed_aiokafka(
     reports: list[BaseException | None] = []
     offsets: list[int | None] = []
     batch = await _queued(producer, reports, offsets)
-    assert _aiokafka._queued_batch(producer, "events", 0, batch._builder) is batch
+    assert (
+        _aiokafka_producer._queued_batch(producer, "events", 0, batch._builder) is batch
+    )
     batch.done(41)
     await asyncio.sleep(0)  # one turn: the batch's own callbacks
     assert (reports, offsets) == ([None], [41])
@@ -336,7 +342,7 @@ async def test_the_shield_tells_the_same_where_the_batch_is_not_found(
     outcomes: list[tuple[list[type], list[int | None]]] = []
     for layout_known in (True, False):
         if not layout_known:
-            monkeypatch.setattr(_aiokafka, "_queued_batch", lambda *args: None)
+            monkeypatch.setattr(_aiokafka_producer, "_queued_batch", lambda *args: None)
         reports: list[BaseException | None] = []
         offsets: list[int | None] = []
         batch = await _queued(producer, reports, offsets)
@@ -352,7 +358,7 @@ async def test_the_shield_tells_the_same_where_the_batch_is_not_found(
     assert fast == plain
     # Known layout: sent once, so a maybe-written failure; unknown layout:
     # counted as sent, the same.
-    expected: list[type] = [_aiokafka.MaybeSentError] if fails else [type(None)]
+    expected: list[type] = [MaybeSentError] if fails else [type(None)]
     assert fast[0] == expected
 
 

@@ -26,7 +26,7 @@ from aiokafka.errors import (
 )
 from aiokafka.record.default_records import DefaultRecordBatch
 
-from otel_kafka_events._delivery._aiokafka import classify
+from otel_kafka_events._delivery._kafka_errors import classify
 from otel_kafka_events._delivery._pipeline import ProducePipeline
 from otel_kafka_events._delivery._sent import (
     MaybeSentError,
