@@ -8,6 +8,9 @@ not (Tansu), a ``max_in_flight`` above one is lowered to one with a warning
 and no two batches of the partition are ever in flight together
 (``enable_idempotence=False`` with it is a configuration error). Either
 way, every event is on the topic once, in publish order.
+
+A broker too old for the pipeline's requests gets aiokafka's producer
+instead, with a warning, and every event still arrives.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
@@ -23,6 +27,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 from structlog.testing import capture_logs
 
 from otel_kafka_events import EventPayload, TelemetryOptions
+from otel_kafka_events._delivery import _pipeline
+from otel_kafka_events._delivery._aiokafka import AiokafkaTransport
 from otel_kafka_events._encoding._codec import EventDecoder
 from otel_kafka_events_devstack import LocalKafkaStack
 
@@ -93,3 +99,34 @@ async def test_a_partition_has_batches_in_flight_together_where_order_allows(
     records = await read_all(local_kafka_stack.bootstrap_servers, manager.topic)
     numbers = [(await decoder.decode(record.value))["n"] for record in records]
     assert numbers == list(range(EVENTS))
+
+
+async def test_a_broker_too_old_for_the_pipeline_gets_aiokafkas_producer(
+    make_kafka_manager: ManagerFactory,
+    local_kafka_stack: LocalKafkaStack,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An aiokafka before 0.13 cannot make the pipeline's requests for a
+    # broker older than Kafka 0.11. No such broker runs here: the check
+    # says the broker is one.
+    monkeypatch.setattr(_pipeline, "requests_supported", lambda client: False)
+    with capture_logs() as logs:
+        manager = await make_kafka_manager(enable_idempotence=None)
+        transport = manager.transport
+        assert isinstance(transport, AiokafkaTransport)
+        assert transport.uses_pipeline is False
+        assert transport.max_in_flight == 1
+        assert isinstance(transport.producer, AIOKafkaProducer)
+        publisher = await manager.create_publisher("step", Step)
+        for n in range(200):
+            await publisher.publish(Step(n=n))
+        assert await manager.aclose(timeout=60) == 0
+    assert manager.stats.delivered == 200
+    too_old = [entry for entry in logs if "too old" in entry["event"]]
+    assert len(too_old) == 1
+    assert too_old[0]["log_level"] == "warning"
+    assert "0.11" in too_old[0]["reason"]
+    decoder = EventDecoder(local_kafka_stack.registry_url)
+    records = await read_all(local_kafka_stack.bootstrap_servers, manager.topic)
+    numbers = [(await decoder.decode(record.value))["n"] for record in records]
+    assert numbers == list(range(200))

@@ -36,7 +36,7 @@ from ._kafka_errors import (
     describe_refusal,
     is_connection_error,
 )
-from ._pipeline import ProducePipeline
+from ._pipeline import PipelineUnsupportedError, ProducePipeline
 from ._produce_protocol import Records
 from ._transport import RecordBatch, SendDone, SendFailure, TopicInfo
 
@@ -205,6 +205,8 @@ class AiokafkaTransport:
         self._delivery_timeout = delivery_timeout
         self._producer: AIOKafkaProducer | None = None
         self._pipeline: ProducePipeline | None = None
+        # Set once a broker turned out too old for the pipeline's requests.
+        self._pipeline_unsupported = False
         self._owns_producer = producer is None and broker is None
         # Clients whose start was left running when a start was cancelled,
         # and the tasks that close them once it ends (`_start_client`).
@@ -243,12 +245,17 @@ class AiokafkaTransport:
     @property
     def uses_pipeline(self) -> bool:
         """Whether events go through our own `ProducePipeline` (a producer
-        made here, with options it takes) rather than aiokafka's producer."""
+        made here, with options it takes) rather than aiokafka's producer.
+
+        It turns False at `start` where the broker is too old for the
+        pipeline's requests (before Kafka 0.11, under an aiokafka before
+        0.13)."""
         return (
             self._given_producer is None
             and self._broker is None
             and self._manages(True)
             and pipeline_takes(self._options)
+            and not self._pipeline_unsupported
         )
 
     @property
@@ -410,7 +417,7 @@ class AiokafkaTransport:
             self._producer = self._new_producer()
             return
         try:
-            await self._start_client(self._new_own_producer(), owned=True)
+            await self._start_own_producer()
         except BrokerResponseError as exc:
             # The broker answered (bootstrap worked), but refused to give
             # the producer an id: it does not support idempotence.
@@ -427,6 +434,26 @@ class AiokafkaTransport:
                     " enable_idempotence / METRICS_ENABLE_IDEMPOTENCE to choose"
                     " explicitly)",
                     broker_answer=f"InitProducerId: {type(exc).__name__}",
+                    bootstrap_servers=self.target,
+                )
+            await self._start_own_producer()
+
+    async def _start_own_producer(self) -> None:
+        """Start a producer made here: the pipeline, or aiokafka's producer
+        where the broker is too old for the pipeline's requests (from then
+        on, for this transport)."""
+        try:
+            await self._start_client(self._new_own_producer(), owned=True)
+        except PipelineUnsupportedError as exc:
+            await self._stop_owned_producer()
+            self._pipeline_unsupported = True
+            if self._logger is not None:
+                self._logger.warning(
+                    "The Kafka broker is too old for this aiokafka to send"
+                    " through the manager's produce pipeline; events go"
+                    " through aiokafka's producer, one batch per partition at"
+                    " a time",
+                    reason=str(exc),
                     bootstrap_servers=self.target,
                 )
             await self._start_client(self._new_own_producer(), owned=True)
