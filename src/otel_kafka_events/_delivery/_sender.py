@@ -559,7 +559,10 @@ class Sender:
         if error is None:
             assert offset is not None
             self._backoff.reset()
-            self._retry_at.pop(partition, None)
+            # A batch sent before a failed one may be acknowledged after it:
+            # the failed one's backoff runs on.
+            if self._retry_at.get(partition, 0.0) <= now:
+                self._retry_at.pop(partition, None)
             self.settle(ledger.delivered(batch, offset))
         elif isinstance(error, QueuedTooLongError):
             self._back_off(partition, now)
@@ -585,6 +588,7 @@ class Sender:
             and not self._stopping
             and self._connection.ready
             and ledger.can_send(partition)
+            and self._retry_at.get(partition, 0.0) <= now
         ):
             # The next batch goes out now, not at the loop's next turn.
             self._fill(self._connection.transport, partition, now)

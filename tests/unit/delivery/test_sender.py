@@ -53,6 +53,7 @@ async def started_session(
     listeners: tuple[DeliveryListener, ...] = (),
     max_in_flight: int | None = None,
     logger: Any = None,
+    backoff: tuple[float, float] = (0.01, 0.05),
 ) -> DeliverySession:
     transport.create_topic(TOPIC, partitions)
     session = DeliverySession(
@@ -61,7 +62,7 @@ async def started_session(
         registrar=SchemaRegistrar(MemorySchemaRegistry()),
         buffer=BufferOptions(),
         delivery_timeout=0.3,
-        backoff=(0.01, 0.05),
+        backoff=backoff,
         raise_on_error=False,
         listeners=listeners,
         on_delivery_error=failures.append,
@@ -580,6 +581,34 @@ async def test_a_failure_in_the_middle_of_a_pipeline_resends_in_order() -> None:
     assert values(transport, 0) == [f"t:{n}".encode() for n in range(4)]
     assert failures == []
     assert ledger.stats.delivered == 4
+    await session.close(1.0)
+
+
+async def test_a_later_batch_acknowledged_does_not_cut_a_retry_backoff() -> None:
+    transport = MemoryTransport(max_in_flight=3, batch_size=1)
+    transport.stalled = True
+    failures: list[DeliveryFailure] = []
+    session = await started_session(transport, failures, backoff=(0.4, 1.0))
+    ledger, sender = session.ledger, session.sender
+    ledger.register("t", 0)
+    ledger.accept(event("t", 0, 5))
+    sender.wake()
+    await asyncio.sleep(0.02)
+    assert transport.held == 1
+    # The second batch fails at once; the first, still out, then succeeds.
+    transport.fail_next(SendOutcome.RETRIABLE)
+    ledger.accept(event("t", 1, 5))
+    sender.wake()
+    await asyncio.sleep(0.02)
+    assert transport.sends == 2
+    transport.release()
+    await asyncio.sleep(0.15)
+    # The first batch's acknowledgement leaves the second's backoff running.
+    assert ledger.stats.delivered == 1
+    assert transport.sends == 2
+    await asyncio.sleep(0.5)
+    assert values(transport, 0) == [b"t:0", b"t:1"]
+    assert failures == []
     await session.close(1.0)
 
 
