@@ -584,7 +584,7 @@ async def test_a_failure_in_the_middle_of_a_pipeline_resends_in_order() -> None:
     await session.close(1.0)
 
 
-async def test_a_later_batch_acknowledged_does_not_cut_a_retry_backoff() -> None:
+async def test_an_acknowledgement_after_a_failure_does_not_cut_its_backoff() -> None:
     transport = MemoryTransport(max_in_flight=3, batch_size=1)
     transport.stalled = True
     failures: list[DeliveryFailure] = []
