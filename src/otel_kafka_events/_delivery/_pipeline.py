@@ -187,6 +187,12 @@ class ProducePipeline:
         # refuses leaves the partition usable (nothing restarts this path).
         self._record_lanes: dict[tuple[str, int], _Lane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # When each request in flight is overdue. The client bounds its
+        # wait by the request timeout; one timer bounds it too, should the
+        # client not (one for every request, cheaper than one each).
+        self._overdue_at: dict[asyncio.Task[None], float] = {}
+        self._overdue: set[asyncio.Task[None]] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
         self._resuming: set[_Lane] = set()
         # Flights waiting for their leader's next request, and the leaders
         # whose next request is about to be made.
@@ -266,6 +272,9 @@ class ProducePipeline:
 
     async def _give_up(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -447,9 +456,33 @@ class ProducePipeline:
 
     def _request_soon(self, leader: int) -> None:
         self._requesting.add(leader)
-        task = asyncio.get_running_loop().create_task(self._request(leader))
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._request(leader))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        overdue_at = loop.time() + self._request_timeout_ms / 1000 + 1.0
+        self._overdue_at[task] = overdue_at
+        task.add_done_callback(self._request_ended)
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(overdue_at, self._watch)
+
+    def _request_ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._overdue_at.pop(task, None)
+        self._overdue.discard(task)
+
+    def _watch(self) -> None:
+        """Cancel the requests that are overdue (each then fails as timed
+        out), and look again when the next one will be."""
+        self._watchdog = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for task, overdue_at in self._overdue_at.items():
+            if overdue_at <= now and task not in self._overdue:
+                self._overdue.add(task)
+                task.cancel()
+        waiting = [at for at in self._overdue_at.values() if at > now]
+        if waiting:
+            self._watchdog = loop.call_at(min(waiting), self._watch)
 
     def _next_request(self, leader: int) -> list[_Flight]:
         """The flights of the leader's next request: the oldest waiting of
@@ -492,10 +525,15 @@ class ProducePipeline:
                 timeout_ms=self._request_timeout_ms,
                 topics=list(topics.items()),
             )
-            # The client bounds the wait by the request timeout; this bounds
-            # it too, should the client not.
-            async with asyncio.timeout(self._request_timeout_ms / 1000 + 1.0):
+            try:
                 response = await self._client.send(leader, request)
+            except asyncio.CancelledError:
+                if not self._cancelled_as_overdue():
+                    raise
+                raise TimeoutError(
+                    f"no answer to a produce request in"
+                    f" {self._request_timeout_ms} ms and a second"
+                ) from None
         except NodeNotReadyError as exc:
             self._refresh_metadata()
             for flight, before in zip(flights, written_before, strict=True):
@@ -528,6 +566,15 @@ class ProducePipeline:
                 self._answered(flight, answers.get(flight.lane.key))
         for flight in flights:
             self._settle_lane(flight.lane)
+
+    def _cancelled_as_overdue(self) -> bool:
+        """Whether the current request task's cancellation is the
+        watchdog's (`_watch`); if so, it is taken back."""
+        task = asyncio.current_task()
+        if task is None or task not in self._overdue:
+            return False
+        task.uncancel()
+        return True
 
     def _landed(self, flight: _Flight) -> None:
         flight.in_air = False

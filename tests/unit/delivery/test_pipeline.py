@@ -64,8 +64,9 @@ class ModelBroker:
     (written, answered as timed out); ``"lost"`` (the
     connection breaks before the broker reads it); ``"written_lost"`` (the
     broker writes it, the answer is lost); ``"too_large"`` (refused for
-    good); ``"not_ready"`` (no connection). ``gate`` holds every answer
-    until set.
+    good); ``"not_ready"`` (no connection); ``"silent"`` (written, and
+    never answered: a client that does not bound its wait). ``gate`` holds
+    every answer until set.
     """
 
     api_version = (2, 1)
@@ -117,6 +118,10 @@ class ModelBroker:
         action = self.script.popleft() if self.script else "ok"
         if action == "not_ready":
             raise NodeNotReadyError("no connection")
+        if action == "silent":
+            for _, partition, batch in entries:
+                self._write(self.partitions[partition], batch)
+            await asyncio.get_running_loop().create_future()
         self.in_air += len(entries)
         self.most_in_air = max(self.most_in_air, self.in_air)
         try:
@@ -217,14 +222,18 @@ class Harness:
 
 
 def make(
-    broker: ModelBroker, *, idempotent: bool = True, backoff: float = 0.005
+    broker: ModelBroker,
+    *,
+    idempotent: bool = True,
+    backoff: float = 0.005,
+    request_timeout_ms: int = 2000,
 ) -> Callable[[], Any]:
     async def started() -> Harness:
         pipeline = ProducePipeline(
             broker,
             idempotent=idempotent,
             acks=-1,
-            request_timeout_ms=2000,
+            request_timeout_ms=request_timeout_ms,
             retry_backoff=backoff,
             max_batch_size=16_384,
             max_request_size=1_048_576,
@@ -617,3 +626,29 @@ async def test_a_record_of_produce_not_written_is_sent_again() -> None:
     await harness.pipeline.produce(TOPIC, b"k", b"record")
     assert broker.partitions[0].log == [b"record"]
     assert len(broker.requests) == 3
+
+
+@pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotent"])
+async def test_a_request_never_answered_ends_after_the_request_timeout(
+    idempotent: bool,
+) -> None:
+    broker = ModelBroker()
+    harness = await make(broker, idempotent=idempotent, request_timeout_ms=50)()
+    broker.script.extend(["silent"])
+    started = asyncio.get_running_loop().time()
+    outcome = harness.send(b"once")
+    await harness.settled()
+    waited = asyncio.get_running_loop().time() - started
+    # The client's wait is bounded by the request timeout and a second.
+    assert 1.05 <= waited < 2.0
+    assert broker.partitions[0].log == [b"once"]
+    if idempotent:
+        # Sent again as the same bytes: the broker answers with the offset
+        # of the copy it has.
+        assert (outcome.offset, outcome.error) == (0, None)
+        assert len(broker.requests) == 2
+    else:
+        assert isinstance(outcome.error, MaybeSentError)
+        assert isinstance(outcome.error.__cause__, TimeoutError)
+        assert len(broker.requests) == 1
+    await harness.pipeline.stop(1.0, abandoned=False)
