@@ -453,17 +453,23 @@ class ProducePipeline:
 
     def _next_request(self, leader: int) -> list[_Flight]:
         """The flights of the leader's next request: the oldest waiting of
-        each partition; the rest wait for a request after it."""
+        each partition; the rest wait for a request after it.
+
+        One per partition, not per lane: an event batch and a record of
+        `produce` to one partition (the log export on the events' topic)
+        go in requests of their own, since the broker writes only the last
+        batch of a partition named twice in a request, and answers it once.
+        """
         self._requesting.discard(leader)
         waiting = self._waiting.pop(leader, None) or deque()
         taken: list[_Flight] = []
-        lanes: set[_Lane] = set()
+        partitions: set[tuple[str, int]] = set()
         later: deque[_Flight] = deque()
         for flight in waiting:
-            if flight.lane in lanes:
+            if flight.lane.key in partitions:
                 later.append(flight)
             else:
-                lanes.add(flight.lane)
+                partitions.add(flight.lane.key)
                 taken.append(flight)
         if later:
             self._waiting[leader] = later
