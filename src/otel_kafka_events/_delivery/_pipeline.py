@@ -529,9 +529,9 @@ class ProducePipeline:
                 self._failed(flight, foreign, maybe_written=True)
         else:
             answers = _answers(response)
-            for flight in flights:
+            for flight, before in zip(flights, written_before, strict=True):
                 self._landed(flight)
-                self._answered(flight, answers.get(flight.lane.key))
+                self._answered(flight, answers.get(flight.lane.key), before)
         for flight in flights:
             self._settle_lane(flight.lane)
 
@@ -539,7 +539,11 @@ class ProducePipeline:
         flight.in_air = False
         flight.lane.in_air -= 1
 
-    def _answered(self, flight: _Flight, answer: PartitionAnswer | None) -> None:
+    def _answered(
+        self, flight: _Flight, answer: PartitionAnswer | None, written_before: bool
+    ) -> None:
+        """Act on the broker's answer for ``flight``; ``written_before``:
+        an earlier send of it may have been written."""
         lane = flight.lane
         if answer is None:
             self._end(
@@ -573,11 +577,12 @@ class ProducePipeline:
         elif code == _OUT_OF_ORDER:
             # Nothing earlier is pending: the broker lost the producer's
             # state, and writes nothing more of the partition under this id.
-            self._refused(flight, OutOfOrderSequenceNumber())
-        elif code in _PRODUCER_GONE:
-            self._end(
-                flight, None, UnknownProducerId() if code == 59 else ProducerFenced()
+            self._refused(
+                flight, _unless_written(OutOfOrderSequenceNumber(), written_before)
             )
+        elif code in _PRODUCER_GONE:
+            gone = UnknownProducerId() if code == 59 else ProducerFenced()
+            self._end(flight, None, _unless_written(gone, written_before))
         else:
             error_class = for_code(code)
             error = error_class()
@@ -586,7 +591,7 @@ class ProducePipeline:
                     self._refresh_metadata()
                 self._failed(flight, error, maybe_written=code in _MAYBE_WRITTEN)
             else:
-                self._refused(flight, error)
+                self._refused(flight, _unless_written(error, written_before))
 
     def _failed(
         self, flight: _Flight, error: BaseException, *, maybe_written: bool
@@ -672,6 +677,20 @@ class ProducePipeline:
             self._resuming.discard(lane)
         lane.recovering = False
         self._pump(lane)
+
+
+def _unless_written(error: BaseException, written_before: bool) -> BaseException:
+    """``error``, the broker's "not written" for a batch; `MaybeSentError`
+    when an earlier send of the batch may have been written (its answer
+    lost): this answer speaks for this send only, and the batch sent again
+    by the sender could be written twice."""
+    if not written_before:
+        return error
+    maybe = MaybeSentError(
+        f"{describe(error)} when sent again; an earlier send may have been written"
+    )
+    maybe.__cause__ = error
+    return maybe
 
 
 def _answers(response: Any) -> dict[tuple[str, int], PartitionAnswer]:

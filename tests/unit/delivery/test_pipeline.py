@@ -649,3 +649,20 @@ async def test_a_record_and_a_batch_of_one_partition_never_share_a_request() -> 
     assert outcome.error is None
     assert sorted(broker.partitions[0].log) == [b"event", b"log"]
     assert all(len({p for p, _ in sent}) == len(sent) for sent in broker.requests)
+
+
+@pytest.mark.parametrize("answer", ["unknown_producer", "unauthorized", "forgotten"])
+async def test_a_resend_refused_after_a_write_is_reported_maybe_written(
+    answer: str,
+) -> None:
+    broker = ModelBroker()
+    harness = await make(broker)()
+    # Written, its answer lost; the resend meets a broker that says "not
+    # written" (it lost the producer's state, or the right to write changed).
+    broker.script.extend(["written_lost", answer])
+    outcome = harness.send(b"once")
+    await harness.settled()
+    assert broker.partitions[0].log == [b"once"]
+    assert outcome.error is not None
+    # Not RESTART (its events sent again: twice on the topic) nor REJECT.
+    assert classify(outcome.error, idempotent=True) is SendFailure.UNKNOWN
