@@ -365,8 +365,9 @@ class ProducePipeline:
                 return
             except KafkaError as exc:
                 # Not written (its connection may have broken after it was
-                # sent: a record may then be written twice, at least once).
-                if not exc.retriable or loop.time() >= give_up_at:
+                # sent: a record may then be written twice, at least once);
+                # sent again unless the pipeline has stopped.
+                if not exc.retriable or self._stopped or loop.time() >= give_up_at:
                     raise
             await asyncio.sleep(self._retry_backoff)
 

@@ -666,3 +666,16 @@ async def test_a_resend_refused_after_a_write_is_reported_maybe_written(
     assert outcome.error is not None
     # Not RESTART (its events sent again: twice on the topic) nor REJECT.
     assert classify(outcome.error, idempotent=True) is SendFailure.UNKNOWN
+
+
+async def test_a_record_of_produce_waiting_to_be_sent_again_ends_when_stopped() -> None:
+    broker = ModelBroker(partitions=1)
+    harness = await make(broker, backoff=0.05)()
+    broker.script.extend(["not_leader"])
+    record = asyncio.create_task(harness.pipeline.produce(TOPIC, None, b"log"))
+    await asyncio.sleep(0.02)  # not written; waiting for its backoff
+    await harness.pipeline.stop(0.0, abandoned=True)
+    async with asyncio.timeout(0.5):  # not the request timeout (2 s)
+        with pytest.raises(NotSentError):
+            await record
+    assert broker.partitions[0].log == []
