@@ -570,11 +570,10 @@ class ProducePipeline:
             # An earlier batch is still to be written: send this one after it.
             self._failed(flight, OutOfOrderSequenceNumber(), maybe_written=False)
         elif code == _OUT_OF_ORDER and lane.refused:
-            self._end(
-                flight,
-                None,
-                SequenceBrokenError("an earlier batch of the partition was refused"),
+            broken = SequenceBrokenError(
+                "an earlier batch of the partition was refused"
             )
+            self._end(flight, None, _unless_written(broken, written_before))
         elif code == _OUT_OF_ORDER:
             # Nothing earlier is pending: the broker lost the producer's
             # state, and writes nothing more of the partition under this id.

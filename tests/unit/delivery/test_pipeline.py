@@ -679,3 +679,22 @@ async def test_a_record_of_produce_waiting_to_be_sent_again_ends_when_stopped() 
         with pytest.raises(NotSentError):
             await record
     assert broker.partitions[0].log == []
+
+
+async def test_behind_a_refusal_a_batch_written_before_is_reported_maybe_written() -> (
+    None
+):
+    broker = ModelBroker()
+    harness = await make(broker)()
+    broker.gate.clear()
+    # Both written, their answers lost; sent again, the first is refused,
+    # and the broker that lost its state answers the second out of order.
+    broker.script.extend(["written_lost", "written_lost", "unauthorized", "forgotten"])
+    first, second = harness.send(b"first"), harness.send(b"second")
+    await asyncio.sleep(0.01)
+    broker.gate.set()
+    await harness.settled()
+    assert broker.partitions[0].log == [b"first", b"second"]
+    for outcome in (first, second):
+        assert outcome.error is not None
+        assert classify(outcome.error, idempotent=True) is SendFailure.UNKNOWN
