@@ -379,6 +379,8 @@ class ProducePipeline:
             known = self._client.cluster.partitions_for_topic(topic)
             if known:
                 return sorted(known)
+            if self._stopped:
+                raise NotSentError("the producer stopped")
             if loop.time() >= give_up_at:
                 raise UnknownTopicOrPartitionError(topic)
             with contextlib.suppress(Exception):

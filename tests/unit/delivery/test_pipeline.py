@@ -698,3 +698,14 @@ async def test_behind_a_refusal_a_batch_written_before_is_reported_maybe_written
     for outcome in (first, second):
         assert outcome.error is not None
         assert classify(outcome.error, idempotent=True) is SendFailure.UNKNOWN
+
+
+async def test_a_record_of_produce_waiting_for_its_topic_ends_when_stopped() -> None:
+    broker = ModelBroker(partitions=0)  # the topic is not there (yet)
+    harness = await make(broker, backoff=0.01)()
+    record = asyncio.create_task(harness.pipeline.produce(TOPIC, None, b"log"))
+    await asyncio.sleep(0.03)
+    await harness.pipeline.stop(0.0, abandoned=True)
+    async with asyncio.timeout(0.5):  # not the request timeout (2 s)
+        with pytest.raises(NotSentError):
+            await record
