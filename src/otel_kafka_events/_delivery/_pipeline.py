@@ -374,8 +374,9 @@ class ProducePipeline:
                 return
             except KafkaError as exc:
                 # Not written (its connection may have broken after it was
-                # sent: a record may then be written twice, at least once).
-                if not exc.retriable or loop.time() >= give_up_at:
+                # sent: a record may then be written twice, at least once);
+                # sent again unless the pipeline has stopped.
+                if not exc.retriable or self._stopped or loop.time() >= give_up_at:
                     raise
             await asyncio.sleep(self._retry_backoff)
 
@@ -387,6 +388,8 @@ class ProducePipeline:
             known = self._client.cluster.partitions_for_topic(topic)
             if known:
                 return sorted(known)
+            if self._stopped:
+                raise NotSentError("the producer stopped")
             if loop.time() >= give_up_at:
                 raise UnknownTopicOrPartitionError(topic)
             with contextlib.suppress(Exception):
@@ -486,17 +489,23 @@ class ProducePipeline:
 
     def _next_request(self, leader: int) -> list[_Flight]:
         """The flights of the leader's next request: the oldest waiting of
-        each partition; the rest wait for a request after it."""
+        each partition; the rest wait for a request after it.
+
+        One per partition, not per lane: an event batch and a record of
+        `produce` to one partition (the log export on the events' topic)
+        go in requests of their own, since the broker writes only the last
+        batch of a partition named twice in a request, and answers it once.
+        """
         self._requesting.discard(leader)
         waiting = self._waiting.pop(leader, None) or deque()
         taken: list[_Flight] = []
-        lanes: set[_Lane] = set()
+        partitions: set[tuple[str, int]] = set()
         later: deque[_Flight] = deque()
         for flight in waiting:
-            if flight.lane in lanes:
+            if flight.lane.key in partitions:
                 later.append(flight)
             else:
-                lanes.add(flight.lane)
+                partitions.add(flight.lane.key)
                 taken.append(flight)
         if later:
             self._waiting[leader] = later
@@ -561,9 +570,9 @@ class ProducePipeline:
                 self._failed(flight, foreign, maybe_written=True)
         else:
             answers = _answers(response)
-            for flight in flights:
+            for flight, before in zip(flights, written_before, strict=True):
                 self._landed(flight)
-                self._answered(flight, answers.get(flight.lane.key))
+                self._answered(flight, answers.get(flight.lane.key), before)
         for flight in flights:
             self._settle_lane(flight.lane)
 
@@ -580,7 +589,11 @@ class ProducePipeline:
         flight.in_air = False
         flight.lane.in_air -= 1
 
-    def _answered(self, flight: _Flight, answer: PartitionAnswer | None) -> None:
+    def _answered(
+        self, flight: _Flight, answer: PartitionAnswer | None, written_before: bool
+    ) -> None:
+        """Act on the broker's answer for ``flight``; ``written_before``:
+        an earlier send of it may have been written."""
         lane = flight.lane
         if answer is None:
             self._end(
@@ -606,19 +619,19 @@ class ProducePipeline:
             # An earlier batch is still to be written: send this one after it.
             self._failed(flight, OutOfOrderSequenceNumber(), maybe_written=False)
         elif code == _OUT_OF_ORDER and lane.refused:
-            self._end(
-                flight,
-                None,
-                SequenceBrokenError("an earlier batch of the partition was refused"),
+            broken = SequenceBrokenError(
+                "an earlier batch of the partition was refused"
             )
+            self._end(flight, None, _unless_written(broken, written_before))
         elif code == _OUT_OF_ORDER:
             # Nothing earlier is pending: the broker lost the producer's
             # state, and writes nothing more of the partition under this id.
-            self._refused(flight, OutOfOrderSequenceNumber())
-        elif code in _PRODUCER_GONE:
-            self._end(
-                flight, None, UnknownProducerId() if code == 59 else ProducerFenced()
+            self._refused(
+                flight, _unless_written(OutOfOrderSequenceNumber(), written_before)
             )
+        elif code in _PRODUCER_GONE:
+            gone = UnknownProducerId() if code == 59 else ProducerFenced()
+            self._end(flight, None, _unless_written(gone, written_before))
         else:
             error_class = for_code(code)
             error = error_class()
@@ -627,7 +640,7 @@ class ProducePipeline:
                     self._refresh_metadata()
                 self._failed(flight, error, maybe_written=code in _MAYBE_WRITTEN)
             else:
-                self._refused(flight, error)
+                self._refused(flight, _unless_written(error, written_before))
 
     def _failed(
         self, flight: _Flight, error: BaseException, *, maybe_written: bool
@@ -713,6 +726,20 @@ class ProducePipeline:
             self._resuming.discard(lane)
         lane.recovering = False
         self._pump(lane)
+
+
+def _unless_written(error: BaseException, written_before: bool) -> BaseException:
+    """``error``, the broker's "not written" for a batch; `MaybeSentError`
+    when an earlier send of the batch may have been written (its answer
+    lost): this answer speaks for this send only, and the batch sent again
+    by the sender could be written twice."""
+    if not written_before:
+        return error
+    maybe = MaybeSentError(
+        f"{describe(error)} when sent again; an earlier send may have been written"
+    )
+    maybe.__cause__ = error
+    return maybe
 
 
 def _answers(response: Any) -> dict[tuple[str, int], PartitionAnswer]:

@@ -40,6 +40,8 @@ TOPIC = "events"
 NOT_LEADER = 6
 TOO_LARGE = 10
 TIMED_OUT = 7
+# Refused, not written: the producer's id is unknown, the topic not allowed.
+_REFUSED = {"unknown_producer": 59, "unauthorized": 29}
 
 
 @dataclass
@@ -64,9 +66,16 @@ class ModelBroker:
     (written, answered as timed out); ``"lost"`` (the
     connection breaks before the broker reads it); ``"written_lost"`` (the
     broker writes it, the answer is lost); ``"too_large"`` (refused for
-    good); ``"not_ready"`` (no connection); ``"silent"`` (written, and
-    never answered: a client that does not bound its wait). ``gate`` holds
-    every answer until set.
+    good); ``"not_ready"`` (no connection); ``"unknown_producer"`` and
+    ``"unauthorized"`` (refused, not written: the broker lost the producer's
+    id, or the producer's right to write); ``"forgotten"`` (the broker lost
+    the producer's state, then answers as its rules say); ``"silent"``
+    (written, and never answered: a client that does not bound its wait).
+    ``gate`` holds every answer until set.
+
+    A partition named twice in one request is written once, with the last
+    of its batches, as Kafka's broker does (it keeps a request's batches in
+    a map by partition).
     """
 
     api_version = (2, 1)
@@ -109,12 +118,13 @@ class ModelBroker:
     async def send(self, node: int, request: Any) -> Any:
         if "InitProducerId" in type(request).__name__:
             return SimpleNamespace(error_code=0, producer_id=77, producer_epoch=0)
-        entries = [
+        named = [
             (topic, partition, DefaultRecordBatch(bytes(data)))
             for topic, partitions in _topics(request)
             for partition, data in partitions
         ]
-        self.requests.append([(p, batch.base_sequence) for _, p, batch in entries])
+        self.requests.append([(p, batch.base_sequence) for _, p, batch in named])
+        entries = list({(t, p): (t, p, b) for t, p, b in named}.values())
         action = self.script.popleft() if self.script else "ok"
         if action == "not_ready":
             raise NodeNotReadyError("no connection")
@@ -137,6 +147,12 @@ class ModelBroker:
                 answers.append((topic, partition, NOT_LEADER, -1))
             elif action == "too_large":
                 answers.append((topic, partition, TOO_LARGE, -1))
+            elif action in _REFUSED:
+                answers.append((topic, partition, _REFUSED[action], -1))
+            elif action == "forgotten":
+                state = self.partitions[partition]
+                state.expected, state.recent = 1000, deque(maxlen=5)
+                answers.append((topic, partition, *self._write(state, batch)))
             elif action == "timed_out":  # written, not yet replicated
                 self._write(self.partitions[partition], batch)
                 answers.append((topic, partition, TIMED_OUT, -1))
@@ -652,3 +668,79 @@ async def test_a_request_never_answered_ends_after_the_request_timeout(
         assert isinstance(outcome.error.__cause__, TimeoutError)
         assert len(broker.requests) == 1
     await harness.pipeline.stop(1.0, abandoned=False)
+
+
+async def test_a_record_and_a_batch_of_one_partition_never_share_a_request() -> None:
+    broker = ModelBroker(partitions=1)
+    harness = await make(broker)()
+    # The log export writes to the events' topic: its record and an event
+    # batch of the same partition are handed over in one turn.
+    record = asyncio.create_task(harness.pipeline.produce(TOPIC, None, b"log"))
+    await asyncio.sleep(0)
+    outcome = harness.send(b"event")
+    await record
+    await harness.settled()
+    # Both were reported written: both are on the topic.
+    assert outcome.error is None
+    assert sorted(broker.partitions[0].log) == [b"event", b"log"]
+    assert all(len({p for p, _ in sent}) == len(sent) for sent in broker.requests)
+
+
+@pytest.mark.parametrize("answer", ["unknown_producer", "unauthorized", "forgotten"])
+async def test_a_resend_refused_after_a_write_is_reported_maybe_written(
+    answer: str,
+) -> None:
+    broker = ModelBroker()
+    harness = await make(broker)()
+    # Written, its answer lost; the resend meets a broker that says "not
+    # written" (it lost the producer's state, or the right to write changed).
+    broker.script.extend(["written_lost", answer])
+    outcome = harness.send(b"once")
+    await harness.settled()
+    assert broker.partitions[0].log == [b"once"]
+    assert outcome.error is not None
+    # Not RESTART (its events sent again: twice on the topic) nor REJECT.
+    assert classify(outcome.error, idempotent=True) is SendFailure.UNKNOWN
+
+
+async def test_a_record_of_produce_waiting_to_be_sent_again_ends_when_stopped() -> None:
+    broker = ModelBroker(partitions=1)
+    harness = await make(broker, backoff=0.05)()
+    broker.script.extend(["not_leader"])
+    record = asyncio.create_task(harness.pipeline.produce(TOPIC, None, b"log"))
+    await asyncio.sleep(0.02)  # not written; waiting for its backoff
+    await harness.pipeline.stop(0.0, abandoned=True)
+    async with asyncio.timeout(0.5):  # not the request timeout (2 s)
+        with pytest.raises(NotSentError):
+            await record
+    assert broker.partitions[0].log == []
+
+
+async def test_behind_a_refusal_a_batch_written_before_is_reported_maybe_written() -> (
+    None
+):
+    broker = ModelBroker()
+    harness = await make(broker)()
+    broker.gate.clear()
+    # Both written, their answers lost; sent again, the first is refused,
+    # and the broker that lost its state answers the second out of order.
+    broker.script.extend(["written_lost", "written_lost", "unauthorized", "forgotten"])
+    first, second = harness.send(b"first"), harness.send(b"second")
+    await asyncio.sleep(0.01)
+    broker.gate.set()
+    await harness.settled()
+    assert broker.partitions[0].log == [b"first", b"second"]
+    for outcome in (first, second):
+        assert outcome.error is not None
+        assert classify(outcome.error, idempotent=True) is SendFailure.UNKNOWN
+
+
+async def test_a_record_of_produce_waiting_for_its_topic_ends_when_stopped() -> None:
+    broker = ModelBroker(partitions=0)  # the topic is not there (yet)
+    harness = await make(broker, backoff=0.01)()
+    record = asyncio.create_task(harness.pipeline.produce(TOPIC, None, b"log"))
+    await asyncio.sleep(0.03)
+    await harness.pipeline.stop(0.0, abandoned=True)
+    async with asyncio.timeout(0.5):  # not the request timeout (2 s)
+        with pytest.raises(NotSentError):
+            await record
