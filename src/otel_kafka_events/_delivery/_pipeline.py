@@ -617,6 +617,8 @@ class ProducePipeline:
             code == _OUT_OF_ORDER and lane.idempotent and lane.flights[0] is not flight
         ):
             # An earlier batch is still to be written: send this one after it.
+            # This send was not written.
+            flight.maybe_written = written_before
             self._failed(flight, OutOfOrderSequenceNumber(), maybe_written=False)
         elif code == _OUT_OF_ORDER and lane.refused:
             broken = SequenceBrokenError(
@@ -638,7 +640,11 @@ class ProducePipeline:
             if error_class.retriable or code in _NOT_NOW:
                 if getattr(error_class, "invalid_metadata", False) or code in _NOT_NOW:
                     self._refresh_metadata()
-                self._failed(flight, error, maybe_written=code in _MAYBE_WRITTEN)
+                maybe_written = code in _MAYBE_WRITTEN
+                if not maybe_written:
+                    # This send was not written (a leader moved, say).
+                    flight.maybe_written = written_before
+                self._failed(flight, error, maybe_written=maybe_written)
             else:
                 self._refused(flight, _unless_written(error, written_before))
 

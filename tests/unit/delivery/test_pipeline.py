@@ -438,9 +438,24 @@ async def test_a_graceful_stop_waits_for_answers_not_for_resends() -> None:
     broker.gate.set()
     async with asyncio.timeout(1.0):  # not the stop's 5 s, nor the backoff
         await harness.pipeline.stop(5.0, abandoned=False)
-    assert isinstance(failed.error, MaybeSentError)
-    assert isinstance(behind.error, MaybeSentError)
+    # The broker wrote neither (one not led, one out of order behind it),
+    # and said so: both end "not sent", safe to send again.
+    assert isinstance(failed.error, NotSentError)
+    assert isinstance(behind.error, NotSentError)
     assert broker.partitions[0].log == []
+
+
+async def test_a_resend_refused_after_a_definite_no_is_not_written() -> None:
+    broker = ModelBroker()
+    harness = await make(broker)()
+    # Not written (its leader moved); the resend meets a broker that lost
+    # the producer id: never written, so a new producer sends it again.
+    broker.script.extend(["not_leader", "unknown_producer"])
+    outcome = harness.send(b"once")
+    await harness.settled()
+    assert broker.partitions[0].log == []
+    assert outcome.error is not None
+    assert classify(outcome.error, idempotent=True) is SendFailure.RESTART
 
 
 async def test_a_partition_without_a_leader_waits_for_one() -> None:
