@@ -289,9 +289,13 @@ class ProducePipeline:
                     if flight.maybe_written
                     else NotSentError("given up before it was sent"),
                 )
+        # Shielded: a stop cancelled again while the client closes still
+        # leaves it closed.
+        closing = asyncio.ensure_future(contained(self._client.close()))
+        _read_later(closing)
         with contextlib.suppress(TimeoutError, Exception):
             async with asyncio.timeout(max(deadline - loop.time(), 0.05)):
-                await contained(self._client.close())
+                await asyncio.shield(closing)
 
     def _every_lane(self) -> list[_Lane]:
         return [*self._lanes.values(), *self._record_lanes.values()]

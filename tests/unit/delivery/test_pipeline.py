@@ -597,6 +597,27 @@ async def test_a_stop_cancelled_in_its_grace_still_ends_everything() -> None:
     assert isinstance(outcome.error, MaybeSentError)
 
 
+async def test_a_stop_cancelled_twice_still_closes_the_client() -> None:
+    class SlowToClose(ModelBroker):
+        async def close(self) -> None:
+            await asyncio.sleep(0.05)
+            self.closed = True
+
+    broker = SlowToClose()
+    harness = await make(broker)()
+    broker.gate.clear()
+    harness.send(b"event")
+    await asyncio.sleep(0.01)
+    stopping = asyncio.create_task(harness.pipeline.stop(5.0, abandoned=False))
+    await asyncio.sleep(0.01)
+    stopping.cancel()  # in its grace: it gives everything up, then closes
+    await asyncio.sleep(0.01)
+    stopping.cancel()  # while the client closes
+    await asyncio.gather(stopping, return_exceptions=True)
+    await asyncio.sleep(0.1)
+    assert broker.closed
+
+
 async def test_a_metadata_update_that_fails_does_not_stall_the_partition() -> None:
     class FailingMetadata(ModelBroker):
         failing = False
