@@ -22,6 +22,10 @@ Rules
    ones.
 4. Every batch handed over ends exactly once, through its ``done``, called
    from the event loop and never within `send`.
+5. A batch ends as not written (`NotSentError`, or an error whose events
+   the sender sends again or reports refused) only when no send of it may
+   have been written, or the broker's answer shows it does not have it
+   (`_PRODUCER_STATE`); otherwise it ends `MaybeSentError`.
 """
 
 from __future__ import annotations
@@ -69,6 +73,14 @@ _NOT_NOW = frozenset({13, 74, 76})  # network exception, leader epoch moved
 _MAYBE_WRITTEN = frozenset({7, 13, 20})
 # The producer id is no longer good: a new one is needed.
 _PRODUCER_GONE = frozenset({47, 59, 90})
+_UNKNOWN_PRODUCER = 59
+# _PRODUCER_STATE: a broker keeps each producer's last batches per
+# partition, rebuilt from its log after a restart, and answers a batch it
+# has as a repeat (with its offset). So an out-of-order answer, or an
+# unknown producer id, to a batch sent again says it does not have the
+# batch, whatever became of an earlier send: the batch is "not written".
+# A refusal (not authorized, say) is decided before repeats are looked
+# for, and fencing hides them: neither says anything of an earlier send.
 
 _NO_ERROR = 0
 _DUPLICATE_SEQUENCE = 46
@@ -628,16 +640,20 @@ class ProducePipeline:
             broken = SequenceBrokenError(
                 "an earlier batch of the partition was refused"
             )
-            self._end(flight, None, _unless_written(broken, written_before))
+            # Out of order speaks for the batch (see `_PRODUCER_STATE`).
+            self._end(flight, None, broken)
         elif code == _OUT_OF_ORDER:
             # Nothing earlier is pending: the broker lost the producer's
             # state, and writes nothing more of the partition under this id.
-            self._refused(
-                flight, _unless_written(OutOfOrderSequenceNumber(), written_before)
-            )
+            # Nor has it this batch (see `_PRODUCER_STATE`).
+            self._refused(flight, OutOfOrderSequenceNumber())
+        elif code == _UNKNOWN_PRODUCER:
+            # The broker has nothing of this producer, this batch included.
+            self._end(flight, None, UnknownProducerId())
         elif code in _PRODUCER_GONE:
-            gone = UnknownProducerId() if code == 59 else ProducerFenced()
-            self._end(flight, None, _unless_written(gone, written_before))
+            # Fenced: a newer epoch hides a repeat from the broker, so it
+            # says nothing of an earlier send.
+            self._end(flight, None, _unless_written(ProducerFenced(), written_before))
         else:
             error_class = for_code(code)
             error = error_class()

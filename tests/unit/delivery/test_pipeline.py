@@ -68,8 +68,9 @@ class ModelBroker:
     broker writes it, the answer is lost); ``"too_large"`` (refused for
     good); ``"not_ready"`` (no connection); ``"unknown_producer"`` and
     ``"unauthorized"`` (refused, not written: the broker lost the producer's
-    id, or the producer's right to write); ``"forgotten"`` (the broker lost
-    the producer's state, then answers as its rules say); ``"silent"``
+    id, or the producer's right to write); ``"crashed"`` (the broker lost
+    its log, and the producer state it rebuilds from it, then answers as
+    its rules say); ``"silent"``
     (written, and never answered: a client that does not bound its wait).
     ``gate`` holds every answer until set.
 
@@ -149,9 +150,9 @@ class ModelBroker:
                 answers.append((topic, partition, TOO_LARGE, -1))
             elif action in _REFUSED:
                 answers.append((topic, partition, _REFUSED[action], -1))
-            elif action == "forgotten":
-                state = self.partitions[partition]
-                state.expected, state.recent = 1000, deque(maxlen=5)
+            elif action == "crashed":
+                # Restarted with its log and producer state lost.
+                state = self.partitions[partition] = Partition()
                 answers.append((topic, partition, *self._write(state, batch)))
             elif action == "timed_out":  # written, not yet replicated
                 self._write(self.partitions[partition], batch)
@@ -722,21 +723,36 @@ async def test_a_record_and_a_batch_of_one_partition_never_share_a_request() -> 
     assert all(len({p for p, _ in sent}) == len(sent) for sent in broker.requests)
 
 
-@pytest.mark.parametrize("answer", ["unknown_producer", "unauthorized", "forgotten"])
-async def test_a_resend_refused_after_a_write_is_reported_maybe_written(
-    answer: str,
-) -> None:
+async def test_a_resend_refused_after_a_write_is_reported_maybe_written() -> None:
     broker = ModelBroker()
     harness = await make(broker)()
-    # Written, its answer lost; the resend meets a broker that says "not
-    # written" (it lost the producer's state, or the right to write changed).
-    broker.script.extend(["written_lost", answer])
+    # Written, its answer lost; the resend is refused (the producer lost
+    # the right to write), which says nothing of the first send.
+    broker.script.extend(["written_lost", "unauthorized"])
     outcome = harness.send(b"once")
     await harness.settled()
     assert broker.partitions[0].log == [b"once"]
     assert outcome.error is not None
-    # Not RESTART (its events sent again: twice on the topic) nor REJECT.
+    # Not REJECT (it is on the topic) nor RESTART (sent again: twice).
     assert classify(outcome.error, idempotent=True) is SendFailure.UNKNOWN
+
+
+async def test_a_resend_out_of_order_after_a_crash_is_not_written() -> None:
+    broker = ModelBroker(partitions=1)
+    harness = await make(broker)()
+    acknowledged = harness.send(b"acknowledged")
+    await harness.settled()
+    # Written, its answer lost; then the broker crashes and loses both
+    # writes, and with them the producer's state (rebuilt from its log).
+    broker.script.extend(["written_lost", "crashed"])
+    lost = harness.send(b"lost")
+    await harness.settled()
+    assert acknowledged.offset == 0
+    assert broker.partitions[0].log == []
+    # The resend is out of order with nothing pending: a broker that had
+    # the batch would have answered it as a repeat. A new producer sends it.
+    assert lost.error is not None
+    assert classify(lost.error, idempotent=True) is SendFailure.RESTART
 
 
 async def test_a_record_of_produce_waiting_to_be_sent_again_ends_when_stopped() -> None:
@@ -752,23 +768,24 @@ async def test_a_record_of_produce_waiting_to_be_sent_again_ends_when_stopped() 
     assert broker.partitions[0].log == []
 
 
-async def test_behind_a_refusal_a_batch_written_before_is_reported_maybe_written() -> (
-    None
-):
-    broker = ModelBroker()
+async def test_behind_a_refusal_an_out_of_order_batch_is_not_written() -> None:
+    broker = ModelBroker(partitions=1)
     harness = await make(broker)()
     broker.gate.clear()
-    # Both written, their answers lost; sent again, the first is refused,
-    # and the broker that lost its state answers the second out of order.
-    broker.script.extend(["written_lost", "written_lost", "unauthorized", "forgotten"])
+    # Both requests break (the broker may have read them; here it did not).
+    # Sent again, the first is refused, the second is out of order behind it.
+    broker.script.extend(["lost", "lost", "unauthorized", "ok"])
     first, second = harness.send(b"first"), harness.send(b"second")
     await asyncio.sleep(0.01)
     broker.gate.set()
     await harness.settled()
-    assert broker.partitions[0].log == [b"first", b"second"]
-    for outcome in (first, second):
-        assert outcome.error is not None
-        assert classify(outcome.error, idempotent=True) is SendFailure.UNKNOWN
+    assert broker.partitions[0].log == []
+    assert first.error is not None
+    assert second.error is not None
+    # The first may have been written by its first send; the second's
+    # out-of-order answer says the broker does not have it.
+    assert classify(first.error, idempotent=True) is SendFailure.UNKNOWN
+    assert classify(second.error, idempotent=True) is SendFailure.RESTART
 
 
 async def test_a_record_of_produce_waiting_for_its_topic_ends_when_stopped() -> None:
