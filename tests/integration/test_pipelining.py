@@ -10,12 +10,17 @@ and no two batches of the partition are ever in flight together
 way, every event is on the topic once, in publish order.
 
 A broker too old for the pipeline's requests gets aiokafka's producer
-instead, with a warning, and every event still arrives.
+instead, with a warning, and every event still arrives. A log record and
+an event batch of one partition handed over together both arrive (Apache
+Kafka writes one batch per partition of a request: sharing one, a record
+reported written was lost).
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import uuid
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -130,3 +135,45 @@ async def test_a_broker_too_old_for_the_pipeline_gets_aiokafkas_producer(
     records = await read_all(local_kafka_stack.bootstrap_servers, manager.topic)
     numbers = [(await decoder.decode(record.value))["n"] for record in records]
     assert numbers == list(range(200))
+
+
+async def test_a_log_record_and_an_event_batch_of_one_partition_both_arrive(
+    local_kafka_stack: LocalKafkaStack,
+) -> None:
+    # The log export may write to the events' topic: a record of `produce`
+    # and an event batch of the same partition, handed over in one turn,
+    # must not share a request (a broker writes one batch per partition of
+    # a request, and answers once for it).
+    topic = f"pipelining.shared-{uuid.uuid4().hex[:8]}"
+    await local_kafka_stack.create_topic(topic, partitions=1)
+    transport = AiokafkaTransport(bootstrap_servers=local_kafka_stack.bootstrap_servers)
+    assert transport.uses_pipeline
+    answers: list[tuple[int | None, BaseException | None]] = []
+    answered = asyncio.Event()
+
+    def done(offset: int | None, error: BaseException | None) -> None:
+        answers.append((offset, error))
+        answered.set()
+
+    await transport.start()
+    try:
+        for n in range(20):
+            record = asyncio.ensure_future(transport.produce(topic, None, b"log"))
+            await asyncio.sleep(0)  # the record is handed over first
+            batch = transport.new_batch()
+            assert batch.append(None, bytearray(b"event"), 0, [])
+            await transport.send(batch, topic, 0, done)
+            async with asyncio.timeout(30):
+                await record
+                while len(answers) <= n:
+                    answered.clear()
+                    await answered.wait()
+        assert [error for _, error in answers] == [None] * 20
+    finally:
+        await transport.stop(5.0, abandoned=False)
+    values = [
+        bytes(r.value)
+        for r in await read_all(local_kafka_stack.bootstrap_servers, topic)
+    ]
+    # Everything reported written is on the topic.
+    assert sorted(values) == [b"event"] * 20 + [b"log"] * 20
