@@ -72,8 +72,8 @@ _NOT_NOW = frozenset({13, 74, 76})  # network exception, leader epoch moved
 # Broker answers after which the batch may be written.
 _MAYBE_WRITTEN = frozenset({7, 13, 20})
 # The producer id is no longer good: a new one is needed.
-_PRODUCER_GONE = frozenset({47, 59, 90})
 _UNKNOWN_PRODUCER = 59
+_FENCED = frozenset({47, 90})  # invalid producer epoch, producer fenced
 # _PRODUCER_STATE: a broker keeps each producer's last batches per
 # partition, rebuilt from its log after a restart, and answers a batch it
 # has as a repeat (with its offset). So an out-of-order answer, or an
@@ -637,11 +637,12 @@ class ProducePipeline:
             flight.maybe_written = written_before
             self._failed(flight, OutOfOrderSequenceNumber(), maybe_written=False)
         elif code == _OUT_OF_ORDER and lane.refused:
-            broken = SequenceBrokenError(
-                "an earlier batch of the partition was refused"
-            )
             # Out of order speaks for the batch (see `_PRODUCER_STATE`).
-            self._end(flight, None, broken)
+            self._end(
+                flight,
+                None,
+                SequenceBrokenError("an earlier batch of the partition was refused"),
+            )
         elif code == _OUT_OF_ORDER:
             # Nothing earlier is pending: the broker lost the producer's
             # state, and writes nothing more of the partition under this id.
@@ -650,7 +651,7 @@ class ProducePipeline:
         elif code == _UNKNOWN_PRODUCER:
             # The broker has nothing of this producer, this batch included.
             self._end(flight, None, UnknownProducerId())
-        elif code in _PRODUCER_GONE:
+        elif code in _FENCED:
             # Fenced: a newer epoch hides a repeat from the broker, so it
             # says nothing of an earlier send.
             self._end(flight, None, _unless_written(ProducerFenced(), written_before))

@@ -359,6 +359,10 @@ class Sender:
             max(at - self._clock(), 0.0), self._ring, context=self._context
         )
 
+    def _may_send(self, partition: int, now: float) -> bool:
+        """Whether ``partition``'s backoff, if any, has run out."""
+        return self._retry_at.get(partition, 0.0) <= now
+
     def _back_off(self, partition: int, now: float) -> None:
         """No send to ``partition`` before a backoff; the loop looks then."""
         at = self._retry_at[partition] = now + self._backoff.next()
@@ -396,7 +400,7 @@ class Sender:
         for partition in self._ledger.sendable():
             if not connection.ready:
                 break  # a send failed at once and restarts the transport
-            if self._retry_at.get(partition, 0.0) <= now:
+            if self._may_send(partition, now):
                 self._fill(transport, partition, now)
 
     def _fill(self, transport: Transport, partition: int, now: float) -> None:
@@ -407,7 +411,7 @@ class Sender:
             self._start_send(transport, partition, now)
             and ledger.can_send(partition)
             and self._connection.ready
-            and self._retry_at.get(partition, 0.0) <= now
+            and self._may_send(partition, now)
         ):
             pass
 
@@ -558,11 +562,9 @@ class Sender:
         ledger = self._ledger
         if error is None:
             assert offset is not None
-            self._backoff.reset()
             # A batch sent before a failed one may be acknowledged after it:
-            # the failed one's backoff runs on.
-            if self._retry_at.get(partition, 0.0) <= now:
-                self._retry_at.pop(partition, None)
+            # the failed one's backoff (`_retry_at`) runs on.
+            self._backoff.reset()
             self.settle(ledger.delivered(batch, offset))
         elif isinstance(error, QueuedTooLongError):
             self._back_off(partition, now)
@@ -588,7 +590,7 @@ class Sender:
             and not self._stopping
             and self._connection.ready
             and ledger.can_send(partition)
-            and self._retry_at.get(partition, 0.0) <= now
+            and self._may_send(partition, now)
         ):
             # The next batch goes out now, not at the loop's next turn.
             self._fill(self._connection.transport, partition, now)
